@@ -1,0 +1,6 @@
+"""cnnc: a declarative compiler for convolutional neural networks."""
+from cnnc.errors import CnncError
+from cnnc.threads import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+__all__ = ["CnncError", "get_num_threads", "set_num_threads", "__version__"]
