@@ -1,0 +1,161 @@
+"""The ``cnnc`` command line: ``cnnc check | summary ...``.
+
+Each subcommand is a pair in COMMANDS: a function adding its arguments to its argparse
+subparser, and a function running it that returns the exit status. Exit statuses: 0 fine,
+1 an error in a spec (printed with its location), 2 a usage error (argparse's own).
+Tracebacks are shown only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cnnc.errors import CnncError
+
+EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    """argparse type of ``--set name=value``."""
+    from cnnc.dsl import parse_assignment
+    try:
+        return parse_assignment(text)
+    except CnncError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got '{text}'")
+    return n
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", metavar="NAME=VALUE", action="append",
+                        type=_assignment, default=[],
+                        help="give a param or search space this value (repeatable); "
+                             "otherwise each search space takes its first value")
+
+
+def _load(path: str, overrides: list[tuple[str, Any]]):
+    from cnnc.dsl import load_file
+    return load_file(path, dict(overrides))
+
+
+def _print_notes(spec, out=sys.stdout) -> None:
+    for note in spec.notes:
+        print(f"  note: {note}", file=out)
+
+
+# ---- check
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=".cnn files to check")
+    _add_set(p)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Load each spec; one line per good file, the located error for a bad one."""
+    from cnnc.ir.summary import summarize
+    status = EXIT_OK
+    for path in args.specs:
+        try:
+            spec = _load(path, args.overrides)
+        except CnncError as err:
+            if args.debug:
+                traceback.print_exc()
+            print(err, file=sys.stderr)
+            status = EXIT_SPEC_ERROR
+            continue
+        s = summarize(spec.graph)
+        shapes = ", ".join(str(v.type) for v in spec.graph.outputs)
+        print(f"{path}: ok: {spec.graph.name}, {s['total_params']:,} params "
+              f"({s['trainable_params']:,} trainable), output {shapes}")
+        _print_notes(spec)
+    return status
+
+
+# ---- summary
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="a .cnn file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batch", type=_positive_int, metavar="N",
+                   help="show shapes for batch size N instead of the symbolic N")
+    _add_set(p)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """The Keras-style table of a spec's layers, or the same as JSON."""
+    from cnnc.ir.summary import format_summary, summarize
+    spec = _load(args.spec, args.overrides)
+    summary = summarize(spec.graph, batch=args.batch)
+    if args.json:
+        summary["search_spaces"] = {name: s.value for name, s in spec.spaces.items()}
+        summary["notes"] = spec.notes
+        print(json.dumps(summary))
+    else:
+        print(format_summary(summary))
+        _print_notes(spec)
+    return EXIT_OK
+
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None],
+                Callable[[argparse.Namespace], int]]
+COMMANDS: list[Command] = [
+    ("check", _check_args, _check),
+    ("summary", _summary_args, _summary),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one subparser per entry of COMMANDS."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="cnnc", description="A declarative compiler for convolutional neural networks.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, add_args, run in COMMANDS:
+        p = sub.add_parser(name, parents=[common], help=(run.__doc__ or "").split("\n")[0],
+                           description=run.__doc__)
+        add_args(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cnnc`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CnncError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(err, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into e.g. head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as err:  # a bug in cnnc: say so plainly, the traceback on request
+        if args.debug:
+            raise
+        print(f"cnnc: internal error: {type(err).__name__}: {err} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,839 @@
+"""Convolution kernels: conv2d, conv_transpose2d and nearest upsampling, forward and backward.
+
+Layout: activations NCHW, conv weights OIHW = [out, in/groups, kh, kw]; conv_transpose
+weights are PyTorch's [in, out/groups, kh, kw]. float32 or float64 (the dtype of x).
+Padding is (top, bottom, left, right), an int or (ph, pw); asymmetric padding covers TF
+"same" with stride 2 (extra row at the bottom/right).
+
+Conv as a GEMM, per image and group (g = group, P = OH*OW, K = C/groups * kh * kw):
+
+    y_g[M/groups, P] = W_g[M/groups, K] @ col(x_g)[K, P]      (+ bias, activation)
+    dcol[K, P]       = W_g^T @ dy_g;  dx_g = col2im(dcol)     (the adjoint of im2col)
+    dW_g[., K]      += dy_g @ col(x_g)^T, summed over the batch in image order
+
+Three paths, chosen from the shapes: 1x1 / stride 1 / no padding uses x itself as col (no
+workspace); depthwise (groups == C_in, one input channel per group) is a direct loop; the
+rest is im2col + GEMM. The im2col buffer is tiled over output pixels: one tile holds at
+most COL_TILE_ELEMS = 2**19 elements (2 MiB in float32) or one full column of K elements
+when K alone is larger, so ``conv2d_workspace_size`` is at most
+``workers * max(2**19, K)`` elements, workers = min(n_threads, N) (1 when N < 2).
+
+conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
+backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
+swapped; all three reuse the conv2d code on the "conv view" (input = the transpose's
+output).
+
+Determinism: forward and backward-data parallelise over images (one owner per image,
+GEMM on one thread) or, for a single worker, inside the GEMM, which is bitwise identical
+for any thread count; the weight gradient walks images and tiles in a fixed order with the
+threads inside the GEMM, and each bias-gradient channel has one owner. Results are
+therefore bitwise identical for any n_threads.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memset
+
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+include "gemm_core.pxi"
+include "conv_args.pxi"
+
+COL_TILE_ELEMS = 1 << 19
+ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
+               "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH}
+
+cdef enum:
+    PATH_IM2COL = 0
+    PATH_1X1 = 1
+    PATH_DEPTHWISE = 2
+
+
+cdef struct Geom:
+    # conv view: x [n, c, h, w] -> y [n, m, oh, ow]; weight [m, cg, kh, kw]
+    Py_ssize_t n, c, h, w, m, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw
+    Py_ssize_t groups, cg, mg, kdim, tile, workers
+    int path
+
+
+# ---------------------------------------------------------------------------------------
+# geometry and argument checks (Python level, before any nogil work)
+
+def conv2d_output_size(in_size, kernel, stride=1, padding=0, dilation=1) -> tuple:
+    """Output (height, width) of a convolution over an input of ``in_size`` = (H, W)."""
+    h, w = _pair("in_size", in_size, 1)
+    kh, kw = _pair("kernel", kernel, 1)
+    sh, sw = _pair("stride", stride, 1)
+    dh, dw = _pair("dilation", dilation, 1)
+    pt, pb, pl, pr = _padding(padding)
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d: kernel {(kh, kw)} with dilation {(dh, dw)} does not fit the "
+                         f"padded input {(h + pt + pb, w + pl + pr)}")
+    return oh, ow
+
+
+def conv_transpose2d_output_size(in_size, kernel, stride=1, padding=0, output_padding=0,
+                                 dilation=1) -> tuple:
+    """Output (height, width) of a transposed convolution (PyTorch ConvTranspose2d)."""
+    h, w = _pair("in_size", in_size, 1)
+    kh, kw = _pair("kernel", kernel, 1)
+    sh, sw = _pair("stride", stride, 1)
+    dh, dw = _pair("dilation", dilation, 1)
+    oph, opw = _pair("output_padding", output_padding, 0)
+    pt, pb, pl, pr = _padding(padding)
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise ValueError(f"conv_transpose2d: output_padding {(oph, opw)} must be smaller than "
+                         f"the stride or the dilation")
+    oh = (h - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1
+    ow = (w - 1) * sw - pl - pr + dw * (kw - 1) + opw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv_transpose2d: padding {(pt, pb, pl, pr)} leaves no output")
+    return oh, ow
+
+
+cdef Geom _geom(tuple x_shape, tuple w_shape, tuple y_shape, stride, padding, dilation,
+                Py_ssize_t groups, int n_threads):
+    """Conv-view geometry; the caller has checked that the shapes agree."""
+    cdef Geom g
+    g.n, g.c, g.h, g.w = x_shape
+    g.m, g.cg, g.kh, g.kw = w_shape
+    g.oh, g.ow = y_shape[2], y_shape[3]
+    g.sh, g.sw = _pair("stride", stride, 1)
+    g.dh, g.dw = _pair("dilation", dilation, 1)
+    g.pt, _, g.pl, _ = _padding(padding)
+    g.groups, g.mg, g.kdim = groups, g.m // groups, g.cg * g.kh * g.kw
+    g.workers = max(1, min(n_threads, g.n))
+    g.tile = min(g.oh * g.ow, max(1, COL_TILE_ELEMS // g.kdim))
+    if (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
+            and g.oh == g.h and g.ow == g.w):
+        g.path = PATH_1X1
+    elif groups > 1 and g.cg == 1 and groups == g.c:
+        g.path = PATH_DEPTHWISE
+    else:
+        g.path = PATH_IM2COL
+    return g
+
+
+cdef Py_ssize_t _workspace_elems(const Geom* g):
+    return 0 if g.path != PATH_IM2COL else g.workers * g.kdim * g.tile
+
+
+def _conv_shapes(x_shape, w_shape, groups) -> int:
+    """Check that x [N, C, H, W] and weight [M, C/groups, kh, kw] agree; returns groups."""
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv2d needs 4-D x and weight, got {x_shape} and {w_shape}")
+    if min(x_shape[1:]) < 1 or min(w_shape) < 1:
+        raise ValueError(f"conv2d: empty dimension in x {x_shape} or weight {w_shape}")
+    if x_shape[1] != w_shape[1] * groups:
+        raise ValueError(f"conv2d: x has {x_shape[1]} channels but weight {w_shape} with "
+                         f"groups={groups} expects {w_shape[1] * groups}")
+    if w_shape[0] % groups:
+        raise ValueError(f"conv2d: {w_shape[0]} output channels are not divisible by "
+                         f"groups={groups}")
+    return groups
+
+
+def conv2d_workspace_size(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
+                          n_threads=1) -> int:
+    """Elements of workspace (dtype of x) that conv2d_forward/backward_* need for these shapes.
+
+    At most ``min(n_threads, N) * max(2**19, C/groups*kh*kw)``; 0 for the 1x1 and depthwise
+    paths. The same size serves forward, backward_data and backward_weight.
+    """
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    groups = _conv_shapes(x_shape, w_shape, groups)
+    oh, ow = conv2d_output_size(x_shape[2:], w_shape[2:], stride, padding, dilation)
+    cdef Geom g = _geom(x_shape, w_shape, (x_shape[0], w_shape[0], oh, ow), stride, padding,
+                        dilation, groups, _check_threads(n_threads))
+    return _workspace_elems(&g)
+
+
+def conv_transpose2d_workspace_size(x_shape, w_shape, stride=1, padding=0, output_padding=0,
+                                    dilation=1, groups=1, n_threads=1) -> int:
+    """Elements of workspace the conv_transpose2d kernels need (see conv2d_workspace_size)."""
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    y_shape = _transpose_out_shape(x_shape, w_shape, stride, padding, output_padding,
+                                   dilation, groups)
+    cdef Geom g = _geom(y_shape, w_shape, x_shape, stride, padding, dilation, groups,
+                        _check_threads(n_threads))
+    return _workspace_elems(&g)
+
+
+def _transpose_out_shape(x_shape, w_shape, stride, padding, output_padding, dilation,
+                         groups) -> tuple:
+    """y shape of conv_transpose2d: x [N, Cin, H, W], weight [Cin, Cout/groups, kh, kw]."""
+    groups = int(groups)
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv_transpose2d needs 4-D x and weight, got {x_shape} and "
+                         f"{w_shape}")
+    if groups < 1 or x_shape[1] != w_shape[0] or w_shape[0] % groups:
+        raise ValueError(f"conv_transpose2d: x has {x_shape[1]} channels; weight {w_shape} "
+                         f"needs {w_shape[0]}, divisible by groups={groups}")
+    oh, ow = conv_transpose2d_output_size(x_shape[2:], w_shape[2:], stride, padding,
+                                          output_padding, dilation)
+    y_shape = (x_shape[0], w_shape[1] * groups, oh, ow)
+    _conv_shapes(y_shape, w_shape, groups)
+    return y_shape
+
+
+def _act_code(act) -> int:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of "
+                         f"{sorted(k for k in ACTIVATIONS if k)}")
+    return ACTIVATIONS[act]
+
+
+def _workspace(workspace, dtype, Py_ssize_t need):
+    """The workspace as a 1-D C-contiguous array of dtype with at least `need` elements."""
+    if need == 0 and workspace is None:
+        return None
+    if workspace is None:
+        raise ValueError(f"this convolution needs a workspace of {need} elements")
+    _float_array("workspace", workspace, 1)
+    if workspace.dtype != dtype or workspace.shape[0] < need:
+        raise ValueError(f"workspace is {workspace.dtype}[{workspace.shape[0]}]; need "
+                         f"{dtype}[{need}] (see conv2d_workspace_size)")
+    return workspace
+
+
+cdef inline void* _ptr(a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---------------------------------------------------------------------------------------
+# im2col / col2im over a tile of output pixels [p0, p0 + np_)
+
+cdef inline void _tap_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t count,
+                            Py_ssize_t limit, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the t in [0, count) with 0 <= start + t*step < limit."""
+    cdef Py_ssize_t a = 0, b
+    if start < 0:
+        a = (-start + step - 1) // step
+    b = 0 if start >= limit else (limit - start + step - 1) // step
+    a = min(a, count)
+    b = min(max(b, a), count)
+    lo[0] = a
+    hi[0] = b
+
+
+cdef void _im2col_row(const floating* x, floating* row, const Geom* g, Py_ssize_t r,
+                      Py_ssize_t p0, Py_ssize_t np_) noexcept nogil:
+    """row[q] = x[c, ih, iw] (0 outside) for col row r = (c, ki, kj), pixel p0 + q."""
+    cdef Py_ssize_t c = r // (g.kh * g.kw), ki = (r // g.kw) % g.kh, kj = r % g.kw
+    cdef Py_ssize_t q = 0, p = p0, i, j0, cnt, ih, iw0, lo, hi, t
+    cdef const floating* src
+    while q < np_:
+        i = p // g.ow
+        j0 = p - i * g.ow
+        cnt = min(g.ow - j0, np_ - q)
+        ih = i * g.sh - g.pt + ki * g.dh
+        if ih < 0 or ih >= g.h:
+            lo = hi = cnt
+        else:
+            iw0 = j0 * g.sw - g.pl + kj * g.dw
+            _tap_range(iw0, g.sw, cnt, g.w, &lo, &hi)
+            src = x + (c * g.h + ih) * g.w + iw0
+            if g.sw == 1:
+                for t in range(lo, hi):
+                    row[q + t] = src[t]
+            else:
+                for t in range(lo, hi):
+                    row[q + t] = src[t * g.sw]
+        for t in range(lo):
+            row[q + t] = 0
+        for t in range(hi, cnt):
+            row[q + t] = 0
+        q += cnt
+        p += cnt
+
+
+cdef void _col2im_channel(const floating* col, floating* x, const Geom* g, Py_ssize_t c,
+                          Py_ssize_t p0, Py_ssize_t np_) noexcept nogil:
+    """x[c] += the col rows of channel c scattered back (adjoint of _im2col_row)."""
+    cdef Py_ssize_t r, ki, kj, q, p, i, j0, cnt, ih, iw0, lo, hi, t
+    cdef const floating* row
+    cdef floating* dst
+    for r in range(c * g.kh * g.kw, (c + 1) * g.kh * g.kw):
+        ki = (r // g.kw) % g.kh
+        kj = r % g.kw
+        row = col + r * np_
+        q = 0
+        p = p0
+        while q < np_:
+            i = p // g.ow
+            j0 = p - i * g.ow
+            cnt = min(g.ow - j0, np_ - q)
+            ih = i * g.sh - g.pt + ki * g.dh
+            if 0 <= ih < g.h:
+                iw0 = j0 * g.sw - g.pl + kj * g.dw
+                _tap_range(iw0, g.sw, cnt, g.w, &lo, &hi)
+                dst = x + (c * g.h + ih) * g.w + iw0
+                for t in range(lo, hi):
+                    dst[t * g.sw] += row[q + t]
+            q += cnt
+            p += cnt
+
+
+cdef void _im2col(const floating* x, floating* col, const Geom* g, Py_ssize_t p0,
+                  Py_ssize_t np_, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r
+    if n_threads > 1:
+        for r in prange(g.kdim, num_threads=n_threads, schedule="static"):
+            _im2col_row(x, col + r * np_, g, r, p0, np_)
+    else:
+        for r in range(g.kdim):
+            _im2col_row(x, col + r * np_, g, r, p0, np_)
+
+
+cdef void _col2im(const floating* col, floating* x, const Geom* g, Py_ssize_t p0,
+                  Py_ssize_t np_, int n_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    if n_threads > 1:  # channel c's rows write only channel c: one owner each
+        for c in prange(g.cg, num_threads=n_threads, schedule="static"):
+            _col2im_channel(col, x, g, c, p0, np_)
+    else:
+        for c in range(g.cg):
+            _col2im_channel(col, x, g, c, p0, np_)
+
+
+# ---------------------------------------------------------------------------------------
+# one image through the GEMM paths
+
+cdef void _fwd_image(const floating* x, const floating* w, const floating* bias, floating* y,
+                     floating* col, const Geom* g, int act, floating act_param,
+                     int n_threads) noexcept nogil:
+    """y[M, P] = act(W @ col(x) + bias) for one image, group by group, tile by tile."""
+    cdef Py_ssize_t gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
+    cdef const floating* xg
+    cdef const floating* wg
+    cdef const floating* bg
+    cdef floating* yg
+    cdef int bias_mode = BIAS_NONE if bias == NULL else BIAS_ROW
+    for gi in range(g.groups):
+        xg = x + gi * g.cg * hw
+        wg = w + gi * g.mg * g.kdim
+        yg = y + gi * g.mg * P
+        bg = bias
+        if bias != NULL:
+            bg = bias + gi * g.mg
+        if g.path == PATH_1X1:
+            gemm(False, False, g.mg, P, g.cg, 1, wg, g.cg, xg, hw, 0, yg, P,
+                 bg, bias_mode, act, act_param, n_threads)
+            continue
+        for t in range((P + g.tile - 1) // g.tile):
+            p0 = t * g.tile
+            np_ = min(g.tile, P - p0)
+            _im2col(xg, col, g, p0, np_, n_threads)
+            gemm(False, False, g.mg, np_, g.kdim, 1, wg, g.kdim, col, np_, 0, yg + p0, P,
+                 bg, bias_mode, act, act_param, n_threads)
+
+
+cdef void _bwd_data_image(const floating* dy, const floating* w, floating* dx, floating* col,
+                          const Geom* g, int n_threads) noexcept nogil:
+    """dx = col2im(W^T @ dy) for one image (dx fully overwritten)."""
+    cdef Py_ssize_t gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
+    cdef const floating* dyg
+    cdef const floating* wg
+    cdef floating* dxg
+    if g.path != PATH_1X1:
+        memset(dx, 0, g.c * hw * sizeof(floating))
+    for gi in range(g.groups):
+        dyg = dy + gi * g.mg * P
+        wg = w + gi * g.mg * g.kdim
+        dxg = dx + gi * g.cg * hw
+        if g.path == PATH_1X1:
+            gemm(True, False, g.cg, hw, g.mg, 1, wg, g.cg, dyg, P, 0, dxg, hw,
+                 NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+            continue
+        for t in range((P + g.tile - 1) // g.tile):
+            p0 = t * g.tile
+            np_ = min(g.tile, P - p0)
+            gemm(True, False, g.kdim, np_, g.mg, 1, wg, g.kdim, dyg + p0, P, 0, col, np_,
+                 NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+            _col2im(col, dxg, g, p0, np_, n_threads)
+
+
+cdef void _gemm_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                    floating* ws, const Geom* g, int act, floating act_param,
+                    int n_threads) noexcept nogil:
+    """Forward over the batch: one image per thread, or all threads inside one image."""
+    cdef Py_ssize_t n, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t cs = g.kdim * g.tile
+    if g.workers > 1:
+        with parallel(num_threads=g.workers):
+            tid = threadid()
+            for n in prange(g.n, schedule="static"):
+                _fwd_image(x + n * xs, w, bias, y + n * ys, ws + tid * cs, g, act, act_param, 1)
+    else:
+        for n in range(g.n):
+            _fwd_image(x + n * xs, w, bias, y + n * ys, ws, g, act, act_param, n_threads)
+
+
+cdef void _gemm_bwd_data(const floating* dy, const floating* w, floating* dx, floating* ws,
+                         const Geom* g, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t cs = g.kdim * g.tile
+    if g.workers > 1:
+        with parallel(num_threads=g.workers):
+            tid = threadid()
+            for n in prange(g.n, schedule="static"):
+                _bwd_data_image(dy + n * ys, w, dx + n * xs, ws + tid * cs, g, 1)
+    else:
+        for n in range(g.n):
+            _bwd_data_image(dy + n * ys, w, dx + n * xs, ws, g, n_threads)
+
+
+cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* col,
+                           const Geom* g, bint accumulate, int n_threads) noexcept nogil:
+    """dW (+)= sum over images, in order, of dy @ col(x)^T; threads work inside the GEMM."""
+    cdef Py_ssize_t n, gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
+    cdef const floating* xg
+    cdef const floating* dyg
+    cdef floating* dwg
+    cdef floating beta
+    for n in range(g.n):
+        for gi in range(g.groups):
+            xg = x + (n * g.c + gi * g.cg) * hw
+            dyg = dy + (n * g.m + gi * g.mg) * P
+            dwg = dw + gi * g.mg * g.kdim
+            beta = 1 if accumulate or n > 0 else 0
+            if g.path == PATH_1X1:
+                gemm(False, True, g.mg, g.cg, hw, 1, dyg, P, xg, hw, beta, dwg, g.cg,
+                     NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+                continue
+            for t in range((P + g.tile - 1) // g.tile):
+                p0 = t * g.tile
+                np_ = min(g.tile, P - p0)
+                _im2col(xg, col, g, p0, np_, n_threads)
+                gemm(False, True, g.mg, g.kdim, np_, 1, dyg + p0, P, col, np_,
+                     beta if p0 == 0 else 1, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0,
+                     n_threads)
+
+
+# ---------------------------------------------------------------------------------------
+# depthwise: direct loops, one (image, channel) plane per owner
+
+cdef void _dw_fwd_plane(const floating* x, const floating* w, floating b, floating* y,
+                        const Geom* g) noexcept nogil:
+    """y = b + sum_taps w[ki, kj] * x[i*sh - pt + ki*dh, j*sw - pl + kj*dw] on one plane."""
+    cdef Py_ssize_t i, j, ki, kj, ih, iw0, lo, hi
+    cdef floating wv
+    cdef floating* yrow
+    cdef const floating* src
+    for i in range(g.oh):
+        yrow = y + i * g.ow
+        for j in range(g.ow):
+            yrow[j] = b
+        for ki in range(g.kh):
+            ih = i * g.sh - g.pt + ki * g.dh
+            if ih < 0 or ih >= g.h:
+                continue
+            for kj in range(g.kw):
+                wv = w[ki * g.kw + kj]
+                iw0 = kj * g.dw - g.pl
+                _tap_range(iw0, g.sw, g.ow, g.w, &lo, &hi)
+                src = x + ih * g.w + iw0
+                for j in range(lo, hi):
+                    yrow[j] += wv * src[j * g.sw]
+
+
+cdef void _dw_bwd_data_plane(const floating* dy, const floating* w, floating* dx,
+                             const Geom* g) noexcept nogil:
+    """dx += the adjoint of _dw_fwd_plane applied to dy (one output channel)."""
+    cdef Py_ssize_t i, j, ki, kj, ih, iw0, lo, hi
+    cdef floating wv
+    cdef const floating* dyrow
+    cdef floating* dst
+    for i in range(g.oh):
+        dyrow = dy + i * g.ow
+        for ki in range(g.kh):
+            ih = i * g.sh - g.pt + ki * g.dh
+            if ih < 0 or ih >= g.h:
+                continue
+            for kj in range(g.kw):
+                wv = w[ki * g.kw + kj]
+                iw0 = kj * g.dw - g.pl
+                _tap_range(iw0, g.sw, g.ow, g.w, &lo, &hi)
+                dst = dx + ih * g.w + iw0
+                for j in range(lo, hi):
+                    dst[j * g.sw] += wv * dyrow[j]
+
+
+cdef void _dw_bwd_weight_plane(const floating* x, const floating* dy, floating* dw,
+                               const Geom* g) noexcept nogil:
+    """dw[ki, kj] += sum over the plane of dy * shifted x (one image, one channel)."""
+    cdef Py_ssize_t i, j, ki, kj, ih, iw0, lo, hi
+    cdef floating s
+    cdef const floating* dyrow
+    cdef const floating* src
+    for ki in range(g.kh):
+        for kj in range(g.kw):
+            s = 0
+            for i in range(g.oh):
+                ih = i * g.sh - g.pt + ki * g.dh
+                if ih < 0 or ih >= g.h:
+                    continue
+                dyrow = dy + i * g.ow
+                iw0 = kj * g.dw - g.pl
+                _tap_range(iw0, g.sw, g.ow, g.w, &lo, &hi)
+                src = x + ih * g.w + iw0
+                for j in range(lo, hi):
+                    s = s + dyrow[j] * src[j * g.sw]
+            dw[ki * g.kw + kj] += s
+
+
+cdef void _dw_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                  const Geom* g, int act, floating act_param, int n_threads) noexcept nogil:
+    cdef Py_ssize_t p, q, o, hw = g.h * g.w, P = g.oh * g.ow, taps = g.kh * g.kw
+    for p in prange(g.n * g.m, num_threads=n_threads, schedule="static"):
+        o = p % g.m
+        _dw_fwd_plane(x + (p // g.m * g.c + o // g.mg) * hw, w + o * taps,
+                      0 if bias == NULL else bias[o], y + p * P, g)
+        if act != ACT_NONE:
+            for q in range(P):
+                y[p * P + q] = _gemm_act(y[p * P + q], act, act_param)
+
+
+cdef void _dw_bwd_data(const floating* dy, const floating* w, floating* dx, const Geom* g,
+                       int n_threads) noexcept nogil:
+    cdef Py_ssize_t p, o, hw = g.h * g.w, P = g.oh * g.ow, taps = g.kh * g.kw
+    for p in prange(g.n * g.c, num_threads=n_threads, schedule="static"):
+        memset(dx + p * hw, 0, hw * sizeof(floating))
+        for o in range(p % g.c * g.mg, (p % g.c + 1) * g.mg):  # output channels of channel c
+            _dw_bwd_data_plane(dy + (p // g.c * g.m + o) * P, w + o * taps, dx + p * hw, g)
+
+
+cdef void _dw_bwd_weight(const floating* x, const floating* dy, floating* dw, const Geom* g,
+                         bint accumulate, int n_threads) noexcept nogil:
+    cdef Py_ssize_t o, n, hw = g.h * g.w, P = g.oh * g.ow, taps = g.kh * g.kw
+    for o in prange(g.m, num_threads=n_threads, schedule="static"):
+        if not accumulate:
+            memset(dw + o * taps, 0, taps * sizeof(floating))
+        for n in range(g.n):
+            _dw_bwd_weight_plane(x + (n * g.c + o // g.mg) * hw, dy + (n * g.m + o) * P,
+                                 dw + o * taps, g)
+
+
+# ---------------------------------------------------------------------------------------
+# small per-channel passes
+
+cdef void _channel_sums(const floating* dy, floating* db, Py_ssize_t n, Py_ssize_t m,
+                        Py_ssize_t P, bint accumulate, int n_threads) noexcept nogil:
+    """db[o] (+)= sum over images and pixels of dy[:, o] (one owner per channel)."""
+    cdef Py_ssize_t o, i, q
+    cdef double s
+    for o in prange(m, num_threads=n_threads, schedule="static"):
+        s = 0
+        for i in range(n):
+            for q in range(P):
+                s = s + dy[(i * m + o) * P + q]
+        db[o] = <floating>(s + db[o]) if accumulate else <floating>s
+
+
+cdef void _bias_act(floating* y, const floating* bias, Py_ssize_t planes, Py_ssize_t m,
+                    Py_ssize_t P, int act, floating act_param, int n_threads) noexcept nogil:
+    """y[:, o] = act(y[:, o] + bias[o]) in place."""
+    cdef Py_ssize_t p, q
+    cdef floating b
+    for p in prange(planes, num_threads=n_threads, schedule="static"):
+        b = 0 if bias == NULL else bias[p % m]
+        for q in range(P):
+            y[p * P + q] = _gemm_act(y[p * P + q] + b, act, act_param)
+
+
+# ---------------------------------------------------------------------------------------
+# dispatch over paths (conv view)
+
+cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                    floating* ws, const Geom* g, int act, floating act_param,
+                    int n_threads) noexcept nogil:
+    if g.path == PATH_DEPTHWISE:
+        _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
+    else:
+        _gemm_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+
+
+cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, floating* ws,
+                         const Geom* g, int n_threads) noexcept nogil:
+    if g.path == PATH_DEPTHWISE:
+        _dw_bwd_data(dy, w, dx, g, n_threads)
+    else:
+        _gemm_bwd_data(dy, w, dx, ws, g, n_threads)
+
+
+cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* ws,
+                           const Geom* g, bint accumulate, int n_threads) noexcept nogil:
+    if g.path == PATH_DEPTHWISE:
+        _dw_bwd_weight(x, dy, dw, g, accumulate, n_threads)
+    elif g.n == 0:
+        if not accumulate:
+            memset(dw, 0, g.m * g.kdim * sizeof(floating))
+    else:
+        _gemm_bwd_weight(x, dy, dw, ws, g, accumulate, n_threads)
+
+
+# ---------------------------------------------------------------------------------------
+# Python entry points
+
+def _check_conv(x, w, y_name, y, stride, padding, dilation, groups, n_threads):
+    """Validate x, weight and the y-shaped array of a conv2d call; returns (groups, nt)."""
+    x = _float_array("x", x, 4)
+    _float_array("weight", w, 4)
+    groups = _conv_shapes(x.shape, w.shape, groups)
+    _check("weight", w, x.dtype, w.shape)
+    oh, ow = conv2d_output_size(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    _check(y_name, y, x.dtype, (x.shape[0], w.shape[0], oh, ow))
+    return groups, _check_threads(n_threads)
+
+
+def _check_transpose(x, w, y_name, y, stride, padding, output_padding, dilation, groups,
+                     n_threads):
+    """Validate a conv_transpose2d call; returns (groups, nt)."""
+    x = _float_array("x", x, 4)
+    _float_array("weight", w, 4)
+    _check("weight", w, x.dtype, w.shape)
+    y_shape = _transpose_out_shape(x.shape, w.shape, stride, padding, output_padding,
+                                   dilation, groups)
+    _check(y_name, y, x.dtype, y_shape)
+    return int(groups), _check_threads(n_threads)
+
+
+def _check_bias(name, b, dtype, m):
+    if b is not None:
+        _check(name, b, dtype, (m,))
+
+
+def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act=None,
+                   act_param=0.0, workspace=None, n_threads=1) -> None:
+    """y = act(conv2d(x, w) + bias).
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64, IN
+    w : (M, C/groups, kh, kw), dtype of x, IN
+    bias : (M,) or None, IN
+    y : (N, M, OH, OW), OUT; OH, OW from ``conv2d_output_size``
+    stride, dilation : int or (h, w)
+    padding : int, (ph, pw) or (top, bottom, left, right)
+    groups : C and M divisible by it; groups == C (> 1) takes the direct depthwise path
+    act : None/"none", "relu", "leaky_relu" (slope act_param), "sigmoid", "tanh"
+    workspace : 1-D, dtype of x, >= conv2d_workspace_size(...) elements, or None when that
+        is 0; its contents are scratch
+    n_threads : threads to use; results do not depend on it
+    """
+    groups, nt = _check_conv(x, w, "y", y, stride, padding, dilation, groups, n_threads)
+    _check_bias("bias", bias, x.dtype, w.shape[0])
+    cdef int act_code = _act_code(act)
+    cdef Geom g = _geom(x.shape, w.shape, y.shape, stride, padding, dilation, groups, nt)
+    workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
+    _check_outputs({"y": y, "workspace": workspace}, {"x": x, "w": w, "bias": bias})
+    if x.dtype == np.float32:
+        _conv_fwd[float](<const float*>_ptr(x), <const float*>_ptr(w),
+                         <const float*>_ptr(bias), <float*>_ptr(y), <float*>_ptr(workspace),
+                         &g, act_code, act_param, nt)
+    else:
+        _conv_fwd[double](<const double*>_ptr(x), <const double*>_ptr(w),
+                          <const double*>_ptr(bias), <double*>_ptr(y),
+                          <double*>_ptr(workspace), &g, act_code, act_param, nt)
+
+
+def conv2d_backward_data(dy, w, dx, stride=1, padding=0, dilation=1, groups=1,
+                         workspace=None, n_threads=1) -> None:
+    """dx = the gradient of conv2d with respect to x, given dy (dx is overwritten).
+
+    dy : (N, M, OH, OW), IN; w : (M, C/groups, kh, kw), IN; dx : (N, C, H, W), OUT;
+    the other arguments as in ``conv2d_forward`` (which says how to size the workspace).
+    """
+    dx = _float_array("dx", dx, 4)
+    groups, nt = _check_conv(dx, w, "dy", dy, stride, padding, dilation, groups, n_threads)
+    cdef Geom g = _geom(dx.shape, w.shape, dy.shape, stride, padding, dilation, groups, nt)
+    workspace = _workspace(workspace, dx.dtype, _workspace_elems(&g))
+    _check_outputs({"dx": dx, "workspace": workspace}, {"dy": dy, "w": w})
+    if dx.dtype == np.float32:
+        _conv_bwd_data[float](<const float*>_ptr(dy), <const float*>_ptr(w),
+                              <float*>_ptr(dx), <float*>_ptr(workspace), &g, nt)
+    else:
+        _conv_bwd_data[double](<const double*>_ptr(dy), <const double*>_ptr(w),
+                               <double*>_ptr(dx), <double*>_ptr(workspace), &g, nt)
+
+
+def conv2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0, dilation=1, groups=1,
+                           accumulate=False, workspace=None, n_threads=1) -> None:
+    """dw = sum over the batch of dy (x) col(x); db = sum of dy over N, OH, OW.
+
+    x : (N, C, H, W), IN; dy : (N, M, OH, OW), IN; dw : (M, C/groups, kh, kw), OUT;
+    db : (M,) or None, OUT. With ``accumulate`` the gradients are added to dw and db
+    instead of overwriting them. Other arguments as in ``conv2d_forward``.
+    """
+    dw = _float_array("dw", dw, 4)
+    groups, nt = _check_conv(x, dw, "dy", dy, stride, padding, dilation, groups, n_threads)
+    _check_bias("db", db, x.dtype, dw.shape[0])
+    cdef Geom g = _geom(x.shape, dw.shape, dy.shape, stride, padding, dilation, groups, nt)
+    workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
+    _check_outputs({"dw": dw, "db": db, "workspace": workspace}, {"x": x, "dy": dy})
+    _weight_grad(x, dy, dw, db, workspace, &g, accumulate, nt)
+
+
+cdef _weight_grad(x, dy, dw, db, workspace, const Geom* g, bint accumulate, int nt):
+    """Weight and bias gradients on the conv view; db sums dy over its channels."""
+    if x.dtype == np.float32:
+        _conv_bwd_weight[float](<const float*>_ptr(x), <const float*>_ptr(dy),
+                                <float*>_ptr(dw), <float*>_ptr(workspace), g, accumulate, nt)
+        if db is not None:
+            _channel_sums[float](<const float*>_ptr(dy), <float*>_ptr(db), dy.shape[0],
+                                 dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
+    else:
+        _conv_bwd_weight[double](<const double*>_ptr(x), <const double*>_ptr(dy),
+                                 <double*>_ptr(dw), <double*>_ptr(workspace), g, accumulate,
+                                 nt)
+        if db is not None:
+            _channel_sums[double](<const double*>_ptr(dy), <double*>_ptr(db), dy.shape[0],
+                                  dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
+
+
+def conv_transpose2d_forward(x, w, bias, y, stride=1, padding=0, output_padding=0,
+                             dilation=1, groups=1, act=None, act_param=0.0, workspace=None,
+                             n_threads=1) -> None:
+    """y = act(conv_transpose2d(x, w) + bias), PyTorch ConvTranspose2d semantics.
+
+    x : (N, Cin, H, W) float32 or float64, IN; w : (Cin, Cout/groups, kh, kw), IN;
+    bias : (Cout,) or None, IN; y : (N, Cout, OH, OW), OUT with OH, OW from
+    ``conv_transpose2d_output_size``; padding trims (top, bottom, left, right) of the full
+    output; output_padding (< stride or dilation) adds rows/columns at the bottom/right.
+    workspace: ``conv_transpose2d_workspace_size(...)`` elements. Other arguments as in
+    ``conv2d_forward``.
+    """
+    groups, nt = _check_transpose(x, w, "y", y, stride, padding, output_padding, dilation,
+                                  groups, n_threads)
+    _check_bias("bias", bias, x.dtype, y.shape[1])
+    cdef int act_code = _act_code(act)
+    cdef Geom g = _geom(y.shape, w.shape, x.shape, stride, padding, dilation, groups, nt)
+    workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
+    _check_outputs({"y": y, "workspace": workspace}, {"x": x, "w": w, "bias": bias})
+    cdef Py_ssize_t planes = y.shape[0] * y.shape[1]
+    cdef bint epilogue = bias is not None or act_code != ACT_NONE
+    if x.dtype == np.float32:
+        _conv_bwd_data[float](<const float*>_ptr(x), <const float*>_ptr(w), <float*>_ptr(y),
+                              <float*>_ptr(workspace), &g, nt)
+        if epilogue:
+            _bias_act[float](<float*>_ptr(y), <const float*>_ptr(bias), planes, y.shape[1],
+                             g.h * g.w, act_code, act_param, nt)
+    else:
+        _conv_bwd_data[double](<const double*>_ptr(x), <const double*>_ptr(w),
+                               <double*>_ptr(y), <double*>_ptr(workspace), &g, nt)
+        if epilogue:
+            _bias_act[double](<double*>_ptr(y), <const double*>_ptr(bias), planes,
+                              y.shape[1], g.h * g.w, act_code, act_param, nt)
+
+
+def conv_transpose2d_backward_data(dy, w, dx, stride=1, padding=0, output_padding=0,
+                                   dilation=1, groups=1, workspace=None, n_threads=1) -> None:
+    """dx = the gradient of conv_transpose2d with respect to x (a conv2d of dy by w).
+
+    dy : (N, Cout, OH, OW), IN; w : (Cin, Cout/groups, kh, kw), IN; dx : (N, Cin, H, W), OUT.
+    """
+    dx = _float_array("dx", dx, 4)
+    groups, nt = _check_transpose(dx, w, "dy", dy, stride, padding, output_padding, dilation,
+                                  groups, n_threads)
+    cdef Geom g = _geom(dy.shape, w.shape, dx.shape, stride, padding, dilation, groups, nt)
+    workspace = _workspace(workspace, dx.dtype, _workspace_elems(&g))
+    _check_outputs({"dx": dx, "workspace": workspace}, {"dy": dy, "w": w})
+    if dx.dtype == np.float32:
+        _conv_fwd[float](<const float*>_ptr(dy), <const float*>_ptr(w), NULL, <float*>_ptr(dx),
+                         <float*>_ptr(workspace), &g, ACT_NONE, 0, nt)
+    else:
+        _conv_fwd[double](<const double*>_ptr(dy), <const double*>_ptr(w), NULL,
+                          <double*>_ptr(dx), <double*>_ptr(workspace), &g, ACT_NONE, 0, nt)
+
+
+def conv_transpose2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0,
+                                     output_padding=0, dilation=1, groups=1, accumulate=False,
+                                     workspace=None, n_threads=1) -> None:
+    """dw, db = gradients of conv_transpose2d's weight and bias.
+
+    x : (N, Cin, H, W), IN; dy : (N, Cout, OH, OW), IN; dw : (Cin, Cout/groups, kh, kw), OUT;
+    db : (Cout,) or None, OUT; ``accumulate`` adds instead of overwriting.
+    """
+    dw = _float_array("dw", dw, 4)
+    groups, nt = _check_transpose(x, dw, "dy", dy, stride, padding, output_padding, dilation,
+                                  groups, n_threads)
+    _check_bias("db", db, x.dtype, dy.shape[1])
+    cdef Geom g = _geom(dy.shape, dw.shape, x.shape, stride, padding, dilation, groups, nt)
+    workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
+    _check_outputs({"dw": dw, "db": db, "workspace": workspace}, {"x": x, "dy": dy})
+    # conv view: the transpose's output gradient is the conv's input, x the conv's dy
+    _weight_grad(dy, x, dw, None, workspace, &g, accumulate, nt)
+    if db is not None:
+        if x.dtype == np.float32:
+            _channel_sums[float](<const float*>_ptr(dy), <float*>_ptr(db), dy.shape[0],
+                                 dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
+        else:
+            _channel_sums[double](<const double*>_ptr(dy), <double*>_ptr(db), dy.shape[0],
+                                  dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
+
+
+# ---------------------------------------------------------------------------------------
+# nearest upsampling by integer factors
+
+cdef void _upsample_fwd(const floating* x, floating* y, Py_ssize_t planes, Py_ssize_t h,
+                        Py_ssize_t w, Py_ssize_t fh, Py_ssize_t fw, int n_threads) noexcept nogil:
+    """y[i, j] = x[i // fh, j // fw] on every plane."""
+    cdef Py_ssize_t p, i, j, ow = w * fw, oh = h * fh
+    for p in prange(planes, num_threads=n_threads, schedule="static"):
+        for i in range(oh):
+            for j in range(ow):
+                y[(p * oh + i) * ow + j] = x[(p * h + i // fh) * w + j // fw]
+
+
+cdef void _upsample_bwd(const floating* dy, floating* dx, Py_ssize_t planes, Py_ssize_t h,
+                        Py_ssize_t w, Py_ssize_t fh, Py_ssize_t fw, int n_threads) noexcept nogil:
+    """dx[a, b] = sum of the fh x fw block of dy it was copied to."""
+    cdef Py_ssize_t p, i, j, ow = w * fw, oh = h * fh
+    for p in prange(planes, num_threads=n_threads, schedule="static"):
+        memset(dx + p * h * w, 0, h * w * sizeof(floating))
+        for i in range(oh):
+            for j in range(ow):
+                dx[(p * h + i // fh) * w + j // fw] += dy[(p * oh + i) * ow + j]
+
+
+def _check_upsample(x, y_name, y, scale, n_threads):
+    x = _float_array("x", x, 4)
+    fh, fw = _pair("scale", scale, 1)
+    n, c, h, w = x.shape
+    _check(y_name, y, x.dtype, (n, c, h * fh, w * fw))
+    return n * c, h, w, fh, fw, _check_threads(n_threads)
+
+
+def upsample_nearest2d_forward(x, y, scale, n_threads=1) -> None:
+    """y[n, c, i, j] = x[n, c, i // sh, j // sw]; scale = int or (sh, sw).
+
+    x : (N, C, H, W) float32 or float64, IN; y : (N, C, H*sh, W*sw), OUT.
+    """
+    planes, h, w, fh, fw, nt = _check_upsample(x, "y", y, scale, n_threads)
+    _check_outputs({"y": y}, {"x": x})
+    if x.dtype == np.float32:
+        _upsample_fwd[float](<const float*>_ptr(x), <float*>_ptr(y), planes, h, w, fh, fw, nt)
+    else:
+        _upsample_fwd[double](<const double*>_ptr(x), <double*>_ptr(y), planes, h, w, fh, fw,
+                              nt)
+
+
+def upsample_nearest2d_backward(dy, dx, scale, n_threads=1) -> None:
+    """dx = block sums of dy (the adjoint of upsample_nearest2d_forward).
+
+    dy : (N, C, H*sh, W*sw), IN; dx : (N, C, H, W), OUT.
+    """
+    planes, h, w, fh, fw, nt = _check_upsample(dx, "dy", dy, scale, n_threads)
+    _check_outputs({"dx": dx}, {"dy": dy})
+    if dx.dtype == np.float32:
+        _upsample_bwd[float](<const float*>_ptr(dy), <float*>_ptr(dx), planes, h, w, fh, fw, nt)
+    else:
+        _upsample_bwd[double](<const double*>_ptr(dy), <double*>_ptr(dx), planes, h, w, fh,
+                              fw, nt)

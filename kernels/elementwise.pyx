@@ -1,0 +1,405 @@
+"""Elementwise kernels: bias add, activations, add, copy, scale, concat (forward and backward).
+
+Activations are NCHW ([N, C, H, W]) or dense ([N, C]); channel means axis 1, and any
+trailing axes are flattened into S = H*W. Every array is C-contiguous float32 or float64 (one
+dtype per call). The caller allocates every output. Where an output may be the very same
+array as an input (in-place), the docstring says so; any other overlap is a ValueError.
+
+Activation backward rules read the forward *output* y, not x, so an in-place forward
+(y is x) loses nothing: relu and leaky_relu (alpha >= 0) use the sign of y, sigmoid
+y*(1-y), tanh 1-y^2.
+
+Threads: elementwise loops are split statically over elements, each element has one owner.
+The bias gradient is a per-channel sum owned by one thread and added in a fixed order
+(over n, then over the spatial positions with four interleaved partial sums), so every
+result is bitwise identical for any thread count.
+"""
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+include "elementwise_common.pxi"
+
+cdef enum Act:
+    RELU, LEAKY, SIGMOID, TANH
+
+cdef enum:
+    BIAS_BLOCK = 64     # channels per task when the spatial size is small (dense layers)
+    COPY_CHUNK = 65536  # bytes per task for copy
+
+
+# ---------------------------------------------------------------------------------------
+# bias
+
+
+def bias_add_forward(x, bias, y, n_threads=None) -> None:
+    """y[n, c, ...] = x[n, c, ...] + bias[c].
+
+    Parameters
+    ----------
+    x : (N, C) or (N, C, H, W) float32/float64, IN
+    bias : (C,) dtype of x, IN
+    y : shape and dtype of x, OUT; may be x itself (in-place)
+    n_threads : None for cnnc.get_num_threads()
+    """
+    _float_arg("x", x, ndim=(2, 3, 4))
+    _like("bias", bias, "x", x, shape=(x.shape[1],))
+    _like("y", y, "x", x, out=True)
+    _no_alias("y", y, {"x": x, "bias": bias}, inplace=("x",))
+    nt = _threads(n_threads)
+    if x.size == 0:
+        return
+    if x.dtype == np.float32:
+        _bias_add[float](_nck(x), bias, _nck(y), nt)
+    else:
+        _bias_add[double](_nck(x), bias, _nck(y), nt)
+
+
+def bias_backward(dy, dbias, n_threads=None) -> None:
+    """dbias[c] = sum of dy[n, c, ...] over n and the spatial positions.
+
+    Parameters
+    ----------
+    dy : (N, C) or (N, C, H, W) float32/float64, IN
+    dbias : (C,) dtype of dy, OUT (overwritten, not accumulated)
+    """
+    _float_arg("dy", dy, ndim=(2, 3, 4))
+    _like("dbias", dbias, "dy", dy, out=True, shape=(dy.shape[1],))
+    _no_alias("dbias", dbias, {"dy": dy})
+    nt = _threads(n_threads)
+    if dy.size == 0:
+        dbias.fill(0)
+        return
+    if dy.dtype == np.float32:
+        _bias_grad[float](_nck(dy), dbias, nt)
+    else:
+        _bias_grad[double](_nck(dy), dbias, nt)
+
+
+cdef void _bias_add(const floating[:, :, ::1] x, const floating[::1] b, floating[:, :, ::1] y,
+                    int nt) noexcept nogil:
+    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], r, n, c, s
+    cdef floating v
+    for r in prange(x.shape[0] * C, schedule="static", num_threads=nt):
+        n = r // C
+        c = r % C
+        v = b[c]
+        for s in range(S):
+            y[n, c, s] = x[n, c, s] + v
+
+
+cdef void _bias_grad_block(const floating[:, :, ::1] dy, floating[::1] db, Py_ssize_t c0,
+                           Py_ssize_t c1) noexcept nogil:
+    cdef double acc[BIAS_BLOCK]
+    cdef Py_ssize_t n, c
+    for c in range(c0, c1):
+        acc[c - c0] = 0
+    for n in range(dy.shape[0]):
+        for c in range(c0, c1):
+            acc[c - c0] += _row_sum(&dy[n, c, 0], dy.shape[2])
+    for c in range(c0, c1):
+        db[c] = <floating>acc[c - c0]
+
+
+cdef void _bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int nt) noexcept nogil:
+    cdef Py_ssize_t C = dy.shape[1], block = BIAS_BLOCK if dy.shape[2] < 64 else 1
+    cdef Py_ssize_t nb = (C + block - 1) // block, i
+    for i in prange(nb, schedule="static", num_threads=nt):
+        _bias_grad_block(dy, db, i * block, min(C, (i + 1) * block))
+
+
+# ---------------------------------------------------------------------------------------
+# activations
+
+
+def relu_forward(x, y, n_threads=None) -> None:
+    """y = max(x, 0). x: any shape, float32/float64, IN; y: like x, OUT, may be x."""
+    _act_forward(x, y, RELU, 0.0, n_threads)
+
+
+def relu_backward(y, dy, dx, n_threads=None) -> None:
+    """dx = dy where y > 0, else 0 (y: the forward output). dx may be dy."""
+    _act_backward(y, dy, dx, RELU, 0.0, n_threads)
+
+
+def leaky_relu_forward(x, y, alpha: float, n_threads=None) -> None:
+    """y = x if x > 0 else alpha*x (alpha >= 0). y may be x."""
+    _act_forward(x, y, LEAKY, _leaky_alpha(alpha), n_threads)
+
+
+def leaky_relu_backward(y, dy, dx, alpha: float, n_threads=None) -> None:
+    """dx = dy if y > 0 else alpha*dy (y: the forward output; alpha >= 0). dx may be dy."""
+    _act_backward(y, dy, dx, LEAKY, _leaky_alpha(alpha), n_threads)
+
+
+def sigmoid_forward(x, y, n_threads=None) -> None:
+    """y = 1 / (1 + exp(-x)), evaluated without overflow for any x. y may be x."""
+    _act_forward(x, y, SIGMOID, 0.0, n_threads)
+
+
+def sigmoid_backward(y, dy, dx, n_threads=None) -> None:
+    """dx = dy * y * (1 - y) (y: the forward output). dx may be dy."""
+    _act_backward(y, dy, dx, SIGMOID, 0.0, n_threads)
+
+
+def tanh_forward(x, y, n_threads=None) -> None:
+    """y = tanh(x). y may be x."""
+    _act_forward(x, y, TANH, 0.0, n_threads)
+
+
+def tanh_backward(y, dy, dx, n_threads=None) -> None:
+    """dx = dy * (1 - y^2) (y: the forward output). dx may be dy."""
+    _act_backward(y, dy, dx, TANH, 0.0, n_threads)
+
+
+def _leaky_alpha(alpha) -> float:
+    alpha = float(alpha)
+    # the backward rule reads the sign of y, which equals the sign of x only for alpha >= 0
+    if not alpha >= 0:
+        raise ValueError(f"leaky_relu alpha must be >= 0, got {alpha}")
+    return alpha
+
+
+def _act_forward(x, y, int op, double alpha, n_threads):
+    _float_arg("x", x)
+    _like("y", y, "x", x, out=True)
+    _no_alias("y", y, {"x": x}, inplace=("x",))
+    nt = _threads(n_threads)
+    if x.dtype == np.float32:
+        _act_fwd[float](x.reshape(-1), y.reshape(-1), op, alpha, nt)
+    else:
+        _act_fwd[double](x.reshape(-1), y.reshape(-1), op, alpha, nt)
+
+
+def _act_backward(y, dy, dx, int op, double alpha, n_threads):
+    _float_arg("y", y)
+    _like("dy", dy, "y", y)
+    _like("dx", dx, "y", y, out=True)
+    _no_alias("dx", dx, {"y": y, "dy": dy}, inplace=("dy",))
+    nt = _threads(n_threads)
+    if y.dtype == np.float32:
+        _act_bwd[float](y.reshape(-1), dy.reshape(-1), dx.reshape(-1), op, alpha, nt)
+    else:
+        _act_bwd[double](y.reshape(-1), dy.reshape(-1), dx.reshape(-1), op, alpha, nt)
+
+
+cdef void _act_fwd(const floating[::1] x, floating[::1] y, int op, double alpha,
+                   int nt) noexcept nogil:
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef floating a = <floating>alpha
+    # one loop per activation, so each inner loop is branch-light and vectorisable
+    if op == RELU:
+        for i in prange(n, schedule="static", num_threads=nt):
+            y[i] = x[i] if x[i] > 0 else 0
+    elif op == LEAKY:
+        for i in prange(n, schedule="static", num_threads=nt):
+            y[i] = x[i] if x[i] > 0 else a * x[i]
+    elif op == SIGMOID:
+        for i in prange(n, schedule="static", num_threads=nt):
+            y[i] = _sigmoid(x[i])
+    else:
+        for i in prange(n, schedule="static", num_threads=nt):
+            y[i] = _tanh(x[i])
+
+
+cdef void _act_bwd(const floating[::1] y, const floating[::1] dy, floating[::1] dx, int op,
+                   double alpha, int nt) noexcept nogil:
+    cdef Py_ssize_t i, n = y.shape[0]
+    cdef floating a = <floating>alpha
+    if op == RELU:
+        for i in prange(n, schedule="static", num_threads=nt):
+            dx[i] = dy[i] if y[i] > 0 else 0
+    elif op == LEAKY:
+        for i in prange(n, schedule="static", num_threads=nt):
+            dx[i] = dy[i] if y[i] > 0 else a * dy[i]
+    elif op == SIGMOID:
+        for i in prange(n, schedule="static", num_threads=nt):
+            dx[i] = dy[i] * y[i] * (1 - y[i])
+    else:
+        for i in prange(n, schedule="static", num_threads=nt):
+            dx[i] = dy[i] * (1 - y[i] * y[i])
+
+
+# ---------------------------------------------------------------------------------------
+# add, copy, scale
+
+
+def add_forward(xs, y, n_threads=None) -> None:
+    """y = xs[0] + xs[1] + ... + xs[k-1], added left to right in the dtype of the inputs.
+
+    The backward of add is the identity fan-out: each input's gradient *is* dy, so the
+    executor can hand the same buffer to every producer (or ``copy`` it when one of them
+    updates its gradient in place). This kernel also sums the gradients that fan in to one
+    tensor.
+
+    Parameters
+    ----------
+    xs : sequence of k >= 1 arrays, all of one shape and dtype (float32/float64), IN
+    y : shape and dtype of xs[0], OUT; may be one of the xs (in-place)
+    """
+    xs = list(xs)
+    if not xs:
+        raise ValueError("add_forward needs at least one input")
+    _float_arg("xs[0]", xs[0])
+    for j, a in enumerate(xs[1:], 1):
+        _like(f"xs[{j}]", a, "xs[0]", xs[0])
+    _like("y", y, "xs[0]", xs[0], out=True)
+    _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)},
+              inplace=tuple(f"xs[{j}]" for j in range(len(xs))))
+    nt = _threads(n_threads)
+    if y.size == 0:
+        return
+    flat = [a.reshape(-1) for a in xs]
+    if y.dtype == np.float32:
+        _add_k[float](flat, y.reshape(-1), nt)
+    else:
+        _add_k[double](flat, y.reshape(-1), nt)
+
+
+cdef int _add_k(list xs, floating[::1] y, int nt) except -1:
+    cdef Py_ssize_t k = len(xs), n = y.shape[0], i, j
+    cdef const floating[::1] v
+    cdef floating acc
+    cdef const floating** p = <const floating**>malloc(k * sizeof(floating*))
+    if p == NULL:
+        raise MemoryError()
+    try:
+        for j in range(k):
+            v = xs[j]  # the arrays stay alive in xs while the pointers are used
+            p[j] = &v[0]
+        with nogil:
+            # every element is read from all inputs before y[i] is written: in-place is safe
+            for i in prange(n, schedule="static", num_threads=nt):
+                acc = p[0][i]
+                for j in range(1, k):
+                    acc = acc + p[j][i]
+                y[i] = acc
+    finally:
+        free(p)
+    return 0
+
+
+def copy(x, y, n_threads=None) -> None:
+    """y = x (same shape and dtype; must not overlap)."""
+    _float_arg("x", x)
+    _like("y", y, "x", x, out=True)
+    _no_alias("y", y, {"x": x})
+    nt = _threads(n_threads)
+    _copy_bytes(<const char*>cnp.PyArray_DATA(x), <char*>cnp.PyArray_DATA(y), x.nbytes, nt)
+
+
+cdef void _copy_bytes(const char* src, char* dst, Py_ssize_t nbytes, int nt) noexcept nogil:
+    cdef Py_ssize_t i, nchunks = (nbytes + COPY_CHUNK - 1) // COPY_CHUNK
+    for i in prange(nchunks, schedule="static", num_threads=nt):
+        memcpy(dst + i * COPY_CHUNK, src + i * COPY_CHUNK,
+               min(<Py_ssize_t>COPY_CHUNK, nbytes - i * COPY_CHUNK))
+
+
+def scale(x, alpha: float, y, n_threads=None) -> None:
+    """y = alpha * x (alpha rounded to the dtype of x). y may be x (e.g. gradient clipping)."""
+    _float_arg("x", x)
+    _like("y", y, "x", x, out=True)
+    _no_alias("y", y, {"x": x}, inplace=("x",))
+    nt = _threads(n_threads)
+    if x.dtype == np.float32:
+        _scale[float](x.reshape(-1), float(alpha), y.reshape(-1), nt)
+    else:
+        _scale[double](x.reshape(-1), float(alpha), y.reshape(-1), nt)
+
+
+cdef void _scale(const floating[::1] x, double alpha, floating[::1] y, int nt) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha
+    for i in prange(x.shape[0], schedule="static", num_threads=nt):
+        y[i] = a * x[i]
+
+
+# ---------------------------------------------------------------------------------------
+# concat along channels
+
+
+def concat_forward(xs, y, n_threads=None) -> None:
+    """y = concatenation of xs along axis 1 (channels).
+
+    Parameters
+    ----------
+    xs : sequence of k >= 1 arrays (N, C_j, ...) with equal N and trailing axes, IN
+    y : (N, sum C_j, ...) of the same dtype, OUT; must overlap none of the xs
+    """
+    xs = _concat_args(xs, "xs", y, "y")
+    _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)})
+    _concat(xs, y, False, _threads(n_threads))
+
+
+def concat_backward(dy, dxs, n_threads=None) -> None:
+    """Split dy along axis 1 into dxs (the gradient of concat_forward).
+
+    Parameters
+    ----------
+    dy : (N, sum C_j, ...) float32/float64, IN
+    dxs : sequence of k arrays (N, C_j, ...) of dy's dtype, OUT; no overlaps
+    """
+    dxs = _concat_args(dxs, "dxs", dy, "dy", out=True)
+    for j, a in enumerate(dxs):
+        _no_alias(f"dxs[{j}]", a, {"dy": dy, **{f"dxs[{i}]": b for i, b in enumerate(dxs)
+                                                if i != j}})
+    _concat(dxs, dy, True, _threads(n_threads))
+
+
+def _concat_args(parts, parts_name, whole, whole_name, out=False):
+    parts = list(parts)
+    if not parts:
+        raise ValueError(f"{parts_name} must hold at least one array")
+    _float_arg(whole_name, whole, out=not out, ndim=(2, 3, 4))
+    channels = 0
+    for j, a in enumerate(parts):
+        expected = (whole.shape[0], a.shape[1] if getattr(a, "ndim", 0) >= 2 else -1,
+                    *whole.shape[2:])
+        _like(f"{parts_name}[{j}]", a, whole_name, whole, out=out, shape=expected)
+        channels += a.shape[1]
+    if channels != whole.shape[1]:
+        raise ValueError(f"{parts_name} have {channels} channels in all but {whole_name} has "
+                         f"{whole.shape[1]}")
+    return parts
+
+
+cdef int _concat(list parts, whole, bint split, int nt) except -1:
+    """Copy each part's per-sample block to / from its channel slice of whole."""
+    cdef Py_ssize_t k = len(parts), n_batch = whole.shape[0], j, t
+    cdef Py_ssize_t row = whole.nbytes // n_batch if n_batch else 0
+    cdef char* base = <char*>cnp.PyArray_DATA(whole)
+    cdef char** ptr = <char**>malloc(k * sizeof(char*))
+    cdef Py_ssize_t* size = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* offset = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
+    if ptr == NULL or size == NULL or offset == NULL:
+        _free3(ptr, size, offset)
+        raise MemoryError()
+    try:
+        t = 0
+        for j in range(k):
+            ptr[j] = <char*>cnp.PyArray_DATA(parts[j])
+            size[j] = parts[j].nbytes // n_batch if n_batch else 0
+            offset[j] = t
+            t += size[j]
+        with nogil:
+            for t in prange(n_batch * k, schedule="static", num_threads=nt):
+                j = t % k
+                if split:
+                    memcpy(ptr[j] + (t // k) * size[j], base + (t // k) * row + offset[j],
+                           size[j])
+                else:
+                    memcpy(base + (t // k) * row + offset[j], ptr[j] + (t // k) * size[j],
+                           size[j])
+    finally:
+        _free3(ptr, size, offset)
+    return 0
+
+
+cdef void _free3(void* a, void* b, void* c) noexcept:
+    free(a)
+    free(b)
+    free(c)

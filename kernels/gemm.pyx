@@ -1,0 +1,163 @@
+"""Dense matrix multiply with a fused epilogue: the kernel under every conv and dense layer.
+
+The work is done by ``gemm_core.pxi`` (packed, cache-blocked, register-blocked; see there);
+this module is its Python entry point and validates everything before releasing the GIL.
+"""
+import numpy as np
+
+from cnnc.threads import effective_n_threads
+
+cimport numpy as cnp
+from cython cimport floating
+
+include "gemm_core.pxi"
+
+cnp.import_array()
+
+_ACTS = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
+         "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH}
+_BIAS_MODES = {None: BIAS_NONE, "row": BIAS_ROW, "col": BIAS_COL}
+_KERNELS = {"portable": GEMM_PORTABLE, "avx2": GEMM_AVX2, "avx512": GEMM_AVX512}
+
+
+def set_kernel(name: str) -> None:
+    """Force the micro-kernel path: "avx512", "avx2", "portable", or "auto" (best available).
+
+    Raises ValueError for an unknown name or a path this CPU cannot run. The choice is
+    process-wide; the environment variable CNNC_GEMM_KERNEL sets the initial one.
+    """
+    if name == "auto":
+        cnnc_gemm_set_kernel(cnnc_gemm_best_kernel())
+        return
+    if name not in _KERNELS:
+        raise ValueError(f"unknown GEMM kernel {name!r}; expected one of "
+                         f"{sorted(_KERNELS) + ['auto']}")
+    if _KERNELS[name] > cnnc_gemm_best_kernel():
+        raise ValueError(f"this CPU cannot run the {name!r} GEMM kernel "
+                         f"(best available: {kernel_name(cnnc_gemm_best_kernel())!r})")
+    cnnc_gemm_set_kernel(_KERNELS[name])
+
+
+def kernel_name(kernel_id: int | None = None) -> str:
+    """Name of the micro-kernel path in use (or of ``kernel_id``)."""
+    kid = cnnc_gemm_kernel() if kernel_id is None else kernel_id
+    return {v: k for k, v in _KERNELS.items()}[kid]
+
+
+def available_kernels() -> list[str]:
+    """The micro-kernel paths this CPU can run, slowest first."""
+    best = cnnc_gemm_best_kernel()
+    return [name for name, kid in _KERNELS.items() if kid <= best]
+
+
+def _operand(x, name: str, dtype):
+    """(array, leading dimension, stored transposed?) for a 2-D operand with one unit stride."""
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+        raise ValueError(f"gemm: {name} must be a 2-D numpy array, got "
+                         f"{type(x).__name__} with shape {np.shape(x)}")
+    if x.dtype != dtype:
+        raise ValueError(f"gemm: {name} has dtype {x.dtype}, expected {dtype} "
+                         "(all operands must share float32 or float64)")
+    rows, cols = x.shape
+    item = x.itemsize
+    if x.size == 0:   # nothing is read
+        return max(cols, 1), False
+    s0, s1 = x.strides
+    # A size-1 axis may carry any stride; it is never stepped over.
+    if (s1 == item or cols <= 1) and (rows <= 1 or (s0 > 0 and s0 % item == 0 and s0 >= cols * item)):
+        return max(s0 // item if rows > 1 else cols, 1), False
+    if (s0 == item or rows <= 1) and (cols <= 1 or (s1 > 0 and s1 % item == 0 and s1 >= rows * item)):
+        return max(s1 // item if cols > 1 else rows, 1), True
+    raise ValueError(f"gemm: {name} (strides {x.strides}) needs one axis with unit stride "
+                     "and the other a positive multiple of the row length; "
+                     "pass np.ascontiguousarray(...) instead")
+
+
+def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
+         alpha: float = 1.0, beta: float = 0.0, bias=None, bias_mode: str | None = None,
+         act: str = "none", act_param: float = 0.01, n_threads: int | None = None):
+    """C = act(alpha * op(A) @ op(B) + beta * C + bias), in place in ``c``; returns ``c``.
+
+    a, b, c: 2-D float32 or float64 arrays, all the same dtype. op(X) is X, or X.T with
+        ``trans_x``. A and B may be any view with one unit-stride axis (sliced rows,
+        transposed arrays); C must have a unit inner stride (row-major rows, any row
+        stride) and must not share memory with A, B or bias. Other layouts raise
+        ValueError: copy them with np.ascontiguousarray first.
+    c: None allocates a new [m, n] array (then beta must be 0). With beta == 0, C is not
+        read, so it may hold anything.
+    bias: 1-D array of the dtype, [m] with bias_mode="row" (conv: one per output
+        channel) or [n] with bias_mode="col" (dense: one per output feature).
+    act: "none", "relu", "leaky_relu" (slope act_param), "sigmoid" or "tanh".
+    n_threads: None uses cnnc.threads.get_num_threads(). Results do not depend on it.
+    """
+    if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"gemm: a must be a float32 or float64 numpy array, got "
+                         f"{getattr(a, 'dtype', type(a).__name__)}")
+    dtype = a.dtype
+    lda, a_t = _operand(a, "a", dtype)
+    ldb, b_t = _operand(b, "b", dtype)
+    # A stored transposed flips the requested op; so does B.
+    ta, tb = bool(trans_a) != a_t, bool(trans_b) != b_t
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != kb:
+        raise ValueError(f"gemm: inner dimensions differ: op(a) is [{m}, {k}], "
+                         f"op(b) is [{kb}, {n}]")
+    if act not in _ACTS:
+        raise ValueError(f"gemm: unknown act {act!r}; expected one of {sorted(_ACTS)}")
+    if bias_mode not in _BIAS_MODES:
+        raise ValueError(f"gemm: bias_mode must be None, 'row' or 'col', got {bias_mode!r}")
+    if c is None:
+        if beta != 0:
+            raise ValueError("gemm: beta != 0 needs an existing c")
+        c = np.empty((m, n), dtype=dtype)
+    if not isinstance(c, np.ndarray) or c.ndim != 2 or c.shape != (m, n):
+        raise ValueError(f"gemm: c must be a 2-D array of shape ({m}, {n}), got "
+                         f"shape {np.shape(c)}")
+    if c.dtype != dtype:
+        raise ValueError(f"gemm: c has dtype {c.dtype}, expected {dtype}")
+    if not c.flags.writeable:
+        raise ValueError("gemm: c is read-only")
+    ldc, c_t = _operand(c, "c", dtype)
+    if c_t and m > 1 and n > 1:
+        raise ValueError(f"gemm: c (strides {c.strides}) must have unit inner stride")
+    if np.may_share_memory(c, a) or np.may_share_memory(c, b):
+        raise ValueError("gemm: c must not overlap a or b")
+    if (bias is None) != (bias_mode is None):
+        raise ValueError("gemm: give bias and bias_mode together")
+    if bias is not None:
+        want = m if bias_mode == "row" else n
+        if (not isinstance(bias, np.ndarray) or bias.ndim != 1 or bias.shape[0] != want):
+            raise ValueError(f"gemm: bias for bias_mode={bias_mode!r} must be a 1-D array of "
+                             f"length {want}, got shape {np.shape(bias)}")
+        if bias.dtype != dtype:
+            raise ValueError(f"gemm: bias has dtype {bias.dtype}, expected {dtype}")
+        if bias.strides[0] != bias.itemsize and want > 1:
+            raise ValueError("gemm: bias must be contiguous")
+        if np.may_share_memory(c, bias):
+            raise ValueError("gemm: c must not overlap bias")
+    threads = effective_n_threads(n_threads)
+    if m == 0 or n == 0:
+        return c
+    if dtype == np.float32:
+        _run[float](ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                    _BIAS_MODES[bias_mode], _ACTS[act], act_param, threads)
+    else:
+        _run[double](ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                     _BIAS_MODES[bias_mode], _ACTS[act], act_param, threads)
+    return c
+
+
+cdef void _run(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+               cnp.ndarray a, Py_ssize_t lda, cnp.ndarray b, Py_ssize_t ldb, floating beta,
+               cnp.ndarray c, Py_ssize_t ldc, object bias, int bias_mode, int act,
+               floating act_param, int n_threads):
+    cdef const floating* pa = <const floating*> cnp.PyArray_DATA(a)
+    cdef const floating* pb = <const floating*> cnp.PyArray_DATA(b)
+    cdef floating* pc = <floating*> cnp.PyArray_DATA(c)
+    cdef const floating* pbias = NULL
+    if bias is not None:
+        pbias = <const floating*> cnp.PyArray_DATA(<cnp.ndarray> bias)
+    with nogil:
+        gemm_impl(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, bias_mode,
+                  act, act_param, n_threads)

@@ -1,0 +1,365 @@
+# GEMM core shared by the kernel modules (gemm, conv, ...): a .pyx uses it with
+#
+#     include "gemm_core.pxi"
+#
+# Row-major. C[m,n] = act(alpha * op(A) @ op(B) + beta * C + bias), op(X) = X or X^T.
+# With trans_a, A is stored [k, m] (lda >= m), else [m, k] (lda >= k); likewise B.
+# beta == 0 means C is not read (it may hold NaN). bias_mode ROW adds bias[m] per row,
+# COL adds bias[n] per column. act_param is the leaky-relu slope. n_threads > 1
+# parallelises inside: only call it so from outside a parallel region.
+# Results are bitwise identical for any n_threads (K is never split across threads).
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, tanh
+from libc.string cimport memset
+
+cdef extern from "gemm_micro.h" nogil:
+    enum:
+        GEMM_PORTABLE
+        GEMM_AVX2
+        GEMM_AVX512
+    int cnnc_gemm_best_kernel()
+    int cnnc_gemm_kernel()
+    void cnnc_gemm_set_kernel(int kernel_id)
+    ctypedef void (*cnnc_tile_s)(Py_ssize_t kc, const float* pa, const float* pb,
+                                 Py_ssize_t ldb, Py_ssize_t pf, float* c, Py_ssize_t ldc,
+                                 float alpha, float beta, const float* brow, const float* bcol,
+                                 int act, float slope)
+    ctypedef void (*cnnc_tile_d)(Py_ssize_t kc, const double* pa, const double* pb,
+                                 Py_ssize_t ldb, Py_ssize_t pf, double* c, Py_ssize_t ldc,
+                                 double alpha, double beta, const double* brow,
+                                 const double* bcol, int act, double slope)
+    int cnnc_gemm_mr(int kernel, int dbl)
+    int cnnc_gemm_nr(int kernel, int dbl)
+    cnnc_tile_s cnnc_gemm_tile_s(int kernel)
+    cnnc_tile_d cnnc_gemm_tile_d(int kernel)
+    void* cnnc_gemm_buffer(int slot, size_t nbytes)
+
+cdef enum:
+    ACT_NONE = 0
+    ACT_RELU = 1
+    ACT_LEAKY = 2
+    ACT_SIGMOID = 3
+    ACT_TANH = 4
+
+cdef enum:
+    BIAS_NONE = 0
+    BIAS_ROW = 1
+    BIAS_COL = 2
+
+# Cache blocking for 32 KiB L1d / 1 MiB L2 per core (AMD Zen 4): one packed A micro-panel
+# (MR x KC) stays in L1 while the packed B block (KC x NC) streams from L2.
+cdef enum:
+    GEMM_KC_BYTES = 1536     # KC = 384 floats / 192 doubles
+    GEMM_B_BYTES = 524288    # KC x NC block of B: half of L2
+    GEMM_MC = 480            # rows of A packed at once (a multiple of every MR)
+    GEMM_MAX_TILE = 256      # the largest MR x NR of any path
+    GEMM_DIRECT_B_ROWS = 32  # up to this many rows of A, B is read in place, not packed
+    GEMM_MIN_PARALLEL_FLOPS = 2000000   # below this, threads cost more than they give
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      floating alpha, const floating* a, Py_ssize_t lda,
+                      const floating* b, Py_ssize_t ldb,
+                      floating beta, floating* c, Py_ssize_t ldc,
+                      const floating* bias, int bias_mode, int act, floating act_param,
+                      int n_threads) noexcept nogil:
+    gemm_impl(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, bias_mode,
+              act, act_param, n_threads)
+
+
+# The body lives under a second name because gemm.pyx's Python-level `gemm` hides this
+# module-level `gemm` there.
+cdef void gemm_impl(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                    floating alpha, const floating* a, Py_ssize_t lda,
+                    const floating* b, Py_ssize_t ldb,
+                    floating beta, floating* c, Py_ssize_t ldc,
+                    const floating* bias, int bias_mode, int act, floating act_param,
+                    int n_threads) noexcept nogil:
+    cdef int kernel = cnnc_gemm_kernel()
+    cdef Py_ssize_t mr = cnnc_gemm_mr(kernel, floating is double)
+    cdef Py_ssize_t nr = cnnc_gemm_nr(kernel, floating is double)
+    cdef const floating* brow = bias if bias_mode == BIAS_ROW else NULL
+    cdef const floating* bcol = bias if bias_mode == BIAS_COL else NULL
+    cdef Py_ssize_t row_tiles = (m + mr - 1) // mr, col_tiles = (n + nr - 1) // nr
+    cdef Py_ssize_t tiles, t, lo, hi
+    cdef bint split_cols = col_tiles >= row_tiles
+    if m <= 0 or n <= 0:
+        return
+    tiles = col_tiles if split_cols else row_tiles
+    if 2.0 * m * n * k < GEMM_MIN_PARALLEL_FLOPS:
+        n_threads = 1
+    n_threads = <int> min(<Py_ssize_t> n_threads, tiles)
+    if n_threads <= 1:
+        _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow,
+                     bcol, act, act_param, kernel, mr, nr)
+        return
+    # Each thread owns a run of whole tiles, aligned to the one-thread tile grid, so every
+    # element is computed by the same instructions whatever the thread count.
+    for t in prange(n_threads, num_threads=n_threads, schedule="static"):
+        lo = tiles * t // n_threads
+        hi = tiles * (t + 1) // n_threads
+        if split_cols:
+            lo = lo * nr
+            hi = min(hi * nr, n)
+            _gemm_serial(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
+                         b + (lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc, brow,
+                         bcol + lo if bcol != NULL else NULL, act, act_param, kernel, mr, nr)
+        else:
+            lo = lo * mr
+            hi = min(hi * mr, m)
+            _gemm_serial(trans_a, trans_b, hi - lo, n, k, alpha,
+                         a + (lo if trans_a else lo * lda), lda, b, ldb, beta, c + lo * ldc,
+                         ldc, brow + lo if brow != NULL else NULL, bcol, act, act_param,
+                         kernel, mr, nr)
+
+
+cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       floating alpha, const floating* a, Py_ssize_t lda,
+                       const floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                       Py_ssize_t ldc, const floating* brow, const floating* bcol, int act,
+                       floating act_param, int kernel, Py_ssize_t mr,
+                       Py_ssize_t nr) noexcept nogil:
+    """One thread's GEMM: loops ic (MC rows) > pc (KC depth) > jc (NC columns) > tiles.
+
+    With few rows of A, each element of B is used once or twice, so B is read in place
+    (no packing) and the tile loops run column panel outermost.
+    """
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef Py_ssize_t kc_max = GEMM_KC_BYTES // size
+    cdef Py_ssize_t n_kblocks = max((k + kc_max - 1) // kc_max, 1)
+    cdef Py_ssize_t kc_cap = (k + n_kblocks - 1) // n_kblocks
+    cdef bint direct_b = not trans_b and m <= GEMM_DIRECT_B_ROWS
+    cdef Py_ssize_t nc = max(GEMM_B_BYTES // (max(kc_cap, 1) * size) // nr, 1) * nr
+    cdef Py_ssize_t mc = min(<Py_ssize_t> GEMM_MC, ((m + mr - 1) // mr) * mr)
+    cdef floating* pa
+    cdef floating* pb
+    cdef Py_ssize_t ic, q, p0, kc, jc, mcur, ncur, jc_b
+    cdef floating beta_q
+    cdef bint last
+    if direct_b:
+        nc = ((n + nr - 1) // nr) * nr
+    pa = <floating*> cnnc_gemm_buffer(0, mc * kc_cap * size + 64)
+    pb = <floating*> cnnc_gemm_buffer(1, (nr if direct_b else min(nc, nr * ((n + nr - 1) // nr)))
+                                      * kc_cap * size + 64)
+    if pa == NULL or pb == NULL:   # out of memory: fall back to the unblocked loops
+        _gemm_plain(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow,
+                    bcol, act, act_param)
+        return
+    ic = 0
+    while ic < m:
+        mcur = min(mc, m - ic)
+        for q in range(n_kblocks):
+            # K is split evenly; blocks after the first accumulate into C, and only the
+            # last adds the bias and applies the activation.
+            p0 = k * q // n_kblocks
+            kc = k * (q + 1) // n_kblocks - p0
+            beta_q = beta if q == 0 else 1
+            last = q == n_kblocks - 1
+            _pack_a(trans_a, a, lda, ic, mcur, p0, kc, mr, pa)
+            for jc_b in range((n + nc - 1) // nc):
+                jc = jc_b * nc
+                ncur = min(nc, n - jc)
+                if direct_b:
+                    _block_direct_b(kernel, kc, pa, b + p0 * ldb + jc, ldb, pb,
+                                    c + ic * ldc + jc, ldc, mcur, ncur, mr, nr, alpha, beta_q,
+                                    brow + ic if last and brow != NULL else NULL,
+                                    bcol + jc if last and bcol != NULL else NULL,
+                                    act if last else ACT_NONE, act_param)
+                else:
+                    _pack_b(trans_b, b, ldb, jc, ncur, p0, kc, nr, pb)
+                    _block_packed(kernel, kc, pa, pb, c + ic * ldc + jc, ldc, mcur, ncur, mr,
+                                  nr, alpha, beta_q,
+                                  brow + ic if last and brow != NULL else NULL,
+                                  bcol + jc if last and bcol != NULL else NULL,
+                                  act if last else ACT_NONE, act_param)
+        ic += mc
+
+
+cdef inline void _block_packed(int kernel, Py_ssize_t kc, const floating* pa,
+                               const floating* pb, floating* c, Py_ssize_t ldc, Py_ssize_t h,
+                               Py_ssize_t w, Py_ssize_t mr, Py_ssize_t nr, floating alpha,
+                               floating beta, const floating* brow, const floating* bcol,
+                               int act, floating act_param) noexcept nogil:
+    """C[:h, :w] from packed A (h rows) and packed B (w columns), row panel outermost so
+    each A panel stays in L1 while B streams from L2."""
+    cdef Py_ssize_t ir, jr, ir_b, jr_b
+    for ir_b in range((h + mr - 1) // mr):
+        ir = ir_b * mr
+        for jr_b in range((w + nr - 1) // nr):
+            jr = jr_b * nr
+            _tile(kernel, kc, pa + ir * kc, pb + jr * kc, nr, 0, c + ir * ldc + jr, ldc,
+                  min(mr, h - ir), min(nr, w - jr), mr, nr, alpha, beta,
+                  brow + ir if brow != NULL else NULL, bcol + jr if bcol != NULL else NULL,
+                  act, act_param)
+
+
+cdef inline void _block_direct_b(int kernel, Py_ssize_t kc, const floating* pa,
+                                 const floating* b, Py_ssize_t ldb, floating* tail,
+                                 floating* c, Py_ssize_t ldc, Py_ssize_t h, Py_ssize_t w,
+                                 Py_ssize_t mr, Py_ssize_t nr, floating alpha, floating beta,
+                                 const floating* brow, const floating* bcol, int act,
+                                 floating act_param) noexcept nogil:
+    """C[:h, :w] from packed A and B read in place (rows ldb apart); only a last, partial
+    column panel is copied (to `tail`), so no read passes B's last column."""
+    cdef Py_ssize_t ir, jr, ir_b, jr_b, full = w // nr
+    cdef const floating* src
+    cdef Py_ssize_t ld, pf
+    for jr_b in range((w + nr - 1) // nr):
+        jr = jr_b * nr
+        if jr_b < full:
+            src, ld = b + jr, ldb
+            pf = nr * 4 if jr_b + 4 < full else 0   # warm the next panel's rows
+        else:
+            _pack_b(False, b, ldb, jr, w - jr, 0, kc, nr, tail)
+            src, ld, pf = tail, nr, 0
+        for ir_b in range((h + mr - 1) // mr):
+            ir = ir_b * mr
+            _tile(kernel, kc, pa + ir * kc, src, ld, pf, c + ir * ldc + jr, ldc,
+                  min(mr, h - ir), min(nr, w - jr), mr, nr, alpha, beta,
+                  brow + ir if brow != NULL else NULL, bcol + jr if bcol != NULL else NULL,
+                  act, act_param)
+
+
+cdef inline void _pack_a(bint trans, const floating* a, Py_ssize_t lda, Py_ssize_t i0,
+                         Py_ssize_t rows, Py_ssize_t p0, Py_ssize_t kc, Py_ssize_t mr,
+                         floating* dst) noexcept nogil:
+    """Rows i0..i0+rows, depth p0..p0+kc of op(A) as MR-row panels [p][MR], zero-padded."""
+    cdef Py_ssize_t i, i_b, p, r, h
+    cdef const floating* src
+    for i_b in range((rows + mr - 1) // mr):
+        i = i_b * mr
+        h = min(mr, rows - i)
+        if h < mr:
+            memset(dst, 0, kc * mr * sizeof(floating))
+        if trans:   # A stored [k, m]: a row of A^T's column is contiguous
+            src = a + p0 * lda + i0 + i
+            for p in range(kc):
+                for r in range(h):
+                    dst[p * mr + r] = src[p * lda + r]
+        else:
+            src = a + (i0 + i) * lda + p0
+            for r in range(h):
+                for p in range(kc):
+                    dst[p * mr + r] = src[r * lda + p]
+        dst += kc * mr
+
+
+cdef inline void _pack_b(bint trans, const floating* b, Py_ssize_t ldb, Py_ssize_t j0,
+                         Py_ssize_t cols, Py_ssize_t p0, Py_ssize_t kc, Py_ssize_t nr,
+                         floating* dst) noexcept nogil:
+    """Depth p0..p0+kc, columns j0..j0+cols of op(B) as NR-column panels [p][NR]."""
+    cdef Py_ssize_t j, j_b, p, r, w
+    cdef Py_ssize_t panels = (cols + nr - 1) // nr, tail = cols - (panels - 1) * nr
+    cdef const floating* src
+    cdef floating* d
+    if tail < nr:
+        memset(dst + (panels - 1) * kc * nr, 0, kc * nr * sizeof(floating))
+    if trans:   # B stored [n, k]: each column of op(B) is a contiguous run of depth
+        for j_b in range(panels):
+            j = j_b * nr
+            w = min(nr, cols - j)
+            src = b + (j0 + j) * ldb + p0
+            d = dst + j_b * kc * nr
+            for r in range(w):
+                for p in range(kc):
+                    d[p * nr + r] = src[r * ldb + p]
+        return
+    # B stored [k, n]: walk each row of the block once, front to back, so the hardware
+    # prefetcher sees one stream at a time instead of kc strided ones.
+    for p in range(kc):
+        src = b + (p0 + p) * ldb + j0
+        d = dst + p * nr
+        for j_b in range(panels - 1):
+            for r in range(nr):
+                d[r] = src[r]
+            src += nr
+            d += kc * nr
+        for r in range(tail):
+            d[r] = src[r]
+
+
+cdef inline void _tile(int kernel, Py_ssize_t kc, const floating* pa, const floating* pb,
+                       Py_ssize_t ldb, Py_ssize_t pf, floating* c, Py_ssize_t ldc,
+                       Py_ssize_t h, Py_ssize_t w,
+                       Py_ssize_t mr, Py_ssize_t nr, floating alpha, floating beta,
+                       const floating* brow, const floating* bcol, int act,
+                       floating act_param) noexcept nogil:
+    """One MR x NR tile of C, of which the top-left h x w is real."""
+    cdef floating scratch[GEMM_MAX_TILE]
+    cdef floating brow_pad[GEMM_MAX_TILE]
+    cdef floating bcol_pad[GEMM_MAX_TILE]
+    cdef Py_ssize_t i, j
+    if h == mr and w == nr:
+        _call_tile(kernel, kc, pa, pb, ldb, pf, c, ldc, alpha, beta, brow, bcol, act,
+                   act_param)
+        return
+    # Edge tile: run the full-size kernel on a scratch copy, so no read or write leaves C.
+    memset(scratch, 0, mr * nr * sizeof(floating))
+    if beta != 0:
+        for i in range(h):
+            for j in range(w):
+                scratch[i * nr + j] = c[i * ldc + j]
+    if brow != NULL:
+        memset(brow_pad, 0, mr * sizeof(floating))
+        for i in range(h):
+            brow_pad[i] = brow[i]
+    if bcol != NULL:
+        memset(bcol_pad, 0, nr * sizeof(floating))
+        for j in range(w):
+            bcol_pad[j] = bcol[j]
+    _call_tile(kernel, kc, pa, pb, ldb, pf, scratch, nr, alpha, beta,
+               brow_pad if brow != NULL else NULL, bcol_pad if bcol != NULL else NULL,
+               act, act_param)
+    for i in range(h):
+        for j in range(w):
+            c[i * ldc + j] = scratch[i * nr + j]
+
+
+cdef inline void _call_tile(int kernel, Py_ssize_t kc, const floating* pa, const floating* pb,
+                            Py_ssize_t ldb, Py_ssize_t pf, floating* c, Py_ssize_t ldc,
+                            floating alpha, floating beta, const floating* brow,
+                            const floating* bcol, int act, floating act_param) noexcept nogil:
+    if floating is float:
+        cnnc_gemm_tile_s(kernel)(kc, pa, pb, ldb, pf, c, ldc, alpha, beta, brow, bcol, act,
+                                 act_param)
+    else:
+        cnnc_gemm_tile_d(kernel)(kc, pa, pb, ldb, pf, c, ldc, alpha, beta, brow, bcol, act,
+                                 act_param)
+
+
+cdef inline floating _gemm_act(floating v, int act, floating act_param) noexcept nogil:
+    if act == ACT_RELU:
+        return v if v > 0 else 0
+    if act == ACT_LEAKY:
+        return v if v > 0 else v * act_param
+    if act == ACT_SIGMOID:
+        return 1 / (1 + exp(-v))
+    if act == ACT_TANH:
+        return tanh(v)
+    return v
+
+
+cdef void _gemm_plain(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      floating alpha, const floating* a, Py_ssize_t lda,
+                      const floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                      Py_ssize_t ldc, const floating* brow, const floating* bcol, int act,
+                      floating act_param) noexcept nogil:
+    """Unblocked GEMM needing no memory, for when the packing buffers cannot be had."""
+    cdef Py_ssize_t i, j, p
+    cdef floating av, v
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
+        for p in range(k):
+            av = alpha * (a[p * lda + i] if trans_a else a[i * lda + p])
+            for j in range(n):
+                c[i * ldc + j] += av * (b[j * ldb + p] if trans_b else b[p * ldb + j])
+        for j in range(n):
+            v = c[i * ldc + j]
+            if brow != NULL:
+                v = v + brow[i]
+            if bcol != NULL:
+                v = v + bcol[j]
+            c[i * ldc + j] = _gemm_act(v, act, act_param)

@@ -1,0 +1,238 @@
+"""Optimizer updates in place over flat parameter buffers, and gradient-norm clipping.
+
+Every buffer is a 1-D C-contiguous float32/float64 array: the parameters p, their gradient
+g, and the optimizer state (all of one length and dtype, the state zero-filled by the
+caller before step 1). The formulas are PyTorch's (torch.optim, 2.x, single-tensor form)
+and are written out in each docstring; t is the 1-based step count. Each element is
+updated in double from its own values only, so results do not depend on the thread count.
+Hyper-parameter defaults are PyTorch's.
+"""
+from cython.parallel cimport prange
+
+include "elementwise_common.pxi"
+
+from cnnc._kernels.elementwise import scale as _scale
+
+
+def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0,
+             dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+             step: int = 1, n_threads=None) -> None:
+    """SGD with optional momentum, Nesterov momentum and L2 weight decay.
+
+        g = grad + weight_decay * p
+        if momentum != 0:
+            buf = g                                        at t == 1
+            buf = momentum * buf + (1 - dampening) * g     at t > 1
+            g = g + momentum * buf   if nesterov   else   g = buf
+        p = p - lr * g
+
+    momentum_buf is required (IN/OUT) when momentum != 0, else ignored. Nesterov needs
+    momentum > 0 and dampening == 0.
+    """
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("nesterov momentum needs momentum > 0 and dampening == 0")
+    use_buf = momentum != 0
+    _optim_args(param, grad, {"momentum_buf": momentum_buf if use_buf else None},
+                ("momentum_buf",) if use_buf else ())
+    t = _step(step)
+    nt = _threads(n_threads)
+    momentum_buf = momentum_buf if use_buf else None
+    if param.dtype == np.float32:
+        _sgd[float](param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
+                    nesterov, t == 1, nt)
+    else:
+        _sgd[double](param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
+                     nesterov, t == 1, nt)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3,
+              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, n_threads=None) -> None:
+    """Adam with bias correction (weight decay as an L2 term added to the gradient).
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g                 (exp_avg)
+        v = beta2 * v + (1 - beta2) * g^2               (exp_avg_sq)
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, False,
+          n_threads)
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3,
+               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 1e-2, n_threads=None) -> None:
+    """AdamW: Adam with decoupled weight decay, applied to p before the Adam update.
+
+        p = p * (1 - lr * weight_decay)
+        then adam_step's update with weight_decay = 0.
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, True,
+          n_threads)
+
+
+def rmsprop_step(param, grad, square_avg, momentum_buf=None, grad_avg=None, *,
+                 lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 n_threads=None) -> None:
+    """RMSprop, optionally centered and with momentum.
+
+        g = grad + weight_decay * p
+        v = alpha * v + (1 - alpha) * g^2                      (square_avg)
+        centered:  a = alpha * a + (1 - alpha) * g             (grad_avg)
+                   d = sqrt(v - a^2) + eps
+        else:      d = sqrt(v) + eps
+        momentum > 0:  buf = momentum * buf + g / d;  p = p - lr * buf
+        else:          p = p - lr * g / d
+
+    momentum_buf is required when momentum > 0, grad_avg when centered (IN/OUT).
+    """
+    use_buf = momentum > 0
+    states = {"square_avg": square_avg, "momentum_buf": momentum_buf if use_buf else None,
+              "grad_avg": grad_avg if centered else None}
+    _optim_args(param, grad, states, tuple(k for k, v in states.items() if v is not None))
+    nt = _threads(n_threads)
+    momentum_buf, grad_avg = states["momentum_buf"], states["grad_avg"]
+    if param.dtype == np.float32:
+        _rmsprop[float](param, grad, square_avg, momentum_buf, grad_avg, lr, alpha, eps,
+                        weight_decay, momentum, use_buf, centered, nt)
+    else:
+        _rmsprop[double](param, grad, square_avg, momentum_buf, grad_avg, lr, alpha, eps,
+                         weight_decay, momentum, use_buf, centered, nt)
+
+
+def sum_squares(x, n_threads=None) -> float:
+    """sum(x^2) in double, in fixed-size chunks added in order (thread-count independent)."""
+    _float_arg("x", x)
+    nt = _threads(n_threads)
+    partial = np.empty(max(1, (x.size + SUM_CHUNK - 1) // SUM_CHUNK))
+    if x.dtype == np.float32:
+        _sum_squares[float](x.reshape(-1), partial, nt)
+    else:
+        _sum_squares[double](x.reshape(-1), partial, nt)
+    return _sum_partials(partial)
+
+
+def global_norm(arrays, n_threads=None) -> float:
+    """sqrt of the sum of sum_squares(a) over `arrays`, added in the order given."""
+    total = 0.0
+    for a in arrays:
+        total += sum_squares(a, n_threads)
+    return float(np.sqrt(total))
+
+
+def clip_by_global_norm(grads, max_norm: float, n_threads=None) -> float:
+    """Scale every gradient in place by max_norm / (norm + 1e-6) when that is < 1.
+
+    norm = global_norm(grads) (PyTorch's ``clip_grad_norm_``). Returns norm before clipping.
+    """
+    max_norm = float(max_norm)
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    grads = list(grads)
+    norm = global_norm(grads, n_threads)
+    factor = max_norm / (norm + 1e-6)
+    if factor < 1.0:
+        for g in grads:
+            _scale(g, factor, g, n_threads)
+    return norm
+
+
+def _optim_args(param, grad, states: dict, required: tuple):
+    _float_arg("param", param, out=True, ndim=(1,))
+    _like("grad", grad, "param", param)
+    for name in required:
+        if states[name] is None:
+            raise ValueError(f"{name} is required with these hyper-parameters")
+        _like(name, states[name], "param", param, out=True)
+    written = {"param": param, **{k: v for k, v in states.items() if v is not None}}
+    for name, a in written.items():
+        _no_alias(name, a, {"grad": grad, **{k: v for k, v in written.items() if k != name}})
+
+
+def _step(step) -> int:
+    if not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (the 1-based update count), got {step!r}")
+    return int(step)
+
+
+def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+          bint decoupled, n_threads):
+    _optim_args(param, grad, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq},
+                ("exp_avg", "exp_avg_sq"))
+    t = _step(step)
+    if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+        raise ValueError(f"betas must lie in [0, 1), got ({beta1}, {beta2})")
+    nt = _threads(n_threads)
+    step_size = lr / (1.0 - beta1 ** t)
+    bc2_sqrt = (1.0 - beta2 ** t) ** 0.5
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    if param.dtype == np.float32:
+        _adam_update[float](param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, l2, decay,
+                            step_size, bc2_sqrt, nt)
+    else:
+        _adam_update[double](param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, l2, decay,
+                             step_size, bc2_sqrt, nt)
+
+
+cdef void _sgd(floating[::1] p, const floating[::1] grad, floating[::1] buf, double lr,
+               double momentum, double dampening, double wd, bint nesterov, bint first,
+               int nt) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double g, b
+    for i in prange(p.shape[0], schedule="static", num_threads=nt):
+        g = grad[i] + wd * p[i]
+        if momentum != 0:
+            b = g if first else momentum * buf[i] + (1 - dampening) * g
+            buf[i] = <floating>b
+            b = buf[i]  # continue from the stored value, as PyTorch's buffer is
+            g = g + momentum * b if nesterov else b
+        p[i] = <floating>(p[i] - lr * g)
+
+
+cdef void _adam_update(floating[::1] p, const floating[::1] grad, floating[::1] m,
+                       floating[::1] v, double beta1, double beta2, double eps, double l2,
+                       double decay, double step_size, double bc2_sqrt, int nt) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double g, mi, vi, pi
+    for i in prange(p.shape[0], schedule="static", num_threads=nt):
+        pi = p[i]
+        g = grad[i] + l2 * pi
+        mi = <floating>(beta1 * m[i] + (1 - beta1) * g)
+        vi = <floating>(beta2 * v[i] + (1 - beta2) * g * g)
+        m[i] = <floating>mi
+        v[i] = <floating>vi
+        p[i] = <floating>(pi * decay - step_size * mi / (sqrt(vi) / bc2_sqrt + eps))
+
+
+cdef void _rmsprop(floating[::1] p, const floating[::1] grad, floating[::1] sq,
+                   floating[::1] buf, floating[::1] gavg, double lr, double alpha, double eps,
+                   double wd, double momentum, bint use_buf, bint centered,
+                   int nt) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double g, v, a, d, b
+    for i in prange(p.shape[0], schedule="static", num_threads=nt):
+        g = grad[i] + wd * p[i]
+        v = <floating>(alpha * sq[i] + (1 - alpha) * g * g)
+        sq[i] = <floating>v
+        if centered:
+            a = <floating>(alpha * gavg[i] + (1 - alpha) * g)
+            gavg[i] = <floating>a
+            d = sqrt(v - a * a) + eps
+        else:
+            d = sqrt(v) + eps
+        if use_buf:
+            b = <floating>(momentum * buf[i] + g / d)
+            buf[i] = <floating>b
+            p[i] = <floating>(p[i] - lr * b)
+        else:
+            p[i] = <floating>(p[i] - lr * g / d)
+
+
+cdef void _sum_squares(const floating[::1] x, double[::1] partial, int nt) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0], c, i0
+    for c in prange(partial.shape[0], schedule="static", num_threads=nt):
+        i0 = c * SUM_CHUNK
+        partial[c] = _row_dot_centred(&x[i0], 0.0, &x[i0], 0.0,
+                                      min(n, i0 + SUM_CHUNK) - i0) if n else 0.0

@@ -1,0 +1,439 @@
+"""Convolution kernels against numpy float64 references, adjoint identities and finite
+differences."""
+import numpy as np
+import pytest
+
+from cnnc._kernels import conv
+
+RNG = np.random.default_rng(7)
+
+
+def _quad(p):
+    if isinstance(p, int):
+        return (p,) * 4
+    return (p[0], p[0], p[1], p[1]) if len(p) == 2 else tuple(p)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def ref_conv(x, w, b, stride, pad, dil, groups):
+    """Plain float64 conv2d: loop over kernel taps, einsum over channels."""
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = _pair(stride), _pair(dil), _quad(pad)
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((n, m, oh, ow))
+    mg = m // groups
+    for g in range(groups):
+        xg, wg = xp[:, g * cg:(g + 1) * cg], w[g * mg:(g + 1) * mg].astype(np.float64)
+        for ki in range(kh):
+            for kj in range(kw):
+                patch = xg[:, :, ki * dh:ki * dh + (oh - 1) * sh + 1:sh,
+                           kj * dw:kj * dw + (ow - 1) * sw + 1:sw]
+                y[:, g * mg:(g + 1) * mg] += np.einsum("ncij,mc->nmij", patch, wg[:, :, ki, kj])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def ref_conv_transpose(x, w, b, stride, pad, out_pad, dil, groups):
+    """Plain float64 ConvTranspose2d: scatter every input pixel, then crop the padding."""
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = _pair(stride), _pair(dil), _quad(pad)
+    oph, opw = _pair(out_pad)
+    n, cin, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    oh = (h - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1
+    ow = (wd - 1) * sw - pl - pr + dw * (kw - 1) + opw + 1
+    full = np.zeros((n, cog * groups, pt + oh + h * sh + dh * kh, pl + ow + wd * sw + dw * kw))
+    cig = cin // groups
+    for g in range(groups):
+        xg, wg = x[:, g * cig:(g + 1) * cig].astype(np.float64), w[g * cig:(g + 1) * cig]
+        for ki in range(kh):
+            for kj in range(kw):
+                full[:, g * cog:(g + 1) * cog, ki * dh:ki * dh + (h - 1) * sh + 1:sh,
+                     kj * dw:kj * dw + (wd - 1) * sw + 1:sw] += np.einsum(
+                         "ncij,cm->nmij", xg, wg[:, :, ki, kj])
+    y = full[:, :, pt:pt + oh, pl:pl + ow].copy()
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+ACTS = {
+    None: lambda v: v,
+    "relu": lambda v: np.maximum(v, 0),
+    "leaky_relu": lambda v: np.where(v > 0, v, 0.1 * v),
+    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+    "tanh": np.tanh,
+}
+
+# (N, C, H, W, M, (kh, kw), stride, padding, dilation, groups)
+CONV_CASES = [
+    (1, 1, 1, 1, 1, (1, 1), 1, 0, 1, 1),
+    (2, 3, 7, 7, 4, (3, 3), 1, 1, 1, 1),
+    (2, 2, 8, 9, 5, (1, 1), 1, 0, 1, 1),                   # 1x1 path
+    (1, 3, 7, 7, 2, (1, 1), 2, 0, 1, 1),                   # 1x1 with stride: im2col
+    (1, 4, 17, 5, 6, (3, 2), 2, (0, 1, 1, 0), 1, 2),       # asymmetric padding, groups 2
+    (3, 4, 6, 6, 4, (3, 3), 1, 1, 1, 2),
+    (2, 4, 9, 7, 4, (3, 3), 1, 1, 1, 4),                   # depthwise
+    (1, 3, 8, 8, 6, (3, 3), 2, (0, 1, 0, 1), 1, 3),        # depthwise, multiplier 2, TF same
+    (2, 2, 9, 9, 2, (3, 3), 1, 2, 2, 2),                   # depthwise, dilation 2
+    (1, 2, 7, 7, 3, (7, 7), 1, 0, 1, 1),                   # kernel == input
+    (2, 3, 31, 17, 4, (2, 2), 3, 0, 1, 1),                 # stride > kernel
+    (1, 2, 17, 17, 3, (3, 3), 2, 2, 2, 1),                 # dilation 2, padding 2
+    (1, 5, 33, 3, 2, (5, 3), (3, 1), (2, 0, 1, 1), (1, 2), 1),
+    (2, 6, 5, 4, 4, (2, 3), (1, 2), 1, 1, 2),
+]
+
+
+def _case_arrays(case, dtype, rng=RNG):
+    n, c, h, w, m, k, stride, pad, dil, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((m, c // groups) + k).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    oh, ow = conv.conv2d_output_size((h, w), k, stride, pad, dil)
+    return x, wt, b, (n, m, oh, ow), dict(stride=stride, padding=pad, dilation=dil,
+                                          groups=groups)
+
+
+def _ws(x_shape, w_shape, kw, dtype, n_threads=1, transpose=False):
+    if transpose:
+        size = conv.conv_transpose2d_workspace_size(x_shape, w_shape, n_threads=n_threads, **kw)
+    else:
+        size = conv.conv2d_workspace_size(x_shape, w_shape, n_threads=n_threads, **kw)
+    return np.full(size, np.nan, dtype) if size else None
+
+
+def forward(x, wt, b, y_shape, kw, act=None, n_threads=1):
+    y = np.full(y_shape, np.nan, x.dtype)
+    conv.conv2d_forward(x, wt, b, y, act=act, act_param=0.1,
+                        workspace=_ws(x.shape, wt.shape, kw, x.dtype, n_threads),
+                        n_threads=n_threads, **kw)
+    return y
+
+
+def backward(x, wt, dy, kw, n_threads=1, accumulate=False, dw=None, db=None):
+    ws = _ws(x.shape, wt.shape, kw, x.dtype, n_threads)
+    dx = np.full(x.shape, np.nan, x.dtype)
+    conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=n_threads, **kw)
+    dw = np.full(wt.shape, np.nan, x.dtype) if dw is None else dw
+    db = np.full(wt.shape[0], np.nan, x.dtype) if db is None else db
+    conv.conv2d_backward_weight(x, dy, dw, db, accumulate=accumulate, workspace=ws,
+                                n_threads=n_threads, **kw)
+    return dx, dw, db
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_forward(case, dtype):
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for act, bias in ((None, None), ("relu", b)):
+        y = forward(x, wt, bias, y_shape, kw, act)
+        ref = ACTS[act](ref_conv(x, wt, bias, kw["stride"], kw["padding"], kw["dilation"],
+                                 kw["groups"]))
+        np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("act", ["leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[2], CONV_CASES[6]])
+def test_conv_forward_activations(case, act):
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    ref = ACTS[act](ref_conv(x, wt, b, kw["stride"], kw["padding"], kw["dilation"],
+                             kw["groups"]))
+    np.testing.assert_allclose(forward(x, wt, b, y_shape, kw, act), ref, rtol=1e-12,
+                               atol=1e-12)
+
+
+def ref_backward(x, wt, dy, kw):
+    """dx and dw of <dy, conv(x, w)> from the reference, via its linearity in each input."""
+    def f(a, b):
+        return ref_conv(a, b, None, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+    dx = np.zeros(x.shape)
+    for idx in np.ndindex(x.shape):  # conv is linear in x: column by column
+        e = np.zeros(x.shape)
+        e[idx] = 1
+        dx[idx] = np.vdot(dy, f(e, wt))
+    dw = np.zeros(wt.shape)
+    for idx in np.ndindex(wt.shape):
+        e = np.zeros(wt.shape)
+        e[idx] = 1
+        dw[idx] = np.vdot(dy, f(x, e))
+    return dx, dw
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_backward_adjoint_identity(case):
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    dy = RNG.standard_normal(y_shape)
+    dx, dw, db = backward(x, wt, dy, kw)
+    y = forward(x, wt, None, y_shape, kw)
+    # <dy, conv(x, w)> = <conv_backward_data(dy), x> = <conv_backward_weight(x, dy), w>
+    lhs = np.vdot(dy, y)
+    np.testing.assert_allclose(np.vdot(dx, x), lhs, rtol=1e-11)
+    np.testing.assert_allclose(np.vdot(dw, wt), lhs, rtol=1e-11)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_backward_float32_matches_float64(case):
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    dy = RNG.standard_normal(y_shape)
+    ref = backward(x, wt, dy, kw)
+    got = backward(x.astype(np.float32), wt.astype(np.float32), dy.astype(np.float32), kw)
+    for a, r in zip(got, ref):
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 3, 4, 7, 8, 9, 11, 13)])
+def test_conv_backward_against_reference(case):
+    """Per-element reference gradients on small shapes (the reference is linear, so its
+    derivative along a unit vector is exact)."""
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    x, dy = x[:1], RNG.standard_normal((1,) + y_shape[1:])
+    dx, dw, _ = backward(x, wt, dy, kw)
+    ref_dx, ref_dw = ref_backward(x, wt, dy, kw)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dw, ref_dw, rtol=1e-11, atol=1e-11)
+
+
+def _fd(f, v, dy, eps=1e-6):
+    g = np.empty_like(v)
+    for idx in np.ndindex(v.shape):
+        old = v[idx]
+        v[idx] = old + eps
+        up = np.vdot(dy, f())
+        v[idx] = old - eps
+        down = np.vdot(dy, f())
+        v[idx] = old
+        g[idx] = (up - down) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 7)])
+def test_conv_backward_finite_differences(case):
+    """Through the fused bias + tanh epilogue: d tanh = 1 - y^2, then conv backward."""
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    x = x[:1]
+    y_shape = (1,) + y_shape[1:]
+    dz = RNG.standard_normal(y_shape)
+
+    def f():
+        return forward(x, wt, b, y_shape, kw, "tanh")
+
+    dy = dz * (1 - f() ** 2)
+    dx, dw, db = backward(x, wt, dy, kw)
+    np.testing.assert_allclose(dx, _fd(f, x, dz), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dw, _fd(f, wt, dz), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(db, _fd(f, b, dz), rtol=1e-6, atol=1e-8)
+
+
+def test_backward_weight_accumulates():
+    x, wt, b, y_shape, kw = _case_arrays(CONV_CASES[5], np.float64)
+    dy = RNG.standard_normal(y_shape)
+    _, dw, db = backward(x, wt, dy, kw)
+    dw0, db0 = RNG.standard_normal(wt.shape), RNG.standard_normal(wt.shape[0])
+    _, dw2, db2 = backward(x, wt, dy, kw, accumulate=True, dw=dw0.copy(), db=db0.copy())
+    np.testing.assert_allclose(dw2, dw + dw0, rtol=1e-12)
+    np.testing.assert_allclose(db2, db + db0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 6, 12)])
+@pytest.mark.parametrize("n", [0, 1])
+def test_conv_small_batches(case, n):
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
+    x, y_shape = x[:n].copy(), (n,) + y_shape[1:]
+    y = forward(x, wt, b, y_shape, kw)
+    np.testing.assert_allclose(y, ref_conv(x, wt, b, kw["stride"], kw["padding"],
+                                           kw["dilation"], kw["groups"]), rtol=1e-4, atol=1e-4)
+    dy = RNG.standard_normal(y_shape).astype(np.float32)
+    dx, dw, db = backward(x, wt, dy, kw)
+    if n == 0:
+        assert not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12)])
+@pytest.mark.parametrize("n", [1, 3])
+def test_conv_threads_bitwise_equal(case, n):
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
+    x = np.concatenate([x] * 3)[:n]
+    y_shape = (n,) + y_shape[1:]
+    dy = RNG.standard_normal(y_shape).astype(np.float32)
+    runs = [(forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
+            for nt in (1, 2)]
+    for a, b2 in zip(*runs):
+        assert a.tobytes() == b2.tobytes()
+
+
+def test_no_writes_outside_outputs():
+    """Outputs carved from NaN-filled buffers: the borders stay NaN."""
+    for case in CONV_CASES[1:8]:
+        x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
+        dy = RNG.standard_normal(y_shape).astype(np.float32)
+        bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32)
+                for k, s in (("y", y_shape), ("dx", x.shape), ("dw", wt.shape))}
+        y, dx, dw = (bufs[k][32:32 + np.prod(s)].reshape(s)
+                     for k, s in (("y", y_shape), ("dx", x.shape), ("dw", wt.shape)))
+        ws = _ws(x.shape, wt.shape, kw, np.float32, 2)
+        conv.conv2d_forward(x, wt, b, y, workspace=ws, n_threads=2, **kw)
+        conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=2, **kw)
+        conv.conv2d_backward_weight(x, dy, dw, None, workspace=ws, n_threads=2, **kw)
+        for buf in bufs.values():
+            assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
+            assert not np.isnan(buf[32:-32]).any()
+
+
+def test_workspace_is_bounded_and_tiled():
+    """A layer whose un-tiled im2col needs 1.2M elements runs in the bounded workspace."""
+    x = RNG.standard_normal((2, 32, 64, 64)).astype(np.float32)
+    wt = RNG.standard_normal((8, 32, 3, 3)).astype(np.float32)
+    kw = dict(stride=1, padding=1, dilation=1, groups=1)
+    size = conv.conv2d_workspace_size(x.shape, wt.shape, n_threads=2, **kw)
+    assert size <= 2 * conv.COL_TILE_ELEMS < 2 * 32 * 9 * 64 * 64
+    y = np.empty((2, 8, 64, 64), np.float32)
+    conv.conv2d_forward(x, wt, None, y, workspace=np.empty(size, np.float32), n_threads=2, **kw)
+    np.testing.assert_allclose(y, ref_conv(x, wt, None, 1, 1, 1, 1), rtol=1e-4, atol=1e-3)
+    dy = RNG.standard_normal(y.shape).astype(np.float32)
+    dx, dw = np.empty_like(x), np.empty_like(wt)
+    conv.conv2d_backward_data(dy, wt, dx, workspace=np.empty(size, np.float32), **kw)
+    conv.conv2d_backward_weight(x, dy, dw, workspace=np.empty(size, np.float32), **kw)
+    np.testing.assert_allclose(np.vdot(dx.astype(np.float64), x), np.vdot(dy, y), rtol=1e-4)
+    np.testing.assert_allclose(np.vdot(dw.astype(np.float64), wt), np.vdot(dy, y), rtol=1e-4)
+    with pytest.raises(ValueError, match="workspace"):
+        conv.conv2d_forward(x, wt, None, y, workspace=np.empty(size - 1, np.float32),
+                            n_threads=2, **kw)
+
+
+def test_bad_inputs_raise():
+    x, wt, b, y_shape, kw = _case_arrays(CONV_CASES[1], np.float32)
+    y = np.empty(y_shape, np.float32)
+    ws = _ws(x.shape, wt.shape, kw, np.float32, 2)
+    call = dict(workspace=ws, n_threads=2, **kw)
+    with pytest.raises(ValueError, match="channels"):
+        conv.conv2d_forward(x, wt[:, :2].copy(), b, y, **call)
+    with pytest.raises(ValueError, match="shape"):
+        conv.conv2d_forward(x, wt, b, y[:, :2].copy(), **call)
+    with pytest.raises(ValueError, match="dtype"):
+        conv.conv2d_forward(x, wt.astype(np.float64), b, y, **call)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        conv.conv2d_forward(x[:, :, ::-1], wt, b, y, **call)
+    with pytest.raises(ValueError, match="bias"):
+        conv.conv2d_forward(x, wt, b[:2].copy(), y, **call)
+    big = np.empty(x.size + ws.size, np.float32)
+    x_in_big = big[:x.size].reshape(x.shape)
+    with pytest.raises(ValueError, match="overlaps"):
+        conv.conv2d_forward(x_in_big, wt, b, y, workspace=big, n_threads=2, **kw)
+    with pytest.raises(ValueError, match="activation"):
+        conv.conv2d_forward(x, wt, b, y, act="swish", **call)
+    with pytest.raises(ValueError, match="groups"):
+        conv.conv2d_forward(x, wt, b, y, workspace=ws, stride=1, padding=1, groups=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        conv.conv2d_output_size((3, 3), 5, 1, 0, 1)
+    with pytest.raises(ValueError, match="needs a workspace"):
+        conv.conv2d_forward(x, wt, b, y, n_threads=2, **kw)
+    with pytest.raises(ValueError, match="overlaps"):
+        conv.conv2d_backward_weight(x, np.empty(y_shape, np.float32), wt, None, **call)
+    with pytest.raises(ValueError, match="output_padding"):
+        conv.conv_transpose2d_output_size((4, 4), 3, 2, 1, 2, 1)
+    with pytest.raises(ValueError, match="scale"):
+        conv.upsample_nearest2d_forward(x, y, 0)
+
+
+# (N, Cin, H, W, Cout, (kh, kw), stride, padding, output_padding, dilation, groups)
+TRANSPOSE_CASES = [
+    (2, 3, 4, 5, 2, (3, 3), 2, 1, 1, 1, 1),
+    (1, 4, 3, 3, 6, (2, 2), 2, 0, 0, 1, 2),
+    (1, 2, 5, 4, 3, (3, 2), (1, 3), (1, 0, 0, 1), (0, 2), (2, 1), 1),
+    (2, 4, 3, 4, 4, (3, 3), 2, 1, 1, 1, 4),               # depthwise in the conv view
+    (1, 3, 6, 6, 5, (1, 1), 1, 0, 0, 1, 1),               # 1x1
+    (1, 2, 1, 1, 3, (4, 4), 3, 0, 0, 1, 1),               # 1x1 input, stride > 1
+]
+
+
+def _transpose_arrays(case, dtype):
+    n, cin, h, w, cout, k, stride, pad, op, dil, groups = case
+    x = RNG.standard_normal((n, cin, h, w)).astype(dtype)
+    wt = RNG.standard_normal((cin, cout // groups) + k).astype(dtype)
+    b = RNG.standard_normal(cout).astype(dtype)
+    oh, ow = conv.conv_transpose2d_output_size((h, w), k, stride, pad, op, dil)
+    kw = dict(stride=stride, padding=pad, output_padding=op, dilation=dil, groups=groups)
+    return x, wt, b, (n, cout, oh, ow), kw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+def test_conv_transpose(case, dtype):
+    x, wt, b, y_shape, kw = _transpose_arrays(case, dtype)
+    ws = _ws(x.shape, wt.shape, kw, dtype, 2, transpose=True)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    y = np.full(y_shape, np.nan, dtype)
+    conv.conv_transpose2d_forward(x, wt, b, y, act="relu", workspace=ws, n_threads=2, **kw)
+    ref = np.maximum(ref_conv_transpose(x, wt, b, kw["stride"], kw["padding"],
+                                        kw["output_padding"], kw["dilation"], kw["groups"]), 0)
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    # backward: <dy, T(x)> = <T_backward_data(dy), x> = <T_backward_weight(x, dy), w>
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+    conv.conv_transpose2d_backward_data(dy, wt, dx, workspace=ws, n_threads=2, **kw)
+    conv.conv_transpose2d_backward_weight(x, dy, dw, db, workspace=ws, n_threads=2, **kw)
+    lin = ref_conv_transpose(x, wt, None, kw["stride"], kw["padding"], kw["output_padding"],
+                             kw["dilation"], kw["groups"])
+    lhs = np.vdot(dy.astype(np.float64), lin)
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(np.vdot(dx.astype(np.float64), x), lhs, rtol=rtol)
+    np.testing.assert_allclose(np.vdot(dw.astype(np.float64), wt), lhs, rtol=rtol)
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=rtol,
+                               atol=rtol)
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES[:4])
+def test_conv_transpose_backward_finite_differences(case):
+    x, wt, b, y_shape, kw = _transpose_arrays(case, np.float64)
+    x, y_shape = x[:1], (1,) + y_shape[1:]
+    dy = RNG.standard_normal(y_shape)
+    ws = _ws(x.shape, wt.shape, kw, np.float64, 1, transpose=True)
+
+    def f():
+        y = np.empty(y_shape)
+        conv.conv_transpose2d_forward(x, wt, b, y, workspace=ws, **kw)
+        return y
+
+    dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+    conv.conv_transpose2d_backward_data(dy, wt, dx, workspace=ws, **kw)
+    conv.conv_transpose2d_backward_weight(x, dy, dw, db, workspace=ws, **kw)
+    np.testing.assert_allclose(dx, _fd(f, x, dy), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dw, _fd(f, wt, dy), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(db, _fd(f, b, dy), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1, 2, (3, 2)])
+def test_upsample_nearest(scale, dtype):
+    sh, sw = _pair(scale)
+    x = RNG.standard_normal((2, 3, 5, 7)).astype(dtype)
+    y = np.empty((2, 3, 5 * sh, 7 * sw), dtype)
+    conv.upsample_nearest2d_forward(x, y, scale, n_threads=2)
+    np.testing.assert_array_equal(y, x.repeat(sh, axis=2).repeat(sw, axis=3))
+    dy = RNG.standard_normal(y.shape).astype(dtype)
+    dx = np.empty_like(x)
+    conv.upsample_nearest2d_backward(dy, dx, scale, n_threads=2)
+    ref = dy.astype(np.float64).reshape(2, 3, 5, sh, 7, sw).sum(axis=(3, 5))
+    np.testing.assert_allclose(dx, ref, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_upsample_backward_finite_differences():
+    x = RNG.standard_normal((1, 2, 3, 2))
+    dy = RNG.standard_normal((1, 2, 6, 6))
+
+    def f():
+        y = np.empty((1, 2, 6, 6))
+        conv.upsample_nearest2d_forward(x, y, (2, 3))
+        return y
+
+    dx = np.empty_like(x)
+    conv.upsample_nearest2d_backward(dy, dx, (2, 3))
+    np.testing.assert_allclose(dx, _fd(f, x, dy), rtol=1e-8)

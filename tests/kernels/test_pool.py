@@ -1,0 +1,251 @@
+"""Pooling kernels against numpy float64 references and finite differences."""
+import itertools
+
+import numpy as np
+import pytest
+
+from cnnc._kernels import pool
+
+RNG = np.random.default_rng(3)
+
+# (H, W, kernel, stride, padding (t, b, l, r), ceil_mode)
+CASES = [
+    (1, 1, 1, 1, (0, 0, 0, 0), False),
+    (2, 3, 2, 2, (0, 0, 0, 0), True),
+    (7, 7, 2, 2, (0, 0, 0, 0), False),
+    (7, 7, 2, 2, (0, 0, 0, 0), True),
+    (7, 5, 3, 2, (1, 1, 1, 1), False),
+    (7, 5, 3, 2, (1, 1, 1, 1), True),
+    (17, 6, 3, 3, (0, 2, 1, 0), True),
+    (6, 17, (3, 2), (1, 3), (2, 1, 0, 1), False),
+    (3, 3, 3, 1, (0, 0, 0, 0), False),        # kernel == input
+    (7, 7, 2, 3, (1, 0, 0, 1), True),         # stride > kernel
+    (31, 2, (3, 1), (2, 1), (1, 2, 0, 0), True),
+]
+
+
+def _geom(kernel, stride):
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    return kh, kw, sh, sw
+
+
+def _windows(h, w, kernel, stride, pad, ceil_mode):
+    """Yield (i, j, rows, cols, divisor_with_pad) per output; rows/cols clipped to the input."""
+    kh, kw, sh, sw = _geom(kernel, stride)
+    oh, ow = pool.pool2d_output_size((h, w), kernel, stride, pad, ceil_mode)
+    for i, j in itertools.product(range(oh), range(ow)):
+        h0, w0 = i * sh - pad[0], j * sw - pad[2]
+        rows = slice(max(h0, 0), min(h0 + kh, h))
+        cols = slice(max(w0, 0), min(w0 + kw, w))
+        full = (min(h0 + kh, h + pad[1]) - h0) * (min(w0 + kw, w + pad[3]) - w0)
+        yield i, j, rows, cols, full
+
+
+def ref_pool(x, kernel, stride, pad, ceil_mode, mode, include_pad=True):
+    n, c, h, w = x.shape
+    oh, ow = pool.pool2d_output_size((h, w), kernel, stride, pad, ceil_mode)
+    y = np.empty((n, c, oh, ow))
+    for i, j, rows, cols, full in _windows(h, w, kernel, stride, pad, ceil_mode):
+        win = x[:, :, rows, cols].astype(np.float64)
+        if mode == "max":
+            y[:, :, i, j] = win.max(axis=(2, 3))
+        else:
+            count = full if include_pad else win.shape[2] * win.shape[3]
+            y[:, :, i, j] = win.sum(axis=(2, 3)) / count
+    return y
+
+
+def test_output_size_matches_pytorch_rule():
+    assert pool.pool2d_output_size((7, 7), 2, 2, 0, False) == (3, 3)
+    assert pool.pool2d_output_size((7, 7), 2, 2, 0, True) == (4, 4)
+    # ceil mode never starts a window in the bottom/right padding
+    assert pool.pool2d_output_size((6, 6), 3, 3, 1, True) == (3, 3)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        pool.pool2d_output_size((7, 7), 2, 2, 2, False)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        pool.pool2d_output_size((2, 2), 5, 1, 1, False)
+
+
+def _out(x, kernel, stride, pad, ceil_mode):
+    oh, ow = pool.pool2d_output_size(x.shape[2:], kernel, stride, pad, ceil_mode)
+    return np.empty(x.shape[:2] + (oh, ow), x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_maxpool_forward(case, dtype):
+    h, w, k, s, pad, ceil_mode = case
+    x = RNG.standard_normal((2, 3, h, w)).astype(dtype)
+    y = _out(x, k, s, pad, ceil_mode)
+    am = np.empty(y.shape, np.int32)
+    pool.maxpool2d_forward(x, y, am, k, s, pad, ceil_mode, n_threads=2)
+    np.testing.assert_array_equal(y, ref_pool(x, k, s, pad, ceil_mode, "max"))
+    planes = x.reshape(6, h * w)
+    np.testing.assert_array_equal(np.take_along_axis(planes, am.reshape(6, -1), 1),
+                                  y.reshape(6, -1))
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_avgpool_forward(case, dtype, include_pad):
+    h, w, k, s, pad, ceil_mode = case
+    x = RNG.standard_normal((2, 3, h, w)).astype(dtype)
+    y = _out(x, k, s, pad, ceil_mode)
+    pool.avgpool2d_forward(x, y, k, s, pad, ceil_mode, include_pad, n_threads=2)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, ref_pool(x, k, s, pad, ceil_mode, "avg", include_pad),
+                               rtol=tol, atol=tol)
+
+
+def _fd_grad(f, x, dy, eps=1e-6):
+    """Central differences of <dy, f(x)> with respect to every element of x."""
+    g = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + eps
+        up = np.vdot(dy, f(x))
+        x[idx] = old - eps
+        down = np.vdot(dy, f(x))
+        x[idx] = old
+        g[idx] = (up - down) / (2 * eps)
+    return g
+
+
+def _min_gap(x, case):
+    """Smallest gap between the top two values of any window (ties make max non-smooth)."""
+    h, w, k, s, pad, ceil_mode = case
+    gap = np.inf
+    for *_, rows, cols, _ in _windows(h, w, k, s, pad, ceil_mode):
+        win = np.sort(x[:, :, rows, cols].reshape(x.shape[0] * x.shape[1], -1), axis=1)
+        if win.shape[1] > 1:
+            gap = min(gap, np.min(win[:, -1] - win[:, -2]))
+    return gap
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_maxpool_backward_finite_differences(case):
+    h, w, k, s, pad, ceil_mode = case
+    x = RNG.standard_normal((1, 2, h, w))
+    if _min_gap(x, case) < 1e-4:
+        pytest.skip("near-tie in a window")
+
+    def f(v):
+        y = _out(v, k, s, pad, ceil_mode)
+        pool.maxpool2d_forward(v, y, None, k, s, pad, ceil_mode)
+        return y
+
+    y = f(x)
+    dy = RNG.standard_normal(y.shape)
+    am = np.empty(y.shape, np.int32)
+    pool.maxpool2d_forward(x, y, am, k, s, pad, ceil_mode)
+    dx_saved, dx_recomputed = np.empty_like(x), np.empty_like(x)
+    pool.maxpool2d_backward(dy, am, None, dx_saved, k, s, pad, ceil_mode)
+    pool.maxpool2d_backward(dy, None, x, dx_recomputed, k, s, pad, ceil_mode)
+    np.testing.assert_array_equal(dx_saved, dx_recomputed)
+    np.testing.assert_allclose(dx_saved, _fd_grad(f, x, dy), atol=1e-8)
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+@pytest.mark.parametrize("case", CASES)
+def test_avgpool_backward_finite_differences(case, include_pad):
+    h, w, k, s, pad, ceil_mode = case
+    x = RNG.standard_normal((1, 2, h, w))
+
+    def f(v):
+        y = _out(v, k, s, pad, ceil_mode)
+        pool.avgpool2d_forward(v, y, k, s, pad, ceil_mode, include_pad)
+        return y
+
+    dy = RNG.standard_normal(f(x).shape)
+    dx = np.empty_like(x)
+    pool.avgpool2d_backward(dy, dx, k, s, pad, ceil_mode, include_pad)
+    np.testing.assert_allclose(dx, _fd_grad(f, x, dy), atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_avgpool(dtype):
+    x = RNG.standard_normal((3, 5, 7, 17)).astype(dtype)
+    y = np.empty((3, 5, 1, 1), dtype)
+    pool.global_avgpool2d_forward(x, y, n_threads=2)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y[:, :, 0, 0], x.astype(np.float64).mean(axis=(2, 3)),
+                               rtol=tol, atol=tol)
+    dy = RNG.standard_normal((3, 5)).astype(dtype)
+    dx = np.empty_like(x)
+    pool.global_avgpool2d_backward(dy, dx, n_threads=2)
+    np.testing.assert_allclose(dx, np.broadcast_to(dy[:, :, None, None] / (7 * 17), x.shape),
+                               rtol=tol, atol=tol)
+
+
+def test_global_avgpool_backward_finite_differences():
+    x = RNG.standard_normal((2, 3, 3, 2))
+    dy = RNG.standard_normal((2, 3))
+
+    def f(v):
+        y = np.empty((2, 3))
+        pool.global_avgpool2d_forward(v, y)
+        return y
+
+    dx = np.empty_like(x)
+    pool.global_avgpool2d_backward(dy, dx)
+    np.testing.assert_allclose(dx, _fd_grad(f, x, dy), atol=1e-8)
+
+
+def test_threads_bitwise_equal():
+    x = RNG.standard_normal((3, 5, 33, 31)).astype(np.float32)
+    args = (3, 2, (1, 1, 0, 1), True)
+    results = []
+    for nt in (1, 2):
+        y = _out(x, *args[:3], True)
+        am = np.empty(y.shape, np.int32)
+        pool.maxpool2d_forward(x, y, am, *args, n_threads=nt)
+        ya = np.empty_like(y)
+        pool.avgpool2d_forward(x, ya, *args, False, n_threads=nt)
+        dy = np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
+        dxm, dxa = np.empty_like(x), np.empty_like(x)
+        pool.maxpool2d_backward(dy, am, None, dxm, *args, n_threads=nt)
+        pool.avgpool2d_backward(dy, dxa, *args, False, n_threads=nt)
+        results.append((y, am, ya, dxm, dxa))
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_empty_batch():
+    x = np.empty((0, 3, 5, 5), np.float32)
+    y = np.empty((0, 3, 2, 2), np.float32)
+    pool.maxpool2d_forward(x, y, None, 2)
+    pool.avgpool2d_forward(x, y, 2)
+
+
+def test_bad_inputs_raise():
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y = np.empty((2, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        pool.maxpool2d_forward(x, np.empty((2, 3, 4, 4), np.float32), None, 2)
+    with pytest.raises(ValueError, match="dtype"):
+        pool.maxpool2d_forward(x, y.astype(np.float64), None, 2)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        pool.avgpool2d_forward(x.astype(np.int64), y, 2)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        pool.avgpool2d_forward(np.asfortranarray(x), y, 2)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        pool.avgpool2d_forward(x[0], y, 2)
+    with pytest.raises(ValueError, match="overlaps"):
+        pool.maxpool2d_forward(x, x.reshape(-1)[:54].reshape(2, 3, 3, 3), None, 2)
+    with pytest.raises(ValueError, match="int32"):
+        pool.maxpool2d_forward(x, y, np.empty(y.shape, np.int64), 2)
+    with pytest.raises(ValueError, match="exactly one"):
+        pool.maxpool2d_backward(y, None, None, np.empty_like(x), 2)
+    bad = np.full(y.shape, 36, np.int32)
+    with pytest.raises(ValueError, match="outside the input plane"):
+        pool.maxpool2d_backward(y, bad, None, np.empty_like(x), 2)
+    with pytest.raises(ValueError, match="n_threads"):
+        pool.avgpool2d_forward(x, y, 2, n_threads=0)
+    with pytest.raises(ValueError, match="global average"):
+        pool.global_avgpool2d_forward(x, np.empty((2, 4), np.float32))
+    ro = np.empty_like(y)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        pool.avgpool2d_forward(x, ro, 2)
