@@ -7,8 +7,9 @@ Every row compares cnnc with a reference timed in this run:
                 OPENBLAS_CORETYPE=Haswell, which forces OpenBLAS's AVX2 kernel);
   numpy-avx512  numpy.matmul in a subprocess whose environment lacks OPENBLAS_CORETYPE and
                 OPENBLAS_L2_SIZE, so OpenBLAS picks its AVX-512 kernel.
-The references run in subprocesses with OPENBLAS_NUM_THREADS set to the thread count; this
-process's own environment is never changed. Figures are the best of several repetitions
+The references run in worker subprocesses with OPENBLAS_NUM_THREADS set to the thread
+count, shape by shape between cnnc's timings; this process's own environment is never
+changed. Figures are the best of several repetitions
 (the machine is shared, so slower repetitions are mostly interference).
 """
 from __future__ import annotations
@@ -79,52 +80,178 @@ def operands(m: int, n: int, k: int):
     return a, b, np.empty((m, n), np.float32)
 
 
-def time_numpy(shapes, budget: float) -> dict[str, float]:
-    """GFLOP/s of numpy.matmul for each shape, in this process's environment."""
-    out = {}
-    for name, m, n, k in shapes:
+class NumpyReference:
+    """numpy.matmul timed in a worker subprocess with OpenBLAS's environment set for one
+    reference; shapes are sent one at a time, so its timings interleave with ours."""
+
+    def __init__(self, threads: int, avx512: bool):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+        if avx512:
+            env.pop("OPENBLAS_CORETYPE", None)
+            env.pop("OPENBLAS_L2_SIZE", None)
+        self.name = "numpy-avx512" if avx512 else "numpy-env"
+        self.proc = subprocess.Popen([sys.executable, __file__, "--numpy-worker"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def gflops(self, m: int, n: int, k: int, budget: float) -> float:
+        self.proc.stdin.write(json.dumps([m, n, k, budget]) + "\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def numpy_worker() -> None:
+    """Answer each [m, n, k, budget] line on stdin with numpy.matmul's GFLOP/s."""
+    for line in sys.stdin:
+        m, n, k, budget = json.loads(line)
         a, b, c = operands(m, n, k)
-        out[name] = 2.0 * m * n * k / best_seconds(lambda: np.matmul(a, b, out=c), budget) / 1e9
-    return out
-
-
-def numpy_reference(shapes, threads: int, avx512: bool, budget: float) -> dict[str, float]:
-    """Run time_numpy in a subprocess with OpenBLAS's environment set for this reference."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
-    if avx512:
-        env.pop("OPENBLAS_CORETYPE", None)
-        env.pop("OPENBLAS_L2_SIZE", None)
-    spec = json.dumps({"shapes": shapes, "budget": budget})
-    done = subprocess.run([sys.executable, __file__, "--numpy-worker", spec], env=env,
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+        secs = best_seconds(lambda: np.matmul(a, b, out=c), budget)
+        print(2.0 * m * n * k / secs / 1e9, flush=True)
 
 
 def bench_gemm(args) -> list[dict]:
     from cnnc._kernels import gemm
 
-    shapes = gemm_shapes(args.quick)
     budget = 0.05 if args.quick else 0.3
     rows = []
     for threads in args.threads:
-        refs = {"numpy-env": numpy_reference(shapes, threads, False, budget),
-                "numpy-avx512": numpy_reference(shapes, threads, True, budget)}
-        for name, m, n, k in shapes:
+        refs = [NumpyReference(threads, avx512=False), NumpyReference(threads, avx512=True)]
+        for name, m, n, k in gemm_shapes(args.quick):
             a, b, c = operands(m, n, k)
             secs = best_seconds(lambda: gemm.gemm(a, b, c, n_threads=threads), budget)
             ours = 2.0 * m * n * k / secs / 1e9
-            for ref, table in refs.items():
+            for ref in refs:
+                theirs = ref.gflops(m, n, k, budget)
                 rows.append({"kind": "gemm", "name": name, "threads": threads, "m": m, "n": n,
                              "k": k, "dtype": "float32", "kernel": gemm.kernel_name(),
-                             "cnnc_gflops": round(ours, 1), "ref": ref,
-                             "ref_gflops": round(table[name], 1),
-                             "ratio": round(ours / table[name], 2)})
+                             "cnnc_gflops": round(ours, 1), "ref": ref.name,
+                             "ref_gflops": round(theirs, 1), "ratio": round(ours / theirs, 2)})
+        for ref in refs:
+            ref.close()
     return rows
 
 
 def bench_conv(args) -> list[dict]:
-    """Per-layer conv timings as rows of kind "conv"; the conv kernels' author fills this in."""
-    return []
+    """Per-layer conv GFLOP/s beside PyTorch's (timed in a subprocess) in the same run.
+
+    Rows: <layer>.fwd (forward with bias), <layer>.bwd (backward data + weight + bias) and
+    <layer>.fwd+bwd (their summed time); GFLOP/s counts 2 flops per multiply-add, the
+    backward as twice the forward. Without torch the rows are skipped with a note.
+    """
+    from cnnc._kernels import conv
+
+    layers = [layer for layer in CONV_LAYERS if not args.quick or layer[0] in QUICK_LAYERS]
+    budget = 0.05 if args.quick else 0.3
+    rows = []
+    for threads in args.threads:
+        refs = torch_reference(layers, threads, budget)
+        if refs is None:
+            print("bench_conv: torch is not installed; conv rows skipped", file=sys.stderr)
+            return []
+        for layer in layers:
+            ours = time_cnnc_conv(conv, layer, threads, budget)
+            for phase, secs in ours.items():
+                flops = conv_flops(layer) * PHASE_FLOPS[phase]
+                mine, ref = flops / secs / 1e9, flops / refs[layer[0]][phase] / 1e9
+                rows.append({"kind": "conv", "name": f"{layer[0]}.{phase}", "threads": threads,
+                             "batch": layer[1], "dtype": "float32",
+                             "ms": round(secs * 1e3, 3), "cnnc_gflops": round(mine, 1),
+                             "ref": "torch", "ref_gflops": round(ref, 1),
+                             "ratio": round(mine / ref, 2)})
+    return rows
+
+
+# name, batch, input (C, H, W), output channels, kernel, stride, padding
+CONV_LAYERS = [
+    ("lenet5.conv1", 64, (1, 32, 32), 6, 5, 1, 0),
+    ("lenet5.conv2", 64, (6, 14, 14), 16, 5, 1, 0),
+    ("resnet20.conv1", 64, (3, 32, 32), 16, 3, 1, 1),
+    ("resnet20.stage1", 64, (16, 32, 32), 16, 3, 1, 1),
+    ("resnet20.stage2.down", 64, (16, 32, 32), 32, 3, 2, 1),
+    ("resnet20.stage2", 64, (32, 16, 16), 32, 3, 1, 1),
+    ("resnet20.stage3", 64, (64, 8, 8), 64, 3, 1, 1),
+    ("vgg16.cifar.conv2", 16, (64, 32, 32), 64, 3, 1, 1),
+    ("vgg16.conv1_2", 1, (64, 224, 224), 64, 3, 1, 1),
+    ("vgg16.conv2_1", 1, (64, 112, 112), 128, 3, 1, 1),
+]
+QUICK_LAYERS = {"lenet5.conv2", "resnet20.stage1", "resnet20.stage3", "vgg16.cifar.conv2"}
+PHASE_FLOPS = {"fwd": 1, "bwd": 2, "fwd+bwd": 3}  # in units of the forward's flops
+
+
+def conv_flops(layer) -> float:
+    """2 x multiply-adds of the layer's forward pass."""
+    _, n, (c, h, w), m, k, s, p = layer
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    return 2.0 * n * m * oh * ow * c * k * k
+
+
+def conv_arrays(layer):
+    """Seeded float32 x, weight, bias and output gradient of a layer."""
+    _, n, (c, h, w), m, k, s, p = layer
+    rng = np.random.default_rng(0)
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    return (rng.standard_normal((n, c, h, w), dtype=np.float32),
+            rng.standard_normal((m, c, k, k), dtype=np.float32),
+            rng.standard_normal(m, dtype=np.float32),
+            rng.standard_normal((n, m, oh, ow), dtype=np.float32))
+
+
+def time_cnnc_conv(conv, layer, threads: int, budget: float) -> dict[str, float]:
+    """Best seconds of cnnc's forward and backward (data + weight + bias) for a layer."""
+    x, w, b, dy = conv_arrays(layer)
+    s, p = layer[5], layer[6]
+    ws = np.empty(conv.conv2d_workspace_size(x.shape, w.shape, s, p, n_threads=threads),
+                  np.float32)
+    y, dx, dw, db = np.empty_like(dy), np.empty_like(x), np.empty_like(w), np.empty_like(b)
+
+    def forward():
+        conv.conv2d_forward(x, w, b, y, s, p, workspace=ws, n_threads=threads)
+
+    def backward():
+        conv.conv2d_backward_data(dy, w, dx, s, p, workspace=ws, n_threads=threads)
+        conv.conv2d_backward_weight(x, dy, dw, db, s, p, workspace=ws, n_threads=threads)
+
+    fwd, bwd = best_seconds(forward, budget), best_seconds(backward, budget)
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
+def time_torch_convs(spec: dict) -> dict:
+    """The same timings for torch (run in a subprocess: its OpenMP runtime stays apart)."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    out = {}
+    for layer in spec["layers"]:
+        x, w, b, dy = (torch.from_numpy(a) for a in conv_arrays(layer))
+        s, p = layer[5], layer[6]
+
+        def forward():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(x, w, b, s, p)
+
+        def backward():
+            torch.ops.aten.convolution_backward(dy, x, w, [w.shape[0]], [s, s], [p, p],
+                                                [1, 1], False, [0, 0], 1, [True, True, True])
+
+        fwd, bwd = best_seconds(forward, spec["budget"]), best_seconds(backward, spec["budget"])
+        out[layer[0]] = {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+    return out
+
+
+def torch_reference(layers, threads: int, budget: float) -> dict | None:
+    """time_torch_convs in a subprocess; None when torch is not installed."""
+    code = ("import importlib.util, json, sys\n"
+            "try:\n    import torch\nexcept ImportError:\n    print('null'); sys.exit()\n"
+            "spec = importlib.util.spec_from_file_location('bench', sys.argv[1])\n"
+            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+            "print(json.dumps(mod.time_torch_convs(json.loads(sys.argv[2]))))\n")
+    spec = json.dumps({"layers": layers, "threads": threads, "budget": budget})
+    done = subprocess.run([sys.executable, "-c", code, __file__, spec], capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -143,11 +270,10 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="few shapes, short timings")
     parser.add_argument("--threads", default="1,2",
                         help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--numpy-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--numpy-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.numpy_worker:
-        spec = json.loads(args.numpy_worker)
-        print(json.dumps(time_numpy(spec["shapes"], spec["budget"])))
+        numpy_worker()
         return
     args.threads = [int(t) for t in args.threads.split(",") if t]
     rows = bench_gemm(args) + bench_conv(args)

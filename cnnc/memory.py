@@ -7,8 +7,8 @@ and the lower bound (the largest total of bytes live at one step). Placement is 
 offset calculation of Pisarchyk & Lee 2020 ("Efficient Memory Management for Deep Neural Net
 Inference", also TensorFlow Lite's): visit records in some order, put each into the smallest
 gap between time-overlapping placed records that holds it, else above all of them. The
-visiting order is what the methods differ in; ``"best"`` tries them all and keeps the
-smallest arena.
+methods differ in the visiting order; ``"best"`` tries them all, then a few promoted orders
+(see :func:`_search`), and keeps the smallest arena.
 """
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """A buffer of ``size`` bytes live over schedule steps ``first..last`` inclusive."""
+    """A buffer of ``size`` bytes live over schedule steps ``first..last`` inclusive.
+
+    Steps and size are non-negative ints (ValueError otherwise); a zero-size record is
+    allowed and takes no space.
+    """
 
     first: int
     last: int
@@ -121,7 +125,7 @@ def _order_by_breadth(first, last, size):
 _ORDERS = {"size": _order_by_size, "duration": _order_by_duration, "breadth": _order_by_breadth}
 METHODS = (*_ORDERS, "best")
 _SEARCH_ROUNDS = 8
-_SEARCH_BUDGET = 40_000
+_SEARCH_BUDGET = 24_000
 
 
 def _place(first, last, size, order) -> np.ndarray:
@@ -188,9 +192,9 @@ def plan_memory(
     alignment : int
         Offsets are multiples of it; sizes are rounded up to it for placement.
     method : {"best", "size", "duration", "breadth"}
-        Visiting order: greedy by size (Pisarchyk & Lee), by lifetime, or by breadth;
-        "best" tries all three, keeps the smallest arena (ties: the earlier in that list)
-        and then searches a few promoted orders (see ``_search``).
+        Visiting order: greedy by size (Pisarchyk & Lee), by lifetime, or by breadth.
+        "best" tries all three, each followed by a few rounds of promotion (see
+        ``_search``), and keeps the smallest arena (ties: the earliest tried).
 
     Returns
     -------

@@ -122,8 +122,8 @@ def warp_affine(const pixel_t[:, :, :, ::1] src,  # IN  [n, c, h, w]
         raise ValueError(f"fill_mode must be one of {', '.join(FILL_MODES)}; got {fill_mode!r}")
     cdef int mode = FILL_MODES.index(fill_mode)
     if dst.shape[0] != n or dst.shape[1] != src.shape[1]:
-        raise ValueError(f"warp_affine: dst has shape {tuple(dst.shape[i] for i in range(4))} but src has "
-                         f"{src.shape[0]} images of {src.shape[1]} channels")
+        raise ValueError(f"warp_affine: dst has shape {tuple(dst.shape[i] for i in range(4))}"
+                         f" but src has {src.shape[0]} images of {src.shape[1]} channels")
     if mats.shape[0] != n or mats.shape[1] != 2 or mats.shape[2] != 3:
         raise ValueError(f"warp_affine: mats must have shape ({n}, 2, 3); "
                          f"got {tuple(mats.shape[i] for i in range(3))}")

@@ -71,7 +71,7 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     if x.shape[1] and m < 2:
         raise ValueError(f"batchnorm training needs at least 2 values per channel (N*H*W), "
                          f"got {m}: the batch variance is undefined")
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.size == 0:
         return
     mean, var, mul = np.empty(x.shape[1]), np.empty(x.shape[1]), np.empty(x.shape[1])
@@ -99,7 +99,7 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: f
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, inputs, inplace=("x",))
     eps = _eps(eps)
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.size == 0:
         return
     shift, mul, add = np.empty(x.shape[1]), np.empty(x.shape[1]), np.empty(x.shape[1])
@@ -132,7 +132,7 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
     for name in ("dx", "dgamma", "dbeta"):
         _no_alias(name, args[name], {k: v for k, v in args.items() if k != name},
                   inplace=("dy",) if name == "dx" else ())
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.size == 0:
         dgamma.fill(0)
         dbeta.fill(0)

@@ -41,7 +41,11 @@ cnp.import_array()
 include "gemm_core.pxi"
 include "conv_args.pxi"
 
-COL_TILE_ELEMS = 1 << 19
+cdef enum:
+    COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
+    TRANSPOSE_BLOCK = 32
+
+COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
                "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH}
 
@@ -105,21 +109,54 @@ cdef Geom _geom(tuple x_shape, tuple w_shape, tuple y_shape, stride, padding, di
     g.sh, g.sw = _pair("stride", stride, 1)
     g.dh, g.dw = _pair("dilation", dilation, 1)
     g.pt, _, g.pl, _ = _padding(padding)
-    g.groups, g.mg, g.kdim = groups, g.m // groups, g.cg * g.kh * g.kw
+    g.groups = groups
     g.workers = max(1, min(n_threads, g.n))
-    g.tile = min(g.oh * g.ow, max(1, COL_TILE_ELEMS // g.kdim))
-    if (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
-            and g.oh == g.h and g.ow == g.w):
-        g.path = PATH_1X1
-    elif groups > 1 and g.cg == 1 and groups == g.c:
-        g.path = PATH_DEPTHWISE
-    else:
-        g.path = PATH_IM2COL
+    _finish(&g)
     return g
 
 
+cdef void _finish(Geom* g) noexcept nogil:
+    """Derived sizes and the path of a geometry whose basic fields are set."""
+    g.mg = g.m // g.groups
+    g.kdim = g.cg * g.kh * g.kw
+    g.tile = min(g.oh * g.ow, max(1, COL_TILE // g.kdim))
+    if (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
+            and g.oh == g.h and g.ow == g.w):
+        g.path = PATH_1X1
+    elif g.groups > 1 and g.cg == 1 and g.groups == g.c:
+        g.path = PATH_DEPTHWISE
+    else:
+        g.path = PATH_IM2COL
+
+
+cdef inline bint _flips(const Geom* g) noexcept nogil:
+    """Backward-data runs as a forward conv of dy with flipped weights (stride 1 only)."""
+    return g.path == PATH_IM2COL and g.sh == 1 and g.sw == 1
+
+
+cdef Geom _flipped(const Geom* g) noexcept nogil:
+    """Geometry of dx = conv(dy, flip(W)^T): stride 1, padding d*(k-1) - p (may be < 0)."""
+    cdef Geom f = g[0]
+    f.c, f.h, f.w, f.m, f.oh, f.ow = g.m, g.oh, g.ow, g.c, g.h, g.w
+    f.cg = g.mg
+    f.pt = g.dh * (g.kh - 1) - g.pt
+    f.pl = g.dw * (g.kw - 1) - g.pl
+    _finish(&f)
+    f.path = PATH_IM2COL
+    return f
+
+
 cdef Py_ssize_t _workspace_elems(const Geom* g):
-    return 0 if g.path != PATH_IM2COL else g.workers * g.kdim * g.tile
+    """Elements of scratch the largest of forward, backward-data, backward-weight needs."""
+    cdef Geom f
+    cdef Py_ssize_t need
+    if g.path != PATH_IM2COL:
+        return 0
+    need = max(g.workers, 2) * g.kdim * g.tile  # weight grad: col and its transpose
+    if _flips(g):
+        f = _flipped(g)
+        need = max(need, g.m * g.kdim + f.workers * f.kdim * f.tile)
+    return need
 
 
 def _conv_shapes(x_shape, w_shape, groups) -> int:
@@ -227,19 +264,18 @@ cdef void _im2col_row(const floating* x, floating* row, const Geom* g, Py_ssize_
                       Py_ssize_t p0, Py_ssize_t np_) noexcept nogil:
     """row[q] = x[c, ih, iw] (0 outside) for col row r = (c, ki, kj), pixel p0 + q."""
     cdef Py_ssize_t c = r // (g.kh * g.kw), ki = (r // g.kw) % g.kh, kj = r % g.kw
-    cdef Py_ssize_t q = 0, p = p0, i, j0, cnt, ih, iw0, lo, hi, t
+    cdef Py_ssize_t i = p0 // g.ow, j0 = p0 - i * g.ow, q = 0, cnt, ih, lo, hi, jlo, jhi, t
     cdef const floating* src
-    while q < np_:
-        i = p // g.ow
-        j0 = p - i * g.ow
+    # output columns whose tap (ki, kj) lands inside the input: the same on every row
+    _tap_range(kj * g.dw - g.pl, g.sw, g.ow, g.w, &jlo, &jhi)
+    while q < np_:  # one output row (or the part of it in the tile) at a time
         cnt = min(g.ow - j0, np_ - q)
         ih = i * g.sh - g.pt + ki * g.dh
-        if ih < 0 or ih >= g.h:
-            lo = hi = cnt
-        else:
-            iw0 = j0 * g.sw - g.pl + kj * g.dw
-            _tap_range(iw0, g.sw, cnt, g.w, &lo, &hi)
-            src = x + (c * g.h + ih) * g.w + iw0
+        lo, hi = cnt, cnt
+        if 0 <= ih < g.h:
+            lo = min(max(jlo - j0, 0), cnt)
+            hi = min(max(jhi - j0, lo), cnt)
+            src = x + (c * g.h + ih) * g.w + j0 * g.sw - g.pl + kj * g.dw
             if g.sw == 1:
                 for t in range(lo, hi):
                     row[q + t] = src[t]
@@ -251,34 +287,36 @@ cdef void _im2col_row(const floating* x, floating* row, const Geom* g, Py_ssize_
         for t in range(hi, cnt):
             row[q + t] = 0
         q += cnt
-        p += cnt
+        i += 1
+        j0 = 0
 
 
 cdef void _col2im_channel(const floating* col, floating* x, const Geom* g, Py_ssize_t c,
                           Py_ssize_t p0, Py_ssize_t np_) noexcept nogil:
     """x[c] += the col rows of channel c scattered back (adjoint of _im2col_row)."""
-    cdef Py_ssize_t r, ki, kj, q, p, i, j0, cnt, ih, iw0, lo, hi, t
+    cdef Py_ssize_t r, ki, kj, q, i, j0, cnt, ih, lo, hi, jlo, jhi, t
     cdef const floating* row
     cdef floating* dst
     for r in range(c * g.kh * g.kw, (c + 1) * g.kh * g.kw):
         ki = (r // g.kw) % g.kh
         kj = r % g.kw
+        _tap_range(kj * g.dw - g.pl, g.sw, g.ow, g.w, &jlo, &jhi)
         row = col + r * np_
         q = 0
-        p = p0
+        i = p0 // g.ow
+        j0 = p0 - i * g.ow
         while q < np_:
-            i = p // g.ow
-            j0 = p - i * g.ow
             cnt = min(g.ow - j0, np_ - q)
             ih = i * g.sh - g.pt + ki * g.dh
             if 0 <= ih < g.h:
-                iw0 = j0 * g.sw - g.pl + kj * g.dw
-                _tap_range(iw0, g.sw, cnt, g.w, &lo, &hi)
-                dst = x + (c * g.h + ih) * g.w + iw0
+                lo = min(max(jlo - j0, 0), cnt)
+                hi = min(max(jhi - j0, lo), cnt)
+                dst = x + (c * g.h + ih) * g.w + j0 * g.sw - g.pl + kj * g.dw
                 for t in range(lo, hi):
                     dst[t * g.sw] += row[q + t]
             q += cnt
-            p += cnt
+            i += 1
+            j0 = 0
 
 
 cdef void _im2col(const floating* x, floating* col, const Geom* g, Py_ssize_t p0,
@@ -301,6 +339,40 @@ cdef void _col2im(const floating* col, floating* x, const Geom* g, Py_ssize_t p0
     else:
         for c in range(g.cg):
             _col2im_channel(col, x, g, c, p0, np_)
+
+
+cdef void _transpose_cols(const floating* src, floating* dst, Py_ssize_t rows,
+                          Py_ssize_t cols, Py_ssize_t c0) noexcept nogil:
+    """dst[c, :] = src[:, c] for the block of columns c0 .. c0 + TRANSPOSE_BLOCK."""
+    cdef Py_ssize_t r, c, c1 = min(c0 + TRANSPOSE_BLOCK, cols)
+    # read along rows: src rows are often a power-of-two apart, so walking down a column
+    # would hit one cache set over and over
+    for r in range(rows):
+        for c in range(c0, c1):
+            dst[c * rows + r] = src[r * cols + c]
+
+
+cdef void _transpose(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t cols,
+                     int n_threads) noexcept nogil:
+    """dst[cols, rows] = src[rows, cols]^T, blocked for the caches."""
+    cdef Py_ssize_t b, blocks = (cols + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
+    if n_threads > 1:
+        for b in prange(blocks, num_threads=n_threads, schedule="static"):
+            _transpose_cols(src, dst, rows, cols, b * TRANSPOSE_BLOCK)
+    else:
+        for b in range(blocks):
+            _transpose_cols(src, dst, rows, cols, b * TRANSPOSE_BLOCK)
+
+
+cdef void _flip_weights(const floating* w, floating* wf, const Geom* g) noexcept nogil:
+    """wf[group c, m, ki, kj] = w[group m, c, kh-1-ki, kw-1-kj]: the weights of dx = conv(dy)."""
+    cdef Py_ssize_t gi, m, c, t, taps = g.kh * g.kw
+    for gi in range(g.groups):
+        for m in range(g.mg):
+            for c in range(g.cg):
+                for t in range(taps):
+                    wf[((gi * g.cg + c) * g.mg + m) * taps + taps - 1 - t] = \
+                        w[((gi * g.mg + m) * g.cg + c) * taps + t]
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,8 +464,12 @@ cdef void _gemm_bwd_data(const floating* dy, const floating* w, floating* dx, fl
 
 cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* col,
                            const Geom* g, bint accumulate, int n_threads) noexcept nogil:
-    """dW (+)= sum over images, in order, of dy @ col(x)^T; threads work inside the GEMM."""
+    """dW (+)= sum over images, in order, of dy @ col(x)^T; threads work inside the GEMM.
+
+    col^T is materialised (the GEMM is faster on small-M products with untransposed B).
+    """
     cdef Py_ssize_t n, gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
+    cdef floating* colt = col + g.kdim * g.tile
     cdef const floating* xg
     cdef const floating* dyg
     cdef floating* dwg
@@ -412,7 +488,8 @@ cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, 
                 p0 = t * g.tile
                 np_ = min(g.tile, P - p0)
                 _im2col(xg, col, g, p0, np_, n_threads)
-                gemm(False, True, g.mg, g.kdim, np_, 1, dyg + p0, P, col, np_,
+                _transpose(col, colt, g.kdim, np_, n_threads)
+                gemm(False, False, g.mg, g.kdim, np_, 1, dyg + p0, P, colt, g.kdim,
                      beta if p0 == 0 else 1, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0,
                      n_threads)
 
@@ -562,8 +639,13 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
 
 cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, floating* ws,
                          const Geom* g, int n_threads) noexcept nogil:
+    cdef Geom f
     if g.path == PATH_DEPTHWISE:
         _dw_bwd_data(dy, w, dx, g, n_threads)
+    elif _flips(g):  # a forward conv: no col2im scatter, and a GEMM with K = M*kh*kw
+        f = _flipped(g)
+        _flip_weights(w, ws, g)
+        _gemm_fwd(dy, ws, NULL, dx, ws + g.m * g.kdim, &f, ACT_NONE, 0, n_threads)
     else:
         _gemm_bwd_data(dy, w, dx, ws, g, n_threads)
 

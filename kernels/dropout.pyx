@@ -22,7 +22,7 @@ cdef extern from "dropout_philox.h" nogil:
 _U64 = 2 ** 64
 
 
-def dropout_forward(x, y, rate: float, seed: int, step: int, n_threads=None) -> None:
+def dropout_forward(x, y, rate: float, seed, step, n_threads=None) -> None:
     """y = x * mask / (1 - rate), the mask drawn from (seed, step) as described above.
 
     Parameters
@@ -35,7 +35,7 @@ def dropout_forward(x, y, rate: float, seed: int, step: int, n_threads=None) -> 
     _dropout(x, "x", y, "y", rate, seed, step, n_threads)
 
 
-def dropout_backward(dy, dx, rate: float, seed: int, step: int, n_threads=None) -> None:
+def dropout_backward(dy, dx, rate: float, seed, step, n_threads=None) -> None:
     """dx = dy * mask / (1 - rate) with the forward's mask (same rate, seed and step).
 
     dy : IN; dx : like dy, OUT, may be dy (in-place).
@@ -67,7 +67,7 @@ def _dropout(x, x_name, y, y_name, rate, seed, step, n_threads):
     for name, v in (("seed", seed), ("step", step)):
         if not isinstance(v, (int, np.integer)) or not 0 <= v < _U64:
             raise ValueError(f"{name} must be an int in [0, 2**64), got {v!r}")
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     cdef uint64_t threshold = <uint64_t>(rate * 4294967296.0)  # floor(rate * 2^32) < 2^32
     if x.dtype == np.float32:
         _mask_scale[float](x.reshape(-1), y.reshape(-1), threshold, 1.0 / (1.0 - rate),

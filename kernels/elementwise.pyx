@@ -50,7 +50,7 @@ def bias_add_forward(x, bias, y, n_threads=None) -> None:
     _like("bias", bias, "x", x, shape=(x.shape[1],))
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x, "bias": bias}, inplace=("x",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.size == 0:
         return
     if x.dtype == np.float32:
@@ -70,7 +70,7 @@ def bias_backward(dy, dbias, n_threads=None) -> None:
     _float_arg("dy", dy, ndim=(2, 3, 4))
     _like("dbias", dbias, "dy", dy, out=True, shape=(dy.shape[1],))
     _no_alias("dbias", dbias, {"dy": dy})
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, dy.size)
     if dy.size == 0:
         dbias.fill(0)
         return
@@ -168,7 +168,7 @@ def _act_forward(x, y, int op, double alpha, n_threads):
     _float_arg("x", x)
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x}, inplace=("x",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.dtype == np.float32:
         _act_fwd[float](x.reshape(-1), y.reshape(-1), op, alpha, nt)
     else:
@@ -180,7 +180,7 @@ def _act_backward(y, dy, dx, int op, double alpha, n_threads):
     _like("dy", dy, "y", y)
     _like("dx", dx, "y", y, out=True)
     _no_alias("dx", dx, {"y": y, "dy": dy}, inplace=("dy",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, y.size)
     if y.dtype == np.float32:
         _act_bwd[float](y.reshape(-1), dy.reshape(-1), dx.reshape(-1), op, alpha, nt)
     else:
@@ -250,7 +250,7 @@ def add_forward(xs, y, n_threads=None) -> None:
     _like("y", y, "xs[0]", xs[0], out=True)
     _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)},
               inplace=tuple(f"xs[{j}]" for j in range(len(xs))))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, y.size)
     if y.size == 0:
         return
     flat = [a.reshape(-1) for a in xs]
@@ -288,7 +288,7 @@ def copy(x, y, n_threads=None) -> None:
     _float_arg("x", x)
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x})
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     _copy_bytes(<const char*>cnp.PyArray_DATA(x), <char*>cnp.PyArray_DATA(y), x.nbytes, nt)
 
 
@@ -304,7 +304,7 @@ def scale(x, alpha: float, y, n_threads=None) -> None:
     _float_arg("x", x)
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x}, inplace=("x",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.dtype == np.float32:
         _scale[float](x.reshape(-1), float(alpha), y.reshape(-1), nt)
     else:
@@ -332,7 +332,7 @@ def concat_forward(xs, y, n_threads=None) -> None:
     """
     xs = _concat_args(xs, "xs", y, "y")
     _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)})
-    _concat(xs, y, False, _threads(n_threads))
+    _concat(xs, y, False, _threads(n_threads, y.size))
 
 
 def concat_backward(dy, dxs, n_threads=None) -> None:
@@ -347,7 +347,7 @@ def concat_backward(dy, dxs, n_threads=None) -> None:
     for j, a in enumerate(dxs):
         _no_alias(f"dxs[{j}]", a, {"dy": dy, **{f"dxs[{i}]": b for i, b in enumerate(dxs)
                                                 if i != j}})
-    _concat(dxs, dy, True, _threads(n_threads))
+    _concat(dxs, dy, True, _threads(n_threads, dy.size))
 
 
 def _concat_args(parts, parts_name, whole, whole_name, out=False):

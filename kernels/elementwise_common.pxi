@@ -14,9 +14,10 @@ _INT64 = np.dtype(np.int64)
 
 # Reductions are split into chunks of this many elements (positions for the losses); each
 # chunk's partial sum is computed by one thread and the partials are added in chunk order,
-# so a sum does not depend on the thread count.
+# so a sum does not depend on the thread count. PAR_GRAIN: elements per thread at least.
 cdef enum:
     SUM_CHUNK = 4096
+    PAR_GRAIN = 8192
 
 
 def _float_arg(name: str, a, out: bool = False, ndim=None):
@@ -75,11 +76,14 @@ def _no_alias(out_name: str, out, inputs: dict, inplace=()):
         raise ValueError(f"{out_name} overlaps {name}; {out_name} {how} {name}")
 
 
-def _threads(n_threads) -> int:
-    """None: cnnc.get_num_threads(); else a validated count (negative: all cores but |n|-1)."""
+def _threads(n_threads, work) -> int:
+    """Threads for `work` elements: n_threads (None: cnnc.get_num_threads(); negative: all
+    cores but |n|-1), but no more than one per PAR_GRAIN elements, since waking a thread
+    costs more than a small loop (results do not depend on the count)."""
     if n_threads is not None and not isinstance(n_threads, (int, np.integer)):
         raise ValueError(f"n_threads must be an int or None, got {n_threads!r}")
-    return effective_n_threads(None if n_threads is None else int(n_threads))
+    n = effective_n_threads(None if n_threads is None else int(n_threads))
+    return max(1, min(n, work // PAR_GRAIN))
 
 
 def _nck(x):

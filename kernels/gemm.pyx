@@ -50,27 +50,56 @@ def available_kernels() -> list[str]:
     return [name for name, kid in _KERNELS.items() if kid <= best]
 
 
-def _operand(x, name: str, dtype):
-    """(array, leading dimension, stored transposed?) for a 2-D operand with one unit stride."""
-    if not isinstance(x, np.ndarray) or x.ndim != 2:
+cdef Py_ssize_t _leading_dim(object x, str name, int typenum, bint* transposed) except -1:
+    """Leading dimension of a 2-D operand with one unit-stride axis; sets `transposed` when
+    it is the columns that lie contiguously (then x is stored as x.T row-major)."""
+    if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray> x) != 2:
         raise ValueError(f"gemm: {name} must be a 2-D numpy array, got "
                          f"{type(x).__name__} with shape {np.shape(x)}")
-    if x.dtype != dtype:
-        raise ValueError(f"gemm: {name} has dtype {x.dtype}, expected {dtype} "
-                         "(all operands must share float32 or float64)")
-    rows, cols = x.shape
-    item = x.itemsize
-    if x.size == 0:   # nothing is read
-        return max(cols, 1), False
-    s0, s1 = x.strides
-    # A size-1 axis may carry any stride; it is never stepped over.
-    if (s1 == item or cols <= 1) and (rows <= 1 or (s0 > 0 and s0 % item == 0 and s0 >= cols * item)):
-        return max(s0 // item if rows > 1 else cols, 1), False
-    if (s0 == item or rows <= 1) and (cols <= 1 or (s1 > 0 and s1 % item == 0 and s1 >= rows * item)):
-        return max(s1 // item if cols > 1 else rows, 1), True
+    cdef cnp.ndarray arr = <cnp.ndarray> x
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise ValueError(f"gemm: {name} has dtype {arr.dtype}, expected "
+                         f"{cnp.PyArray_DescrFromType(typenum)} (all operands must share "
+                         "float32 or float64)")
+    cdef Py_ssize_t rows = cnp.PyArray_DIMS(arr)[0], cols = cnp.PyArray_DIMS(arr)[1]
+    cdef Py_ssize_t s0 = cnp.PyArray_STRIDES(arr)[0], s1 = cnp.PyArray_STRIDES(arr)[1]
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
+    transposed[0] = False
+    if rows == 0 or cols == 0:   # nothing is read
+        return max(cols, 1)
+    # A size-1 axis may carry any stride: it is never stepped over.
+    if (s1 == item or cols == 1) and (rows == 1 or (s0 > 0 and s0 % item == 0
+                                                    and s0 >= cols * item)):
+        return s0 // item if rows > 1 else cols
+    if (s0 == item or rows == 1) and (cols == 1 or (s1 > 0 and s1 % item == 0
+                                                    and s1 >= rows * item)):
+        transposed[0] = True
+        return s1 // item if cols > 1 else rows
     raise ValueError(f"gemm: {name} (strides {x.strides}) needs one axis with unit stride "
                      "and the other a positive multiple of the row length; "
                      "pass np.ascontiguousarray(...) instead")
+
+
+cdef bint _overlap(cnp.ndarray x, cnp.ndarray y):
+    """True when the byte ranges spanned by x and y intersect (a conservative test)."""
+    cdef char* lo[2]
+    cdef char* hi[2]
+    cdef cnp.ndarray arr
+    cdef int i, d
+    cdef Py_ssize_t step
+    for i in range(2):
+        arr = x if i == 0 else y
+        if cnp.PyArray_SIZE(arr) == 0:
+            return False
+        lo[i] = hi[i] = <char*> cnp.PyArray_DATA(arr)
+        for d in range(cnp.PyArray_NDIM(arr)):
+            step = (cnp.PyArray_DIMS(arr)[d] - 1) * cnp.PyArray_STRIDES(arr)[d]
+            if step < 0:
+                lo[i] += step
+            else:
+                hi[i] += step
+        hi[i] += cnp.PyArray_ITEMSIZE(arr)
+    return lo[0] < hi[1] and lo[1] < hi[0]
 
 
 def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
@@ -80,24 +109,27 @@ def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
 
     a, b, c: 2-D float32 or float64 arrays, all the same dtype. op(X) is X, or X.T with
         ``trans_x``. A and B may be any view with one unit-stride axis (sliced rows,
-        transposed arrays); C must have a unit inner stride (row-major rows, any row
-        stride) and must not share memory with A, B or bias. Other layouts raise
-        ValueError: copy them with np.ascontiguousarray first.
+        transposed arrays: read in place, not copied); C must have a unit inner stride
+        (row-major rows, any row stride) and must not share memory with A, B or bias.
+        Other layouts raise ValueError: copy them with np.ascontiguousarray first.
     c: None allocates a new [m, n] array (then beta must be 0). With beta == 0, C is not
         read, so it may hold anything.
-    bias: 1-D array of the dtype, [m] with bias_mode="row" (conv: one per output
-        channel) or [n] with bias_mode="col" (dense: one per output feature).
+    bias: 1-D contiguous array of the dtype, [m] with bias_mode="row" (conv: one per
+        output channel) or [n] with bias_mode="col" (dense: one per output feature).
     act: "none", "relu", "leaky_relu" (slope act_param), "sigmoid" or "tanh".
     n_threads: None uses cnnc.threads.get_num_threads(). Results do not depend on it.
     """
-    if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+    cdef bint a_t, b_t, c_t
+    cdef int typenum
+    if not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray> a) not in (cnp.NPY_FLOAT32,
+                                                                           cnp.NPY_FLOAT64):
         raise ValueError(f"gemm: a must be a float32 or float64 numpy array, got "
                          f"{getattr(a, 'dtype', type(a).__name__)}")
-    dtype = a.dtype
-    lda, a_t = _operand(a, "a", dtype)
-    ldb, b_t = _operand(b, "b", dtype)
-    # A stored transposed flips the requested op; so does B.
-    ta, tb = bool(trans_a) != a_t, bool(trans_b) != b_t
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray> a)
+    cdef Py_ssize_t lda = _leading_dim(a, "a", typenum, &a_t)
+    cdef Py_ssize_t ldb = _leading_dim(b, "b", typenum, &b_t)
+    # An operand stored transposed flips the requested op.
+    cdef bint ta = bool(trans_a) != a_t, tb = bool(trans_b) != b_t
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb:
@@ -110,36 +142,34 @@ def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
     if c is None:
         if beta != 0:
             raise ValueError("gemm: beta != 0 needs an existing c")
-        c = np.empty((m, n), dtype=dtype)
-    if not isinstance(c, np.ndarray) or c.ndim != 2 or c.shape != (m, n):
+        c = cnp.PyArray_EMPTY(2, [m, n], typenum, 0)
+    if not cnp.PyArray_Check(c) or c.shape != (m, n):
         raise ValueError(f"gemm: c must be a 2-D array of shape ({m}, {n}), got "
                          f"shape {np.shape(c)}")
-    if c.dtype != dtype:
-        raise ValueError(f"gemm: c has dtype {c.dtype}, expected {dtype}")
-    if not c.flags.writeable:
-        raise ValueError("gemm: c is read-only")
-    ldc, c_t = _operand(c, "c", dtype)
-    if c_t and m > 1 and n > 1:
+    cdef Py_ssize_t ldc = _leading_dim(c, "c", typenum, &c_t)
+    if c_t:
         raise ValueError(f"gemm: c (strides {c.strides}) must have unit inner stride")
-    if np.may_share_memory(c, a) or np.may_share_memory(c, b):
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> c):
+        raise ValueError("gemm: c is read-only")
+    if _overlap(c, a) or _overlap(c, b):
         raise ValueError("gemm: c must not overlap a or b")
     if (bias is None) != (bias_mode is None):
         raise ValueError("gemm: give bias and bias_mode together")
     if bias is not None:
         want = m if bias_mode == "row" else n
-        if (not isinstance(bias, np.ndarray) or bias.ndim != 1 or bias.shape[0] != want):
+        if not cnp.PyArray_Check(bias) or bias.shape != (want,):
             raise ValueError(f"gemm: bias for bias_mode={bias_mode!r} must be a 1-D array of "
                              f"length {want}, got shape {np.shape(bias)}")
-        if bias.dtype != dtype:
-            raise ValueError(f"gemm: bias has dtype {bias.dtype}, expected {dtype}")
+        if cnp.PyArray_TYPE(<cnp.ndarray> bias) != typenum:
+            raise ValueError(f"gemm: bias has dtype {bias.dtype}, expected {a.dtype}")
         if bias.strides[0] != bias.itemsize and want > 1:
             raise ValueError("gemm: bias must be contiguous")
-        if np.may_share_memory(c, bias):
+        if _overlap(c, bias):
             raise ValueError("gemm: c must not overlap bias")
     threads = effective_n_threads(n_threads)
     if m == 0 or n == 0:
         return c
-    if dtype == np.float32:
+    if typenum == cnp.NPY_FLOAT32:
         _run[float](ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
                     _BIAS_MODES[bias_mode], _ACTS[act], act_param, threads)
     else:

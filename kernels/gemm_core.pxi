@@ -6,8 +6,18 @@
 # With trans_a, A is stored [k, m] (lda >= m), else [m, k] (lda >= k); likewise B.
 # beta == 0 means C is not read (it may hold NaN). bias_mode ROW adds bias[m] per row,
 # COL adds bias[n] per column. act_param is the leaky-relu slope. n_threads > 1
-# parallelises inside: only call it so from outside a parallel region.
-# Results are bitwise identical for any n_threads (K is never split across threads).
+# parallelises inside: only call it so from outside a parallel region (callers inside
+# their own prange pass 1). Results are bitwise identical for any n_threads.
+#
+# Structure (GotoBLAS/BLIS): per thread, loop over MC-row blocks of A, KC-deep slices of
+# K, NC-column blocks of B; pack A's block into MR-row panels and B's block into NR-column
+# panels (zero-padded), then run the MR x NR register-tiled micro-kernel of gemm_micro.h,
+# which also applies beta, bias and activation as it writes C. Threads own disjoint runs
+# of whole tiles (columns, or rows when there are more row tiles); K is never split
+# across threads. Packing buffers are per thread (thread-local, 64-byte aligned), grown
+# on demand and reused, so steady-state calls do not allocate. The micro-kernel path is
+# picked at run time (avx512 > avx2 > portable; CNNC_GEMM_KERNEL or gemm.set_kernel force
+# one).
 
 from cython cimport floating
 from cython.parallel cimport prange
@@ -24,17 +34,18 @@ cdef extern from "gemm_micro.h" nogil:
     void cnnc_gemm_set_kernel(int kernel_id)
     ctypedef void (*cnnc_tile_s)(Py_ssize_t kc, const float* pa, const float* pb,
                                  Py_ssize_t ldb, Py_ssize_t pf, float* c, Py_ssize_t ldc,
-                                 float alpha, float beta, const float* brow, const float* bcol,
-                                 int act, float slope)
+                                 int rows, float alpha, float beta, const float* brow,
+                                 const float* bcol, int act, float slope)
     ctypedef void (*cnnc_tile_d)(Py_ssize_t kc, const double* pa, const double* pb,
                                  Py_ssize_t ldb, Py_ssize_t pf, double* c, Py_ssize_t ldc,
-                                 double alpha, double beta, const double* brow,
+                                 int rows, double alpha, double beta, const double* brow,
                                  const double* bcol, int act, double slope)
     int cnnc_gemm_mr(int kernel, int dbl)
     int cnnc_gemm_nr(int kernel, int dbl)
     cnnc_tile_s cnnc_gemm_tile_s(int kernel)
     cnnc_tile_d cnnc_gemm_tile_d(int kernel)
     void* cnnc_gemm_buffer(int slot, size_t nbytes)
+    void __builtin_prefetch(const void* addr)
 
 cdef enum:
     ACT_NONE = 0
@@ -48,15 +59,20 @@ cdef enum:
     BIAS_ROW = 1
     BIAS_COL = 2
 
-# Cache blocking for 32 KiB L1d / 1 MiB L2 per core (AMD Zen 4): one packed A micro-panel
+# Cache blocking for a 32 KiB L1d / 1 MiB L2 per core (AMD Zen 4): one packed A micro-panel
 # (MR x KC) stays in L1 while the packed B block (KC x NC) streams from L2.
 cdef enum:
-    GEMM_KC_BYTES = 1536     # KC = 384 floats / 192 doubles
-    GEMM_B_BYTES = 524288    # KC x NC block of B: half of L2
-    GEMM_MC = 480            # rows of A packed at once (a multiple of every MR)
-    GEMM_MAX_TILE = 256      # the largest MR x NR of any path
-    GEMM_DIRECT_B_ROWS = 32  # up to this many rows of A, B is read in place, not packed
+    GEMM_KC_BYTES = 1536            # KC = 384 floats / 192 doubles
+    GEMM_B_BYTES = 524288           # KC x NC block of packed B: half of L2
+    GEMM_MC = 480                   # rows of A packed at once (a multiple of every MR)
+    GEMM_MAX_TILE = 256             # the largest MR x NR of any path
+    GEMM_PACK_AHEAD = 8             # rows of B prefetched ahead while packing
     GEMM_MIN_PARALLEL_FLOPS = 2000000   # below this, threads cost more than they give
+    # When B is read in place instead of packed (see _gemm_serial):
+    GEMM_SMALL_B_BYTES = 65536      # any B this small
+    GEMM_DIRECT_B_ROWS = 32         # with at most this many rows of A, a B that
+    GEMM_DIRECT_B_BYTES = 2097152   # ... is this small (so cached)
+    GEMM_DIRECT_B_DEPTH = 64        # ... or has at most this many rows (memory streams)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -123,14 +139,18 @@ cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
                        Py_ssize_t nr) noexcept nogil:
     """One thread's GEMM: loops ic (MC rows) > pc (KC depth) > jc (NC columns) > tiles.
 
-    With few rows of A, each element of B is used once or twice, so B is read in place
-    (no packing) and the tile loops run column panel outermost.
+    When B is small, or A has few rows (each element of B used once or twice), B is read
+    in place instead of packed and the tile loops run column panel outermost.
     """
     cdef Py_ssize_t size = sizeof(floating)
     cdef Py_ssize_t kc_max = GEMM_KC_BYTES // size
     cdef Py_ssize_t n_kblocks = max((k + kc_max - 1) // kc_max, 1)
     cdef Py_ssize_t kc_cap = (k + n_kblocks - 1) // n_kblocks
-    cdef bint direct_b = not trans_b and m <= GEMM_DIRECT_B_ROWS
+    # Packing B pays when each panel is reused by many rows of A, or when B comes from
+    # memory in many rows (packing reads it row by row; in place it is one stream per row).
+    cdef bint direct_b = not trans_b and (k * n * size <= GEMM_SMALL_B_BYTES or (
+        m <= GEMM_DIRECT_B_ROWS and (k <= GEMM_DIRECT_B_DEPTH
+                                     or k * n * size <= GEMM_DIRECT_B_BYTES)))
     cdef Py_ssize_t nc = max(GEMM_B_BYTES // (max(kc_cap, 1) * size) // nr, 1) * nr
     cdef Py_ssize_t mc = min(<Py_ssize_t> GEMM_MC, ((m + mr - 1) // mr) * mr)
     cdef floating* pa
@@ -141,8 +161,11 @@ cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
     if direct_b:
         nc = ((n + nr - 1) // nr) * nr
     pa = <floating*> cnnc_gemm_buffer(0, mc * kc_cap * size + 64)
-    pb = <floating*> cnnc_gemm_buffer(1, (nr if direct_b else min(nc, nr * ((n + nr - 1) // nr)))
-                                      * kc_cap * size + 64)
+    if direct_b:   # one tail panel
+        pb = <floating*> cnnc_gemm_buffer(1, nr * kc_cap * size + 64)
+    else:
+        pb = <floating*> cnnc_gemm_buffer(1, min(nc, nr * ((n + nr - 1) // nr)) * kc_cap * size
+                                          + 64)
     if pa == NULL or pb == NULL:   # out of memory: fall back to the unblocked loops
         _gemm_plain(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow,
                     bcol, act, act_param)
@@ -210,7 +233,7 @@ cdef inline void _block_direct_b(int kernel, Py_ssize_t kc, const floating* pa,
         jr = jr_b * nr
         if jr_b < full:
             src, ld = b + jr, ldb
-            pf = nr * 4 if jr_b + 4 < full else 0   # warm the next panel's rows
+            pf = nr if jr_b + 1 < full else 0   # warm the next panel's rows
         else:
             _pack_b(False, b, ldb, jr, w - jr, 0, kc, nr, tail)
             src, ld, pf = tail, nr, 0
@@ -252,6 +275,7 @@ cdef inline void _pack_b(bint trans, const floating* b, Py_ssize_t ldb, Py_ssize
     """Depth p0..p0+kc, columns j0..j0+cols of op(B) as NR-column panels [p][NR]."""
     cdef Py_ssize_t j, j_b, p, r, w
     cdef Py_ssize_t panels = (cols + nr - 1) // nr, tail = cols - (panels - 1) * nr
+    cdef Py_ssize_t line = 64 // sizeof(floating)   # elements per cache line
     cdef const floating* src
     cdef floating* d
     if tail < nr:
@@ -267,9 +291,13 @@ cdef inline void _pack_b(bint trans, const floating* b, Py_ssize_t ldb, Py_ssize
                     d[p * nr + r] = src[r * ldb + p]
         return
     # B stored [k, n]: walk each row of the block once, front to back, so the hardware
-    # prefetcher sees one stream at a time instead of kc strided ones.
+    # prefetcher sees one stream at a time instead of kc strided ones, and ask for the
+    # row GEMM_PACK_AHEAD further down early, since each row is a short stream.
     for p in range(kc):
         src = b + (p0 + p) * ldb + j0
+        if p + GEMM_PACK_AHEAD < kc:
+            for r in range((cols + line - 1) // line):
+                __builtin_prefetch(src + GEMM_PACK_AHEAD * ldb + r * line)
         d = dst + p * nr
         for j_b in range(panels - 1):
             for r in range(nr):
@@ -282,35 +310,35 @@ cdef inline void _pack_b(bint trans, const floating* b, Py_ssize_t ldb, Py_ssize
 
 cdef inline void _tile(int kernel, Py_ssize_t kc, const floating* pa, const floating* pb,
                        Py_ssize_t ldb, Py_ssize_t pf, floating* c, Py_ssize_t ldc,
-                       Py_ssize_t h, Py_ssize_t w,
-                       Py_ssize_t mr, Py_ssize_t nr, floating alpha, floating beta,
-                       const floating* brow, const floating* bcol, int act,
-                       floating act_param) noexcept nogil:
+                       Py_ssize_t h, Py_ssize_t w, Py_ssize_t mr, Py_ssize_t nr,
+                       floating alpha, floating beta, const floating* brow,
+                       const floating* bcol, int act, floating act_param) noexcept nogil:
     """One MR x NR tile of C, of which the top-left h x w is real."""
     cdef floating scratch[GEMM_MAX_TILE]
     cdef floating brow_pad[GEMM_MAX_TILE]
     cdef floating bcol_pad[GEMM_MAX_TILE]
     cdef Py_ssize_t i, j
-    if h == mr and w == nr:
-        _call_tile(kernel, kc, pa, pb, ldb, pf, c, ldc, alpha, beta, brow, bcol, act,
+    if h < mr and brow != NULL:   # the kernel reads MR row biases
+        memset(brow_pad, 0, mr * sizeof(floating))
+        for i in range(h):
+            brow_pad[i] = brow[i]
+        brow = brow_pad
+    if w == nr:   # the kernel writes only the h real rows
+        _call_tile(kernel, kc, pa, pb, ldb, pf, c, ldc, <int> h, alpha, beta, brow, bcol, act,
                    act_param)
         return
-    # Edge tile: run the full-size kernel on a scratch copy, so no read or write leaves C.
+    # Narrow tile: run the kernel on a scratch copy, so no read or write leaves C.
     memset(scratch, 0, mr * nr * sizeof(floating))
     if beta != 0:
         for i in range(h):
             for j in range(w):
                 scratch[i * nr + j] = c[i * ldc + j]
-    if brow != NULL:
-        memset(brow_pad, 0, mr * sizeof(floating))
-        for i in range(h):
-            brow_pad[i] = brow[i]
     if bcol != NULL:
         memset(bcol_pad, 0, nr * sizeof(floating))
         for j in range(w):
             bcol_pad[j] = bcol[j]
-    _call_tile(kernel, kc, pa, pb, ldb, pf, scratch, nr, alpha, beta,
-               brow_pad if brow != NULL else NULL, bcol_pad if bcol != NULL else NULL,
+        bcol = bcol_pad
+    _call_tile(kernel, kc, pa, pb, ldb, pf, scratch, nr, <int> h, alpha, beta, brow, bcol,
                act, act_param)
     for i in range(h):
         for j in range(w):
@@ -319,14 +347,14 @@ cdef inline void _tile(int kernel, Py_ssize_t kc, const floating* pa, const floa
 
 cdef inline void _call_tile(int kernel, Py_ssize_t kc, const floating* pa, const floating* pb,
                             Py_ssize_t ldb, Py_ssize_t pf, floating* c, Py_ssize_t ldc,
-                            floating alpha, floating beta, const floating* brow,
+                            int rows, floating alpha, floating beta, const floating* brow,
                             const floating* bcol, int act, floating act_param) noexcept nogil:
     if floating is float:
-        cnnc_gemm_tile_s(kernel)(kc, pa, pb, ldb, pf, c, ldc, alpha, beta, brow, bcol, act,
-                                 act_param)
+        cnnc_gemm_tile_s(kernel)(kc, pa, pb, ldb, pf, c, ldc, rows, alpha, beta, brow, bcol,
+                                 act, act_param)
     else:
-        cnnc_gemm_tile_d(kernel)(kc, pa, pb, ldb, pf, c, ldc, alpha, beta, brow, bcol, act,
-                                 act_param)
+        cnnc_gemm_tile_d(kernel)(kc, pa, pb, ldb, pf, c, ldc, rows, alpha, beta, brow, bcol,
+                                 act, act_param)
 
 
 cdef inline floating _gemm_act(floating v, int act, floating act_param) noexcept nogil:

@@ -4,10 +4,11 @@
  *   pa: kc groups of MR values (A's rows i..i+MR at depth p: a packed panel),
  *   pb: kc rows of NR values, ldb apart (B's columns j..j+NR at depth p: a packed panel
  *       with ldb == NR, or B itself), prefetching pb[p * ldb + pf] ahead when pf != 0,
- * and writes C[i, j] = act(alpha * sum_p pa[p][i] * pb[p][j] + beta * C[i, j] + bias),
- * reading C only when beta != 0. brow (MR values) / bcol (NR values) may be NULL.
- * The tile is always full: the driver routes edge tiles through a scratch tile, so one
- * element is computed the same way wherever the tile grid falls.
+ * and writes C[i, j] = act(alpha * sum_p pa[p][i] * pb[p][j] + beta * C[i, j] + bias)
+ * for the first `rows` rows (i < rows <= MR) and all NR columns, reading C only when
+ * beta != 0. brow (MR values) / bcol (NR values) may be NULL. Tiles narrower than NR go
+ * through a scratch tile in the driver; an element is computed by the same instructions
+ * wherever the tile grid falls.
  *
  * The kernels are written once with GCC vector extensions (also accepted by clang) and
  * instantiated per instruction set with target attributes, so one binary holds every path:
@@ -85,10 +86,11 @@ static void *cnnc_gemm_buffer(int slot, size_t bytes) {
 /* ---- tile functions ---- */
 
 typedef void (*cnnc_tile_s)(ptrdiff_t kc, const float *pa, const float *pb, ptrdiff_t ldb,
-                            ptrdiff_t pf, float *c, ptrdiff_t ldc, float alpha, float beta,
-                            const float *brow, const float *bcol, int act, float slope);
+                            ptrdiff_t pf, float *c, ptrdiff_t ldc, int rows, float alpha,
+                            float beta, const float *brow, const float *bcol, int act,
+                            float slope);
 typedef void (*cnnc_tile_d)(ptrdiff_t kc, const double *pa, const double *pb, ptrdiff_t ldb,
-                            ptrdiff_t pf, double *c, ptrdiff_t ldc, double alpha,
+                            ptrdiff_t pf, double *c, ptrdiff_t ldc, int rows, double alpha,
                             double beta, const double *brow, const double *bcol, int act,
                             double slope);
 
@@ -99,8 +101,8 @@ static inline double cnnc_sigmoid_d(double v) { return 1.0 / (1.0 + exp(-v)); }
  * MR rows x NV vectors per row; TARGET: attribute; SIG/TANH: scalar functions. */
 #define CNNC_TILE(NAME, T, VT, VI, VL, MR, NV, TARGET, SIG, TANH)                          \
 TARGET static void NAME(ptrdiff_t kc, const T *pa, const T *pb, ptrdiff_t ldb, ptrdiff_t pf, \
-                        T *c, ptrdiff_t ldc, T alpha, T beta, const T *brow, const T *bcol, \
-                        int act, T slope) {                                                \
+                        T *c, ptrdiff_t ldc, int rows, T alpha, T beta, const T *brow,     \
+                        const T *bcol, int act, T slope) {                                 \
     VT acc[MR][NV];                                                                        \
     _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                  \
         _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[i][j] = (VT){0};           \
@@ -120,6 +122,7 @@ TARGET static void NAME(ptrdiff_t kc, const T *pa, const T *pb, ptrdiff_t ldb, p
         pb += ldb;                                                                         \
     }                                                                                      \
     _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                \
+        if (i == rows) break;                                                              \
         _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                             \
             T *cp = c + i * ldc + j * VL;                                                  \
             VT v = acc[i][j] * alpha, w;                                                   \
@@ -135,7 +138,7 @@ TARGET static void NAME(ptrdiff_t kc, const T *pa, const T *pb, ptrdiff_t ldb, p
         }                                                                                  \
     }                                                                                      \
     if (act == CNNC_ACT_SIGMOID || act == CNNC_ACT_TANH) {                                 \
-        for (int i = 0; i < MR; i++)                                                       \
+        for (int i = 0; i < rows; i++)                                                     \
             for (int j = 0; j < NV * VL; j++) {                                            \
                 T *cp = c + i * ldc + j;                                                   \
                 *cp = act == CNNC_ACT_SIGMOID ? SIG(*cp) : TANH(*cp);                      \

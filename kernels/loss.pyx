@@ -40,7 +40,7 @@ def softmax_forward(x, y, n_threads=None) -> None:
     _float_arg("x", x, ndim=(2, 3, 4))
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x}, inplace=("x",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.size == 0:
         return
     if x.dtype == np.float32:
@@ -58,7 +58,7 @@ def softmax_backward(y, dy, dx, n_threads=None) -> None:
     _like("dy", dy, "y", y)
     _like("dx", dx, "y", y, out=True)
     _no_alias("dx", dx, {"y": y, "dy": dy}, inplace=("dy",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, y.size)
     if y.size == 0:
         return
     if y.dtype == np.float32:
@@ -67,17 +67,22 @@ def softmax_backward(y, dy, dx, n_threads=None) -> None:
         _softmax_bwd[double](_nck(y), _nck(dy), _nck(dx), nt)
 
 
-cdef double _log_sum_exp(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s,
-                         double* zmax) noexcept nogil:
-    """log(sum_k exp(z[n,k,s] - max)); the max goes to zmax (so lse = max + result)."""
+cdef double _class_max(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s) noexcept nogil:
     cdef Py_ssize_t k
-    cdef double m = z[n, 0, s], total = 0
+    cdef double m = z[n, 0, s]
     for k in range(1, z.shape[1]):
         if z[n, k, s] > m:
             m = z[n, k, s]
+    return m
+
+
+cdef double _log_sum_exp(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s,
+                         double m) noexcept nogil:
+    """log(sum_k exp(z[n, k, s] - m)) for m the class max (so logsumexp = m + result)."""
+    cdef Py_ssize_t k
+    cdef double total = 0
     for k in range(z.shape[1]):
         total += exp(z[n, k, s] - m)
-    zmax[0] = m
     return log(total)
 
 
@@ -88,7 +93,8 @@ cdef void _softmax_fwd(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     for p in prange(x.shape[0] * S, schedule="static", num_threads=nt):
         n = p // S
         s = p % S
-        logsum = _log_sum_exp(x, n, s, &m)
+        m = _class_max(x, n, s)
+        logsum = _log_sum_exp(x, n, s, m)
         for k in range(x.shape[1]):
             y[n, k, s] = <floating>exp(x[n, k, s] - m - logsum)
 
@@ -136,7 +142,7 @@ def softmax_xent_sparse(logits, labels, dlogits=None, label_smoothing: float = 0
     _labels_arg("labels", labels, (logits.shape[0], *logits.shape[2:]))
     eps = _smoothing(label_smoothing)
     _check_grad("dlogits", dlogits, logits, {"labels": labels})
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, logits.size)
     has_ignore = ignore_index is not None
     ignore = int(ignore_index) if has_ignore else 0
     lab = labels.reshape(labels.shape[0], -1)
@@ -174,7 +180,7 @@ def softmax_xent_dense(logits, targets, dlogits=None, label_smoothing: float = 0
     _like("targets", targets, "logits", logits)
     eps = _smoothing(label_smoothing)
     _check_grad("dlogits", dlogits, logits, {"targets": targets})
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, logits.size)
     count = logits.size // logits.shape[1] if logits.shape[1] else 0  # N * H * W
     if count == 0:
         if dlogits is not None:
@@ -246,7 +252,8 @@ cdef double _xent_sparse_chunk(const floating[:, :, ::1] z, const int64_t[:, ::1
                 for k in range(K):
                     dz[n, k, s] = 0
             continue
-        logsum = _log_sum_exp(z, n, s, &m)
+        m = _class_max(z, n, s)
+        logsum = _log_sum_exp(z, n, s, m)
         # lse - z_k = (m - z_k) + logsum, both terms >= 0: no cancellation
         spread = 0
         for k in range(K):
@@ -276,7 +283,8 @@ cdef double _xent_dense_chunk(const floating[:, :, ::1] z, const floating[:, :, 
     for p in range(p0, p1):
         n = p // S
         s = p % S
-        logsum = _log_sum_exp(z, n, s, &m)
+        m = _class_max(z, n, s)
+        logsum = _log_sum_exp(z, n, s, m)
         tsum = 0
         for k in range(K):
             tk = (1 - eps) * t[n, k, s] + off
@@ -335,7 +343,7 @@ def _elementwise_loss(x, t, dx, int kind, double eps, n_threads):
     if dx is not None:
         _like("gradient", dx, "prediction", x, out=True)
         _no_alias("gradient", dx, {"prediction": x, "target": t}, inplace=("prediction",))
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     if x.size == 0:
         return 0.0
     partial = np.empty(_n_chunks(x.size, SUM_CHUNK))

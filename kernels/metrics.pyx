@@ -28,7 +28,7 @@ def count_correct_topk(scores, labels, k: int = 1, n_threads=None) -> int:
     n_classes = scores.shape[1]
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes})")
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, scores.size)
     if labels.size == 0:
         return 0
     lab = labels.reshape(labels.shape[0], -1)
@@ -45,7 +45,7 @@ def count_correct_binary(outputs, targets, threshold: float = 0.5, n_threads=Non
     """
     _float_arg("outputs", outputs)
     _like("targets", targets, "outputs", outputs)
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, outputs.size)
     if outputs.dtype == np.float32:
         return _binary[float](outputs.reshape(-1), targets.reshape(-1), threshold, nt)
     return _binary[double](outputs.reshape(-1), targets.reshape(-1), threshold, nt)

@@ -15,8 +15,8 @@ from cnnc._kernels.elementwise import scale as _scale
 
 
 def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0,
-             dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-             step: int = 1, n_threads=None) -> None:
+             dampening: float = 0.0, weight_decay: float = 0.0, nesterov=False,
+             step=1, n_threads=None) -> None:
     """SGD with optional momentum, Nesterov momentum and L2 weight decay.
 
         g = grad + weight_decay * p
@@ -35,7 +35,7 @@ def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0
     _optim_args(param, grad, {"momentum_buf": momentum_buf if use_buf else None},
                 ("momentum_buf",) if use_buf else ())
     t = _step(step)
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, param.size)
     momentum_buf = momentum_buf if use_buf else None
     if param.dtype == np.float32:
         _sgd[float](param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
@@ -45,7 +45,7 @@ def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0
                      nesterov, t == 1, nt)
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3,
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr: float = 1e-3,
               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
               weight_decay: float = 0.0, n_threads=None) -> None:
     """Adam with bias correction (weight decay as an L2 term added to the gradient).
@@ -59,7 +59,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3,
           n_threads)
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3,
+def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr: float = 1e-3,
                beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                weight_decay: float = 1e-2, n_threads=None) -> None:
     """AdamW: Adam with decoupled weight decay, applied to p before the Adam update.
@@ -73,7 +73,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3,
 
 def rmsprop_step(param, grad, square_avg, momentum_buf=None, grad_avg=None, *,
                  lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered=False,
                  n_threads=None) -> None:
     """RMSprop, optionally centered and with momentum.
 
@@ -90,8 +90,10 @@ def rmsprop_step(param, grad, square_avg, momentum_buf=None, grad_avg=None, *,
     use_buf = momentum > 0
     states = {"square_avg": square_avg, "momentum_buf": momentum_buf if use_buf else None,
               "grad_avg": grad_avg if centered else None}
-    _optim_args(param, grad, states, tuple(k for k, v in states.items() if v is not None))
-    nt = _threads(n_threads)
+    required = ("square_avg",) + (("momentum_buf",) if use_buf else ()) + (
+        ("grad_avg",) if centered else ())
+    _optim_args(param, grad, states, required)
+    nt = _threads(n_threads, param.size)
     momentum_buf, grad_avg = states["momentum_buf"], states["grad_avg"]
     if param.dtype == np.float32:
         _rmsprop[float](param, grad, square_avg, momentum_buf, grad_avg, lr, alpha, eps,
@@ -104,7 +106,7 @@ def rmsprop_step(param, grad, square_avg, momentum_buf=None, grad_avg=None, *,
 def sum_squares(x, n_threads=None) -> float:
     """sum(x^2) in double, in fixed-size chunks added in order (thread-count independent)."""
     _float_arg("x", x)
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, x.size)
     partial = np.empty(max(1, (x.size + SUM_CHUNK - 1) // SUM_CHUNK))
     if x.dtype == np.float32:
         _sum_squares[float](x.reshape(-1), partial, nt)
@@ -163,7 +165,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     t = _step(step)
     if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
         raise ValueError(f"betas must lie in [0, 1), got ({beta1}, {beta2})")
-    nt = _threads(n_threads)
+    nt = _threads(n_threads, param.size)
     step_size = lr / (1.0 - beta1 ** t)
     bc2_sqrt = (1.0 - beta2 ** t) ** 0.5
     decay = 1.0 - lr * weight_decay if decoupled else 1.0

@@ -123,6 +123,16 @@ def test_paper_example_aligned():
     assert all(o % 64 == 0 for o in plan.offsets)
 
 
+def test_greedy_by_size_takes_the_smallest_gap_that_fits():
+    # When t3 (step 3 only) is placed, step 3 has free gaps [0, 30) and [40, 50) (exact).
+    recs = records([(2, 3, 10), (4, 5, 30), (2, 2, 50), (3, 3, 10), (3, 4, 10)])
+    plan = plan_memory(recs, alignment=1, method="size")
+    assert plan.offsets == [50, 0, 0, 40, 30]
+    # An exactly fitting gap below a placed buffer is used.
+    recs = records([(0, 1, 10), (1, 2, 10), (2, 3, 10)])
+    assert plan_memory(recs, alignment=1, method="size").offsets == [0, 10, 0]
+
+
 def test_known_optimum_above_lower_bound():
     # The peak live total is 5 at steps 0, 1, 3, 4, but no packing into 5 exists: the
     # optimum is 6, and the planner finds it.
@@ -271,4 +281,5 @@ def test_lower_bound_is_the_peak_live_total(recs):
     steps = range(max(r.last for r in recs) + 1)
     peak = max(sum(r.size for r in recs if r.first <= t <= r.last) for t in steps)
     assert lower_bound(recs, alignment=1) == peak
+    # Planning is deterministic: the executor's cached plans must not depend on the run.
     assert plan_memory(recs, alignment=1).offsets == plan_memory(recs, alignment=1).offsets

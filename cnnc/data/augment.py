@@ -19,7 +19,7 @@ import numpy as np
 
 from cnnc._kernels.augment import FILL_MODES, warp_affine
 from cnnc.errors import DataError
-from cnnc.threads import get_num_threads
+from cnnc.threads import effective_n_threads
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ class Augmentation:
               n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Augment a batch: x [N, C, H, W] float32 and optional masks [N, H, W] int64.
 
-        Returns new arrays; the inputs are not modified.
+        Returns new arrays (x', masks' or None); the inputs are not modified. ``n_threads``:
+        kernel threads (None: cnnc.get_num_threads()).
         """
         if x.ndim != 4:
             raise DataError(f"augmentation expects images [N, C, H, W]; got {list(x.shape)}")
@@ -114,16 +115,16 @@ class Augmentation:
             return (x if self.rescale is not None else x.copy()), \
                 (None if masks is None else masks.copy())
         n, _, h, w = x.shape
+        if masks is not None and masks.shape != (n, h, w):
+            raise DataError(f"augmentation: masks must be [N, H, W] = {[n, h, w]}; "
+                            f"got {list(masks.shape)}")
         mats = self.matrices(rng, n, h, w)
-        threads = get_num_threads() if n_threads is None else n_threads
+        threads = effective_n_threads(n_threads)
         out = np.empty_like(x)
         warp_affine(x, out, mats, self.fill_mode, self.cval, self.interpolation == "bilinear",
                     threads)
         if masks is None:
             return out, None
-        if masks.shape != (n, h, w):
-            raise DataError(f"augmentation: masks must be [N, H, W] = {[n, h, w]}; "
-                            f"got {list(masks.shape)}")
         m = np.ascontiguousarray(masks, dtype=np.int64)[:, None]
         m_out = np.empty_like(m)
         warp_affine(m, m_out, mats, self.fill_mode, 0.0, False, threads)

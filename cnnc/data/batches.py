@@ -50,7 +50,7 @@ class Batches:
         if augment is not None and augment.is_geometric:
             if rng is None:
                 raise DataError("random augmentation needs a random Generator (rng=...)")
-            if split.y.ndim not in (1, 3):
+            if split.y.ndim != 1 and not _are_masks(split.y):
                 raise DataError("geometric augmentation can move class labels and segmentation "
                                 "masks, not detection boxes; leave it out for this data set")
         self.split, self.batch_size, self.rng = split, batch_size, rng
@@ -85,7 +85,7 @@ class Batches:
     def _batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.split.x[index], self.split.y[index]
         if self.augment is not None:
-            masks = y if y.ndim == 3 else None
+            masks = y if _are_masks(y) else None
             x, masks = self.augment.apply(self.rng, x, masks, self.n_threads)
             y = y if masks is None else masks
         return x, y
@@ -98,6 +98,11 @@ class Batches:
             _put(q, _DONE, stop)
         except BaseException as err:  # handed to the consumer, which re-raises it
             _put(q, _Failure(err), stop)
+
+
+def _are_masks(y: np.ndarray) -> bool:
+    """Segmentation maps [N, H, W] (integer), as opposed to boxes [N, M, 5] (float)."""
+    return y.ndim == 3 and y.dtype.kind in "iu"
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:

@@ -35,7 +35,8 @@ def load_cifar10(path: str | Path, limit: int | None = None) -> DataSource:
     """CIFAR-10 from a folder holding the binary batches or the two JPEG archives.
 
     ``path`` may also be the ``cifar-10-batches-bin`` folder's parent, or one JPEG
-    archive (loaded as the training split, with no test split). ``limit`` keeps at most that many images per class and split.
+    archive (loaded as the training split, with no test split). ``limit`` keeps at most
+    that many images per class and split.
     """
     path = Path(path)
     if path.is_file() and path.name.endswith(".tar.gz"):

@@ -16,10 +16,10 @@ import tarfile
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
-from PIL import Image
+import PIL.Image
 
 from cnnc.data.source import DataSource, Split
 from cnnc.errors import DataError
@@ -70,6 +70,13 @@ def load_folder(path: str | Path, size: int | tuple[int, int] | None = None,
     return DataSource(train, test, tuple(classes), "classify", str(path))
 
 
+class Image(NamedTuple):
+    """A decoded image and the file (or archive member) it came from."""
+
+    where: str
+    pixels: np.ndarray  # [C, H, W] uint8
+
+
 def _target_size(size) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -84,17 +91,16 @@ def _is_image(name: str) -> bool:
 
 
 def read_tree(path: Path, target: tuple[int, int] | None, color: str,
-              limit: int | None) -> dict[str, dict[str, list[np.ndarray]]]:
-    """{split: {class: [image [C, H, W] uint8, ...]}} of an image folder or archive.
+              limit: int | None) -> dict[str, dict[str, list[Image]]]:
+    """{split: {class: [Image, ...]}} of an image folder or archive.
 
     The split is "train" unless the tree has train/ and test/ folders at its top.
     """
     return _by_split(_decode_all(path, COLOR_MODES[color], target, limit), path)
 
 
-def _decode_all(path: Path, mode: str, target, limit) -> list[tuple[tuple[str, ...], np.ndarray]]:
-    """(folder parts relative to the root, decoded image [C, H, W] uint8) for each image,
-    sorted by file name."""
+def _decode_all(path: Path, mode: str, target, limit) -> list[tuple[tuple[str, ...], Image]]:
+    """(folder parts relative to the root, an Image) for each image, sorted by file name."""
     files = _archive_members(path) if path.is_file() else _folder_files(path)
     seen: Counter = Counter()
     out = []
@@ -104,7 +110,11 @@ def _decode_all(path: Path, mode: str, target, limit) -> list[tuple[tuple[str, .
             seen[parts[:-1]] += 1
             if seen[parts[:-1]] > limit:
                 continue
-        out.append((parts, _decode(read(), where, mode, target)))
+        try:
+            data = read()
+        except OSError as err:
+            raise DataError(f"{where}: cannot be read ({err}).") from None
+        out.append((parts, Image(where, _decode(data, where, mode, target))))
     out.sort(key=lambda item: item[0])
     return [(parts[:-1], img) for parts, img in out]
 
@@ -126,7 +136,7 @@ def _archive_members(path: Path) -> Iterator:
                 tarfile.open(fileobj=raw, mode="r|") as tar:
             for m in tar:
                 if m.isfile() and _is_image(m.name):
-                    yield (tuple(m.name.lstrip("./").split("/")), f"{path}:{m.name}",
+                    yield (tuple(m.name.removeprefix("./").split("/")), f"{path}:{m.name}",
                            lambda m=m: _read_member(tar, m, path))
             # tarfile stops quietly at a cut on a block boundary; gzip checks its trailer
             while raw.read(1 << 20):
@@ -148,19 +158,19 @@ def _corrupt_archive(path: Path, err: Exception) -> DataError:
 
 def _decode(data: bytes, where: str, mode: str, target) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with PIL.Image.open(io.BytesIO(data)) as img:
             img = img.convert(mode)
             if target is not None and img.size != (target[1], target[0]):
-                img = img.resize((target[1], target[0]), Image.BILINEAR)
+                img = img.resize((target[1], target[0]), PIL.Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
         raise DataError(f"{where}: cannot decode the image ({err}); the file is corrupt, "
                         "truncated or not an image.") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def _by_split(entries, path: Path) -> dict:
-    """{split: {class: [(where, image)]}} from the folder parts of each image."""
+    """{split: {class: [Image]}} from the folder parts of each image."""
     if not entries:
         raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
                         " files in one sub-folder per class).")
@@ -182,7 +192,7 @@ def _by_split(entries, path: Path) -> dict:
     return splits
 
 
-def stack_classes(by_class: dict[str, list[np.ndarray]], classes: tuple[str, ...],
+def stack_classes(by_class: dict[str, list[Image]], classes: tuple[str, ...],
                   path: Path) -> Split:
     """One Split from {class: images}; labels are positions in ``classes``."""
     unknown = sorted(set(by_class) - set(classes))
@@ -193,10 +203,10 @@ def stack_classes(by_class: dict[str, list[np.ndarray]], classes: tuple[str, ...
     for k, cls in enumerate(classes):
         images += by_class.get(cls, [])
         labels += [k] * len(by_class.get(cls, []))
-    shapes = Counter(img.shape for img in images)
-    if len(shapes) > 1:
-        (common, _), = shapes.most_common(1)
-        raise DataError(f"{path}: the images have different sizes ({len(shapes)} kinds, most "
-                        f"often [C, H, W] = {list(common)}); pass size= to resize them to one.")
-    x = np.stack(images).astype(np.float32) / np.float32(255.0)
+    odd = next((img for img in images if img.pixels.shape != images[0].pixels.shape), None)
+    if odd is not None:
+        raise DataError(f"{path}: the images have different sizes: {odd.where} is [C, H, W] = "
+                        f"{list(odd.pixels.shape)} but {images[0].where} is "
+                        f"{list(images[0].pixels.shape)}; pass size= to resize them to one.")
+    x = np.stack([img.pixels for img in images]).astype(np.float32) / np.float32(255.0)
     return Split(x, np.asarray(labels, dtype=np.int64))

@@ -7,6 +7,7 @@ images are magic 2051 (uint8, 3 dims) and its labels 2049 (uint8, 1 dim).
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header: {ndim} dimensions need {header} bytes, "
                         f"the file has {len(raw)}.")
     dims = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim)]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(f"{path}: IDX file {what}: dimensions {dims} of {dtype.name} need "

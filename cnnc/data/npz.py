@@ -61,11 +61,10 @@ def _classes(arrays: dict, path: Path) -> tuple[str, ...]:
             raise DataError(f"{path}: 'classes' must be a 1-D array of strings; "
                             f"got {names.dtype} {list(names.shape)}.")
         return tuple(str(n) for n in names)
-    ys = [arrays[k] for k in ("y", "y_test") if k in arrays and arrays[k].size]
-    if any(y.dtype.kind not in "iubf" for y in ys):
-        return ()  # check_labels reports the bad dtype
-    top = max((int(np.max(y)) for y in ys), default=0)
-    return tuple(str(k) for k in range(top + 1))
+    # without names, the classes are 0 .. the largest label; check_labels reports bad labels
+    ys = [arrays[k] for k in ("y", "y_test") if k in arrays and arrays[k].dtype.kind in "iubf"]
+    top = max((np.max(y[np.isfinite(y)], initial=0) for y in ys), default=0)
+    return tuple(str(k) for k in range(int(top) + 1))
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_classes: int, layout: str, where: str) -> Split:

@@ -1,9 +1,9 @@
 """The built-in synthetic image set: coloured shapes on noisy backgrounds.
 
 Every image holds ``objects`` shapes of the first ``classes`` kinds in SHAPE_KINDS, each at
-a random position, size and rotation, in a colour that differs from the local background
-by at least CONTRAST in brightness (lighter or darker at random), over a background of
-random colour with a linear brightness ramp and Gaussian pixel noise. Shapes are drawn
+a random position, size and rotation. A shape's brightness differs from the background's
+by CONTRAST (lighter or darker at random) before both get a random per-channel tint; the
+background has a linear brightness ramp, and Gaussian noise covers every pixel. Shapes are drawn
 from signed distance functions; anti-aliased edges cover each pixel by the fraction
 ``clip(0.5 - distance, 0, 1)``. Everything follows from ``seed``: the training split from
 the stream ``[seed, 0]``, the test split from ``[seed, 1]``.
@@ -57,6 +57,10 @@ def shapes(classes: int = 2, size: int = 64, count: int = 4000, channels: int = 
 
 
 def _check_args(classes, size, count, channels, task, objects, noise) -> None:
+    counts = dict(classes=classes, size=size, count=count, channels=channels, objects=objects)
+    for name, value in counts.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise DataError(f"shapes: {name} must be a whole number; got {value!r}")
     if not 1 <= classes <= len(SHAPE_KINDS):
         raise DataError(f"shapes: classes must be 1..{len(SHAPE_KINDS)} "
                         f"({', '.join(SHAPE_KINDS)}); got {classes}")
@@ -92,8 +96,8 @@ def _render_split(rng: np.random.Generator, n: int, classes: int, size: int, cha
     # keep the foreground inside [0, 1]: flip the polarity where it would leave the range
     fg_level = bg_level[:, None] + delta
     fg_level = np.where((fg_level < 0) | (fg_level > 1), bg_level[:, None] - delta, fg_level)
-    tint_shape = (n, objects + 1, channels) if channels > 1 else (n, objects + 1, 1)
-    tint = rng.uniform(-0.2, 0.2, size=tint_shape) if channels > 1 else np.zeros(tint_shape)
+    # per-channel tints make colours; one channel stays grey
+    tint = rng.uniform(-0.2, 0.2, (n, objects + 1, channels)) if channels > 1 else 0.0
     levels = np.concatenate([bg_level[:, None], fg_level], axis=1)
     colours = np.clip(levels[..., None] + tint, 0.0, 1.0)  # [n, 1 + objects, channels]
 

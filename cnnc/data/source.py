@@ -65,9 +65,10 @@ def check_labels(y: np.ndarray, n_images: int, n_classes: int, where: str) -> np
         raise DataError(f"{where}: there are {n_images} images but {len(y)} labels; "
                         "each image needs exactly one label.")
     if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
+        bad = y[~(np.isfinite(y) & (y == np.round(y)))]
+        if bad.size:
             raise DataError(f"{where}: labels must be whole class numbers; "
-                            f"found {y[~np.isclose(y, np.round(y))][:3].tolist()}")
+                            f"found {bad.size} others, e.g. {bad[:3].tolist()}.")
     elif y.dtype.kind not in "iub":
         raise DataError(f"{where}: labels must be integer class numbers, not {y.dtype}.")
     y = y.astype(np.int64)

@@ -28,8 +28,8 @@ from cnnc.ir import Graph
 from cnnc.ir.types import Value
 from cnnc.ops.registry import op_names
 
-MAX_LAYERS = 100_000     # far beyond any real network; stops runaway repeats early
-MAX_STEPS = 1_000_000    # chain elements and repeat rounds evaluated, layers or not
+MAX_LAYERS = 10_000      # several times the deepest real network; stops runaway repeats
+MAX_STEPS = 200_000      # chain elements and repeat rounds evaluated, layers or not
 MAX_NEST = 60            # bodies and block instances inside each other
 MAX_INT = 2 ** 40        # integers beyond this are not sizes of any network
 INPUT_NAME = "in"        # a block's input tensor
@@ -118,6 +118,8 @@ class Elaborator:
         self.steps = 0
         self.nest = 0
         self.frame = _Frame()
+        self.op_counts: dict[str, int] = {}
+        self.taken: set[str] = {decl.name for decl in program.inputs}
 
     # ---- top level
 
@@ -188,6 +190,9 @@ class Elaborator:
                                         f"as an argument: add({el.id}, ...)")
                     current = value
                     continue
+                if not found and el.id == INPUT_NAME:
+                    raise SpecError(f"'{INPUT_NAME}' (a block's input) is only defined "
+                                    "inside a block", el.span)
                 if found and el.id not in self.program.blocks and not _is_op(el.id):
                     raise SpecError(f"'{el.id}' is {_describe(value)}, not a layer", el.span)
                 current = self.apply(ast.Call(el.id, (), span=el.span), scope, current)
@@ -252,7 +257,10 @@ class Elaborator:
         meta: dict[str, Any] = {}
         symbols: list[str] = []
         for arg in call.args:
-            value = self.argument(arg.value, scope, symbols)
+            if arg.name is None:  # positional: tensors and numbers; no symbols
+                value = self.evaluate(arg.value, scope)
+            else:
+                value = self.argument(arg.value, scope, symbols)
             if arg.name is None:
                 if kwargs:
                     raise SpecError("a positional argument cannot follow a keyword "
@@ -280,16 +288,28 @@ class Elaborator:
         if len(self.graph.nodes) >= MAX_LAYERS:
             raise SpecError(f"the network has more than {MAX_LAYERS} layers", call.span)
         name = meta.get("name")
-        if name is not None:
-            name = self.frame.prefix + name
+        name = self.frame.prefix + name if name is not None else self._auto_name(call.name)
         try:
-            return self.graph.add_layer(call.name, inputs, args, kwargs, name=name,
-                                        span=call.span, trainable=trainable)
+            out = self.graph.add_layer(call.name, inputs, args, kwargs, name=name,
+                                       span=call.span, trainable=trainable)
+            self.taken.add(name)
+            return out
         except CnncError as err:
             err.span = _argument_span(err, call) or err.span or call.span
             if symbols and err.hint is None:
                 err.hint = self._symbol_hint(symbols, err.message, scope)
             raise
+
+    def _auto_name(self, op: str) -> str:
+        """Keras-style ``<op>_<k>``, counted here per op (in constant time)."""
+        k = self.op_counts.get(op, 0)
+        while True:
+            k += 1
+            name = f"{op}_{k}"
+            if name not in self.taken:
+                break
+        self.op_counts[op] = k
+        return name
 
     def _inputs_hint(self) -> str:
         names = ", ".join(i.name for i in self.program.inputs)
@@ -358,8 +378,8 @@ class Elaborator:
     # ---- expressions
 
     def argument(self, node: ast.Node, scope: Scope, symbols: list[str]) -> Any:
-        """A layer or block argument: an expression, where a bare unknown name is a
-        symbol (``padding=same``), passed on as a string."""
+        """A keyword argument: an expression, where a bare unknown name is a symbol
+        (``padding=same``), passed on as a string."""
         if isinstance(node, ast.Name):
             found, value = scope.lookup(node.id)
             if not found:

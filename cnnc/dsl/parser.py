@@ -34,6 +34,10 @@ _WORDS = {
 }
 
 
+_TOP_LEVEL = ("NETWORK", "INPUT", "BLOCK", "LAYERS", "TRAIN", "INCLUDE", "PARAM")
+_KEYWORDS = ("REPEAT", "IF", "ELSE", "AND", "OR", "NOT", "TRUE", "FALSE")
+
+
 class _Context:
     """File name and lines of the text being parsed, for building spans."""
 
@@ -150,6 +154,9 @@ class _Builder:
 
     # -- expressions
     def int_lit(self, meta, c):
+        if len(c[0]) > 18:  # also keeps int() clear of Python's digit limit
+            raise SpecSyntaxError(f"the number {c[0][:20]}... is too large",
+                                  self._span(c[0]))
         return self._node(ast.Literal, c[0], int(c[0]))
 
     def float_lit(self, meta, c):
@@ -288,7 +295,7 @@ def check_text(data: bytes, file: str) -> str:
         line = data[:e.start].count(b"\n") + 1
         raise SpecSyntaxError(f"{file}:{line}: not UTF-8 text (byte {e.start}); "
                               "a .cnn spec is a text file") from None
-    if not text.strip():
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.split("\n")):
         raise SpecSyntaxError(f"{file}: the spec is empty; it needs at least "
                               "`network NAME`, `input NAME: [C, H, W]` and `layers { ... }`")
     return text.lstrip("\ufeff")
@@ -373,16 +380,13 @@ def _explain(tok: Token, expected: set[str], prev: Token | None,
         top = open_[-1]
         return (f"missing `)` or `,` before {_describe(tok)}; the `(` at line {top.line} "
                 f"column {top.column} is still open", None)
-    if "RBRACE" in expected and tok.type in ("NETWORK", "INPUT", "BLOCK", "LAYERS", "TRAIN",
-                                             "INCLUDE", "PARAM") and open_:
+    if tok.type in _TOP_LEVEL and any(t.type == "LBRACE" for t in open_):
         top = open_[-1]
         return (f"missing `}}` before `{tok}`: the `{{` at line {top.line} column "
                 f"{top.column} is still open", None)
     if tok.type == "_NL" and "RSQB" in expected:
         return "missing `]` at the end of the line", None
-    if tok.type in ("NETWORK", "INPUT", "BLOCK", "LAYERS", "TRAIN", "INCLUDE", "PARAM",
-                    "REPEAT", "IF", "ELSE", "AND", "OR", "NOT", "TRUE", "FALSE") \
-            and "NAME" in expected:
+    if tok.type in _TOP_LEVEL + _KEYWORDS and "NAME" in expected:
         return (f"`{tok}` is a reserved word and cannot be used as a name here",
                 None)
     if prev is not None and prev.type == "_NL" or tok.type == "$END" or prev is None:

@@ -51,16 +51,33 @@ class Option:
 # name -> [(argument, kind, default)]; positional arguments fill them in order.
 Family = dict[str, list[tuple[str, Kind, Any]]]
 
+def _size(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return v
+    if isinstance(v, tuple) and len(v) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v):
+        return v
+    raise BadValue()
+
+
+SIZE = Kind("an int >= 1 or a pair [height, width]", _size)
+# The arguments of cnnc.data's loaders (cnnc/data/registry.py), checked here so a spec's
+# mistakes are found by `cnnc check`, before any data is read.
 DATA: Family = {
-    "shapes": [("classes", int_kind(2), 2), ("size", int_kind(8), 64),
-               ("count", int_kind(1), 4000)],
+    "shapes": [("classes", int_kind(1), 2), ("size", int_kind(8), 64),
+               ("count", int_kind(1), 4000), ("channels", int_kind(1), 3),
+               ("seed", int_kind(0), 0), ("test_count", int_kind(0), None),
+               ("task", choice_kind("classify", "segment", "detect"), "classify"),
+               ("objects", int_kind(1), 1), ("noise", float_kind(0.0, 1.0), 0.05),
+               ("antialias", BOOL, True)],
     "mnist": [("path", PATH, _REQUIRED)],
     "fashion_mnist": [("path", PATH, _REQUIRED)],
-    "cifar10": [("path", PATH, _REQUIRED)],
-    "idx": [("images", PATH, _REQUIRED), ("labels", PATH, _REQUIRED)],
-    "folder": [("path", PATH, _REQUIRED), ("size", int_kind(1), None)],
-    "npz": [("path", PATH, _REQUIRED), ("x", _str_kind("an array name"), "x"),
-            ("y", _str_kind("an array name"), "y")],
+    "idx": [("path", PATH, _REQUIRED)],
+    "cifar10": [("path", PATH, _REQUIRED), ("limit", int_kind(1), None)],
+    "folder": [("path", PATH, _REQUIRED), ("size", SIZE, None),
+               ("color", choice_kind("rgb", "grayscale"), "rgb"),
+               ("limit", int_kind(1), None)],
+    "npz": [("path", PATH, _REQUIRED), ("layout", choice_kind("nchw", "nhwc"), "nchw")],
 }
 _LR = ("lr", float_kind(0.0), 0.001)
 _EPS = ("eps", float_kind(0.0), 1e-7)
@@ -84,7 +101,7 @@ SCHEDULES: Family = {
     "cosine": [("min_lr", float_kind(0.0), 0.0), ("warmup", int_kind(0), 0)],
 }
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy",
-          "binary_crossentropy", "mse", "mae")
+          "binary_crossentropy", "mse")
 METRICS = ("accuracy", "top5_accuracy", "precision", "recall", "mean_iou")
 
 # section -> key -> kind (a Kind, a Family, or a nested section dict)

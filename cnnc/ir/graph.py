@@ -9,7 +9,7 @@ from typing import Any
 from cnnc.errors import ShapeError, Span, SpecError
 from cnnc.ir.types import BATCH, DTYPES, Node, TensorType, Value
 from cnnc.ops.attrs import parse_attrs
-from cnnc.ops.registry import OpDef, ParamSpec, RuleError, get_op
+from cnnc.ops.registry import OpDef, ParamSpec, RuleError, get_op, op_names
 
 
 def _where(span: Span | None) -> str:
@@ -49,7 +49,10 @@ class Graph:
     """A network: inputs, layers (``nodes``, in topological order), parameters, outputs.
 
     Values share one namespace: inputs and layers by their names, parameters as
-    ``<layer>.<param>``.
+    ``<layer>.<param>``. Compiled graphs (training, inference) also hold internal nodes
+    made by :meth:`add_node` (names may contain "/", outputs of a multi-output node are
+    ``<node>:<i>``) and free-standing ``states`` (optimizer moments) made by
+    :meth:`add_value`.
     """
 
     def __init__(self, name: str):
@@ -58,6 +61,7 @@ class Graph:
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
         self.params: dict[str, Value] = {}
+        self.states: list[Value] = []
         self._values: dict[str, Value] = {}
         self._nodes: dict[str, Node] = {}
         self._spans: dict[str, Span | None] = {}
@@ -118,6 +122,77 @@ class Graph:
         self._values[name] = out
         return out
 
+    def add_node(self, op: str, inputs: Sequence[Value], attrs: Any,
+                 name: str | None = None, span: Span | None = None, *,
+                 params: Mapping[str, Value] | None = None,
+                 trainable: bool = True) -> Node:
+        """Append a node of ``op`` (public or internal) with ready-made ``attrs``.
+
+        No argument parsing: ``attrs`` is already the op's attrs dataclass. ``params`` are
+        fresh Values (kind "param"/"state") the node owns, appended to its inputs (used
+        when a layer is copied into a compiled graph, so it keeps its parameter names).
+        Runs the shape rule; a tuple result makes one output per type, named
+        ``<name>:<i>``, a single type one output named ``name``. Raises a located
+        ShapeError when the inputs do not fit.
+        """
+        opdef = get_op(op)
+        name = self._unique(name or self._auto_name(op))
+        own = dict(params or {})
+        for v in inputs:
+            if self._values.get(v.name) is not v:
+                raise SpecError(f"{describe_layer(op, name, span)}: input '{v.name}' is not "
+                                f"a value of graph '{self.name}'", span=span)
+        try:
+            result = opdef.shape_rule([v.type for v in inputs], attrs)
+        except RuleError as err:
+            raise shape_error(op, name, span, inputs, err) from None
+        self._claim(name, span)
+        node = Node(op, list(inputs), attrs, [], name, span, trainable)
+        for pname, param in own.items():
+            if param.name in self._values:
+                raise SpecError(f"name '{param.name}' is already used", span=span)
+            node.params[pname] = param
+            node.inputs.append(param)
+            self.params[param.name] = param
+            self._values[param.name] = param
+        types = result if isinstance(result, tuple) else (result,)
+        for i, out_type in enumerate(types):
+            out_name = name if not isinstance(result, tuple) else f"{name}:{i}"
+            if out_name != name:
+                self._claim(out_name, span)
+            out = Value(out_name, out_type, "activation", node)
+            node.outputs.append(out)
+            self._values[out_name] = out
+        self.nodes.append(node)
+        self._nodes[name] = node
+        return node
+
+    def add_value(self, name: str, type: TensorType, kind: str) -> Value:
+        """A free-standing value: kind "input" (data fed per step, e.g. labels; joins
+        ``inputs``) or "state" (e.g. an optimizer moment; joins ``states``)."""
+        if kind not in ("input", "state"):
+            raise ValueError(f"add_value makes inputs or states, not {kind!r}")
+        self._claim(name, None)
+        value = Value(name, type, kind)
+        (self.inputs if kind == "input" else self.states).append(value)
+        self._values[name] = value
+        return value
+
+    def rename_value(self, value: Value, name: str) -> None:
+        """Give an internal node's output ``value`` a new, unused ``name`` (e.g. the final
+        gradient of a parameter, so a compiled graph's users find it by name)."""
+        if self._values.get(value.name) is not value or value.producer is None:
+            raise ValueError(f"'{value.name}' is not a node output of graph '{self.name}'")
+        self._claim(name, None)
+        del self._values[value.name]
+        self._spans.pop(value.name, None)
+        value.name = name
+        self._values[name] = value
+
+    def has_value(self, name: str) -> bool:
+        """Whether a value called ``name`` exists in this graph."""
+        return name in self._values
+
     def set_outputs(self, values: Sequence[Value]) -> None:
         """Mark the graph's outputs (values of this graph)."""
         for v in values:
@@ -146,12 +221,14 @@ class Graph:
             opdef = get_op(node.op)
             out_type, specs = self._apply_rules(opdef, node.name, node.span,
                                                 node.data_inputs, node.attrs)
-            node.outputs[0].type = out_type
+            types = out_type if isinstance(out_type, tuple) else (out_type,)
+            for out, t in zip(node.outputs, types):
+                out.type = t
             if list(specs) != list(node.params):
                 raise ShapeError(f"{describe_layer(node.op, node.name, node.span)} now "
                                  f"needs parameters {list(specs)}, not {list(node.params)}",
                                  span=node.span)
-            dtype = node.data_inputs[0].type.dtype
+            dtype = node.data_inputs[0].type.dtype if node.data_inputs else "float32"
             for pname, spec in specs.items():
                 node.params[pname].type = TensorType(spec.shape, dtype)
 
@@ -159,9 +236,22 @@ class Graph:
 
     def _lookup(self, op: str, span: Span | None) -> OpDef:
         try:
-            return get_op(op)
+            opdef = get_op(op)
         except SpecError as err:
             raise SpecError(err.message, span=span, hint=err.hint) from None
+        if opdef.internal:  # compiler-made ops are not layers
+            raise SpecError(f"unknown layer '{op}'", span=span,
+                            hint="known layers: " + ", ".join(op_names()))
+        return opdef
+
+    def _unique(self, name: str) -> str:
+        """``name``, or ``name#k`` with the smallest k making it unused."""
+        k = 1
+        unique = name
+        while unique in self._values or unique in self._nodes:
+            k += 1
+            unique = f"{name}#{k}"
+        return unique
 
     def _auto_name(self, op: str) -> str:
         """Keras-style ``<op>_<k>``, k counting per op from 1, skipping names in use."""

@@ -13,6 +13,8 @@ from cnnc.errors import Span
 
 BATCH = "N"
 DTYPES = ("float32", "float64")
+# Integer tensors exist only inside compiled graphs: class labels, max-pool indices.
+INDEX_DTYPES = ("int32", "int64")
 VALUE_KINDS = ("input", "param", "state", "activation")
 
 Dim = int | str
@@ -31,8 +33,9 @@ class TensorType:
             ok = d == BATCH if isinstance(d, str) else isinstance(d, int) and d >= 0
             if not ok or (isinstance(d, str) and i != 0):
                 raise ValueError(f"bad dimension {d!r} at axis {i} of {self.shape}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unsupported dtype {self.dtype!r}; expected one of {DTYPES}")
+        if self.dtype not in DTYPES + INDEX_DTYPES:
+            raise ValueError(f"unsupported dtype {self.dtype!r}; expected one of "
+                             f"{DTYPES + INDEX_DTYPES}")
 
     def __str__(self) -> str:
         return "[" + ", ".join(str(d) for d in self.shape) + "]"
@@ -66,13 +69,15 @@ class Value:
     """A tensor in the graph. ``kind`` is "input", "param" (trained), "state" (updated
     outside the gradient step, e.g. running statistics) or "activation"; ``producer`` is
     the node computing it (None for inputs, params and state); ``span`` locates an
-    input's declaration."""
+    input's declaration. ``alias_of`` (set by the in-place pass) names the value whose
+    buffer this one shares."""
 
     name: str
     type: TensorType
     kind: str
     producer: Node | None = None
     span: Span | None = None
+    alias_of: Value | None = None
 
     def __repr__(self) -> str:
         return f"Value({self.name!r}, {self.type}, {self.kind})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnnc.errors import CnncError
 from cnnc.ir.graph import Graph
-from cnnc.ir.types import DTYPES, VALUE_KINDS, Node, Value
+from cnnc.ir.types import DTYPES, INDEX_DTYPES, VALUE_KINDS, Node, Value
 from cnnc.ops.registry import get_op
 
 
@@ -23,14 +23,16 @@ def verify(graph: Graph) -> None:
     every node's op is registered, gets the right number of data inputs of one dtype, and
     reads only graph inputs, its own parameters, or values produced earlier; its stored
     output and parameter types equal what its rules recompute; the outputs are set and
-    belong to the graph."""
+    belong to the graph. Internal ops (gradients, losses, updates) may read values of any
+    kind and dtype and have any number of outputs, as their shape rule says; free-standing
+    states (``graph.states``) count as available from the start."""
     available: set[int] = set()
     names: set[str] = set()
 
     def claim(value: Value, node: Node | None) -> None:
         if value.name in names:
             raise _fail(node, f"value name '{value.name}' is used twice")
-        if value.kind not in VALUE_KINDS or value.type.dtype not in DTYPES:
+        if value.kind not in VALUE_KINDS or value.type.dtype not in DTYPES + INDEX_DTYPES:
             raise _fail(node, f"value '{value.name}' has kind {value.kind!r} and dtype "
                               f"{value.type.dtype!r}")
         names.add(value.name)
@@ -39,6 +41,10 @@ def verify(graph: Graph) -> None:
     for value in graph.inputs:
         if value.kind != "input" or value.producer is not None:
             raise _fail(None, f"graph input '{value.name}' is a {value.kind} value")
+        claim(value, None)
+    for value in graph.states:
+        if value.kind != "state" or value.producer is not None:
+            raise _fail(None, f"free-standing state '{value.name}' is a {value.kind} value")
         claim(value, None)
     node_names: set[str] = set()
     for node in graph.nodes:
@@ -74,24 +80,26 @@ def _verify_node(node: Node, available: set[int],
     if node.inputs[len(data):] != list(node.params.values()):
         raise _fail(node, "parameters must follow the data inputs, in order")
     for value in data:
-        if value.kind not in ("input", "activation"):
+        if value.kind not in ("input", "activation") and not opdef.internal:
             raise _fail(node, f"data input '{value.name}' is a {value.kind}")
         if id(value) not in available:
             raise _fail(node, f"input '{value.name}' is not produced before this layer "
                               "(graph not in topological order?)")
     dtypes = {v.type.dtype for v in node.inputs}
-    if len(dtypes) != 1:
+    if len(dtypes) != 1 and not opdef.internal:
         raise _fail(node, f"mixes dtypes {sorted(dtypes)}")
-    if len(node.outputs) != 1 or node.outputs[0].producer is not node:
-        raise _fail(node, "must have one output whose producer is the node")
     in_types = [v.type for v in data]
     try:
         expected = opdef.shape_rule(in_types, node.attrs)
     except CnncError as err:
         raise _fail(node, f"its inputs no longer fit: {err.message}") from None
-    if node.outputs[0].type != expected:
-        raise _fail(node, f"stored output type {node.outputs[0].type} differs from the "
-                          f"inferred {expected}")
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if len(node.outputs) != len(types) or any(v.producer is not node for v in node.outputs):
+        raise _fail(node, f"must have {len(types)} output(s) whose producer is the node")
+    for out, t in zip(node.outputs, types):
+        if out.type != t:
+            raise _fail(node, f"stored output type {out.type} of '{out.name}' differs "
+                              f"from the inferred {t}")
     specs = opdef.param_rule(in_types, node.attrs)
     if list(specs) != list(node.params):
         raise _fail(node, f"has parameters {list(node.params)}; its op defines {list(specs)}")

@@ -2,19 +2,30 @@
 
 Layout: input NCHW; conv weight OIHW = [filters, in_channels / groups, kh, kw];
 conv_transpose weight [in_channels, filters, kh, kw] (PyTorch's layout: the OIHW weight of
-the convolution it transposes). Activations are separate layers in cnnc.
+the convolution it transposes). An activation may be fused into the layer (``activation``).
+
+Kernels: ``cnnc._kernels.conv``. Backward (internal ops): the data gradient of a conv is
+``conv_backward_data`` (the transpose of its im2col GEMM), its weight and bias gradients
+``conv_backward_weight``; conv_transpose has the mirror pair. A fused activation is undone
+first by ``act_backward`` on the layer's output.
 
 MACs count the multiply-accumulates of the products only (no bias), per image, as
 torchvision's ``_ops`` figures do.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from cnnc._kernels import conv as _conv
 
 from cnnc.ir.types import TensorType
 from cnnc.ops.attrs import ACTIVATION, BOOL, PADDING, attr, float_kind, int_kind, pair_kind
 from cnnc.ops.checks import expect_4d
+from cnnc.ops.activation import unfuse_activation
 from cnnc.ops.registry import OpDef, ParamSpec, RuleError, register_op
 from cnnc.ops.window import Pads, output_hw, resolve_pads, transpose_output_size
 
@@ -155,11 +166,191 @@ def conv_transpose_macs(ins: Sequence[TensorType], out: TensorType,
     return ins[0].numel() * a.filters * a.kernel[0] * a.kernel[1]
 
 
+
+
+@dataclass(frozen=True)
+class ConvGradAttrs:
+    """Geometry shared by the backward ops of conv and conv_transpose: explicit pads, the
+    forward input's (C, H, W) and the weight's shape. ``output_padding`` is 0 for conv."""
+
+    stride: tuple[int, int]
+    pads: Pads
+    dilation: tuple[int, int]
+    groups: int
+    x_chw: tuple[int, int, int]
+    w_shape: tuple[int, int, int, int]
+    bias: bool
+    output_padding: tuple[int, int] = (0, 0)
+
+
+def _chw(t: TensorType) -> tuple[int, int, int]:
+    return (int(t.shape[1]), int(t.shape[2]), int(t.shape[3]))
+
+
+def conv_grad_attrs(node) -> ConvGradAttrs:
+    """The backward geometry of a conv or conv_transpose node."""
+    a = node.attrs
+    x = node.data_inputs[0].type
+    w = tuple(node.params["weight"].type.shape)
+    if node.op == "conv":
+        return ConvGradAttrs(a.stride, conv_pads(x, a), a.dilation, a.groups, _chw(x), w,
+                             a.bias)
+    pads, extra = conv_transpose_geometry(a)
+    return ConvGradAttrs(a.stride, pads, (1, 1), 1, _chw(x), w, a.bias, extra)
+
+
+def grad_data_shape(ins: Sequence[TensorType], a: ConvGradAttrs) -> TensorType:
+    """(dy, weight) -> dx of the forward input's type."""
+    return TensorType((ins[0].shape[0],) + a.x_chw, ins[0].dtype)
+
+
+def grad_weight_shape(ins: Sequence[TensorType], a: ConvGradAttrs) -> tuple[TensorType, ...]:
+    """(x, dy) -> (dweight, dbias) or (dweight,)."""
+    dw = TensorType(a.w_shape, ins[0].dtype)
+    return (dw, TensorType((int(ins[1].shape[1]),), ins[0].dtype)) if a.bias else (dw,)
+
+
+def _bias(node, ctx):
+    b = node.params.get("bias")
+    return ctx.array(b) if b is not None else None
+
+
+def conv_kernel(node, ctx) -> Callable[[], None]:
+    """y = act(conv2d(x, w) + b) on the plan's views."""
+    a = node.attrs
+    x = node.data_inputs[0]
+    return partial(_conv.conv2d_forward, ctx.array(x), ctx.array(node.params["weight"]),
+                   _bias(node, ctx), ctx.array(node.output), a.stride, conv_pads(x.type, a),
+                   a.dilation, a.groups, a.activation, a.activation_alpha,
+                   ctx.workspace(node), ctx.n_threads)
+
+
+def _elems_to_bytes(elems: int, dtype: str) -> int:
+    return int(elems) * np.dtype(dtype).itemsize
+
+
+def conv_workspace(node, batch: int) -> int:
+    """im2col scratch of the forward kernel (0 for 1x1 and depthwise)."""
+    from cnnc.threads import get_num_threads
+    a = node.attrs
+    x = node.data_inputs[0].type
+    elems = _conv.conv2d_workspace_size(x.with_batch(batch).shape,
+                                        node.params["weight"].type.shape, a.stride,
+                                        conv_pads(x, a), a.dilation, a.groups,
+                                        get_num_threads())
+    return _elems_to_bytes(elems, x.dtype)
+
+
+def conv_grad_workspace(node, batch: int) -> int:
+    """Scratch of a backward conv op: the forward's, from its recorded geometry."""
+    from cnnc.threads import get_num_threads
+    a = node.attrs
+    dtype = node.inputs[0].type.dtype
+    x_shape = (batch,) + a.x_chw
+    if node.op.startswith("conv_transpose"):
+        elems = _conv.conv_transpose2d_workspace_size(x_shape, a.w_shape, a.stride, a.pads,
+                                                      a.output_padding, a.dilation, a.groups,
+                                                      get_num_threads())
+    else:
+        elems = _conv.conv2d_workspace_size(x_shape, a.w_shape, a.stride, a.pads,
+                                            a.dilation, a.groups, get_num_threads())
+    return _elems_to_bytes(elems, dtype)
+
+
+def conv_backward_data_kernel(node, ctx) -> Callable[[], None]:
+    """dx = conv2d's data gradient of dy by w."""
+    a = node.attrs
+    dy, w = node.inputs
+    return partial(_conv.conv2d_backward_data, ctx.array(dy), ctx.array(w),
+                   ctx.array(node.output), a.stride, a.pads, a.dilation, a.groups,
+                   ctx.workspace(node), ctx.n_threads)
+
+
+def conv_backward_weight_kernel(node, ctx) -> Callable[[], None]:
+    """dw (and db) = conv2d's weight (and bias) gradient from x and dy."""
+    a = node.attrs
+    x, dy = node.inputs
+    db = ctx.array(node.outputs[1]) if a.bias else None
+    return partial(_conv.conv2d_backward_weight, ctx.array(x), ctx.array(dy),
+                   ctx.array(node.outputs[0]), db, a.stride, a.pads, a.dilation, a.groups,
+                   False, ctx.workspace(node), ctx.n_threads)
+
+
+def conv_transpose_kernel(node, ctx) -> Callable[[], None]:
+    """y = act(conv_transpose2d(x, w) + b) on the plan's views."""
+    a = node.attrs
+    pads, extra = conv_transpose_geometry(a)
+    return partial(_conv.conv_transpose2d_forward, ctx.array(node.data_inputs[0]),
+                   ctx.array(node.params["weight"]), _bias(node, ctx),
+                   ctx.array(node.output), a.stride, pads, extra, 1, 1, a.activation,
+                   a.activation_alpha, ctx.workspace(node), ctx.n_threads)
+
+
+def conv_transpose_workspace(node, batch: int) -> int:
+    """Scratch of conv_transpose's forward kernel."""
+    from cnnc.threads import get_num_threads
+    a = node.attrs
+    x = node.data_inputs[0].type
+    pads, extra = conv_transpose_geometry(a)
+    elems = _conv.conv_transpose2d_workspace_size(x.with_batch(batch).shape,
+                                                  node.params["weight"].type.shape,
+                                                  a.stride, pads, extra, 1, 1,
+                                                  get_num_threads())
+    return _elems_to_bytes(elems, x.dtype)
+
+
+def conv_transpose_backward_data_kernel(node, ctx) -> Callable[[], None]:
+    """dx = conv_transpose2d's data gradient (a conv2d of dy by w)."""
+    a = node.attrs
+    dy, w = node.inputs
+    return partial(_conv.conv_transpose2d_backward_data, ctx.array(dy), ctx.array(w),
+                   ctx.array(node.output), a.stride, a.pads, a.output_padding, a.dilation,
+                   a.groups, ctx.workspace(node), ctx.n_threads)
+
+
+def conv_transpose_backward_weight_kernel(node, ctx) -> Callable[[], None]:
+    """dw (and db) of conv_transpose2d from x and dy."""
+    a = node.attrs
+    x, dy = node.inputs
+    db = ctx.array(node.outputs[1]) if a.bias else None
+    return partial(_conv.conv_transpose2d_backward_weight, ctx.array(x), ctx.array(dy),
+                   ctx.array(node.outputs[0]), db, a.stride, a.pads, a.output_padding,
+                   a.dilation, a.groups, False, ctx.workspace(node), ctx.n_threads)
+
+
+def _conv_vjp(gb, node, douts, data_op: str, weight_op: str) -> list:
+    """Shared by conv and conv_transpose: undo the fused activation, then the data
+    gradient (only if needed) and the weight/bias gradients (only if trained)."""
+    dy = unfuse_activation(gb, node, douts[0])
+    a = conv_grad_attrs(node)
+    x = node.data_inputs[0]
+    w = node.params["weight"]
+    grads = [None] * len(node.inputs)
+    if gb.needs(x):
+        grads[0] = gb.emit(data_op, [dy, w], a, "dx").outputs[0]
+    if gb.needs(w):
+        wnode = gb.emit(weight_op, [x, dy], a, "dweight")
+        for i, out in enumerate(wnode.outputs):
+            grads[1 + i] = out
+    return grads
+
+
+def conv_vjp(gb, node, douts) -> list:
+    """dx by conv_backward_data, dw/db by conv_backward_weight."""
+    return _conv_vjp(gb, node, douts, "conv_backward_data", "conv_backward_weight")
+
+
+def conv_transpose_vjp(gb, node, douts) -> list:
+    """dx by conv_transpose_backward_data, dw/db by conv_transpose_backward_weight."""
+    return _conv_vjp(gb, node, douts, "conv_transpose_backward_data",
+                     "conv_transpose_backward_weight")
+
+
 register_op(OpDef(
     name="conv", attrs=ConvAttrs, positional=("filters", "kernel"), arity=1,
     shape_rule=conv_shape, param_rule=conv_params, mac_rule=conv_macs,
     doc="2-D convolution over NCHW (OIHW weights), with stride, padding, dilation, groups",
-    aliases=CONV_ALIASES,
+    aliases=CONV_ALIASES, kernel=conv_kernel, workspace=conv_workspace, vjp=conv_vjp,
 ))
 register_op(OpDef(
     name="conv_transpose", attrs=ConvTransposeAttrs, positional=("filters", "kernel"),
@@ -167,4 +358,17 @@ register_op(OpDef(
     mac_rule=conv_transpose_macs,
     doc="transposed 2-D convolution (learned upsampling), the gradient of conv w.r.t. input",
     aliases={k: v for k, v in CONV_ALIASES.items() if v != "dilation"},
+    kernel=conv_transpose_kernel, workspace=conv_transpose_workspace, vjp=conv_transpose_vjp,
 ))
+for _name, _shape, _kernel in (
+        ("conv_backward_data", grad_data_shape, conv_backward_data_kernel),
+        ("conv_backward_weight", grad_weight_shape, conv_backward_weight_kernel),
+        ("conv_transpose_backward_data", grad_data_shape,
+         conv_transpose_backward_data_kernel),
+        ("conv_transpose_backward_weight", grad_weight_shape,
+         conv_transpose_backward_weight_kernel)):
+    register_op(OpDef(
+        name=_name, attrs=ConvGradAttrs, positional=(), arity=2, shape_rule=_shape,
+        doc=f"{_name.replace('_', ' ')} (inputs: {'dy, weight' if 'data' in _name else 'x, dy'})",
+        internal=True, kernel=_kernel, workspace=conv_grad_workspace,
+    ))

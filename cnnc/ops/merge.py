@@ -1,8 +1,16 @@
 """Ops joining two or more branches: ``add`` (equal shapes) and ``concat`` (along the
-channel axis 1, other axes equal). No MACs counted."""
+channel axis 1, other axes equal). No MACs counted.
+
+Backward: add hands its output gradient to every input unchanged (no node at all);
+concat's is the internal ``concat_backward``, which splits dy into one output per input.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from cnnc._kernels import elementwise as _ew
 
 from cnnc.ir.types import TensorType
 from cnnc.ops.attrs import NoAttrs
@@ -37,11 +45,63 @@ def concat_shape(ins: Sequence[TensorType], a: NoAttrs) -> TensorType:
     return TensorType((first.shape[0], channels) + first.shape[2:], first.dtype)
 
 
+@dataclass(frozen=True)
+class SplitAttrs:
+    """Attributes of ``concat_backward``: the channels of each concatenated input."""
+
+    channels: tuple[int, ...]
+
+
+def add_kernel(node, ctx) -> Callable[[], None]:
+    """y = x0 + x1 + ... (y may be x0)."""
+    return partial(_ew.add_forward, [ctx.array(v) for v in node.inputs],
+                   ctx.array(node.output), ctx.n_threads)
+
+
+def add_vjp(gb, node, douts) -> list:
+    """Every input's gradient is dy."""
+    return [douts[0] if gb.needs(v) else None for v in node.inputs]
+
+
+def concat_kernel(node, ctx) -> Callable[[], None]:
+    """y = the inputs joined along axis 1."""
+    return partial(_ew.concat_forward, [ctx.array(v) for v in node.inputs],
+                   ctx.array(node.output), ctx.n_threads)
+
+
+def concat_vjp(gb, node, douts) -> list:
+    """dx_j = dy's channels of input j, all from one concat_backward."""
+    if not any(gb.needs(v) for v in node.inputs):
+        return [None] * len(node.inputs)
+    a = SplitAttrs(tuple(int(v.type.shape[1]) for v in node.inputs))
+    split = gb.emit("concat_backward", [douts[0]], a, "dx")
+    return [out if gb.needs(v) else None for v, out in zip(node.inputs, split.outputs)]
+
+
+def split_shape(ins: Sequence[TensorType], a: SplitAttrs) -> tuple[TensorType, ...]:
+    """dy [N, sum C_j, ...] -> one [N, C_j, ...] per input."""
+    t = ins[0]
+    return tuple(TensorType((t.shape[0], c) + t.shape[2:], t.dtype) for c in a.channels)
+
+
+def concat_backward_kernel(node, ctx) -> Callable[[], None]:
+    """Split dy along axis 1."""
+    return partial(_ew.concat_backward, ctx.array(node.inputs[0]),
+                   [ctx.array(v) for v in node.outputs], ctx.n_threads)
+
+
 register_op(OpDef(
     name="add", attrs=NoAttrs, positional=(), arity=None, shape_rule=add_shape,
     doc="elementwise sum of two or more tensors of one shape (residual connections)",
+    kernel=add_kernel, vjp=add_vjp, inplace_ok=True,
 ))
 register_op(OpDef(
     name="concat", attrs=NoAttrs, positional=(), arity=None, shape_rule=concat_shape,
     doc="join two or more tensors along the channel axis",
+    kernel=concat_kernel, vjp=concat_vjp,
+))
+register_op(OpDef(
+    name="concat_backward", attrs=SplitAttrs, positional=(), arity=1,
+    shape_rule=split_shape, doc="split dy along the channel axis (concat's gradient)",
+    internal=True, kernel=concat_backward_kernel,
 ))

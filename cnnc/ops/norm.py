@@ -4,14 +4,25 @@ Defaults and the meaning of ``momentum`` follow Keras: running = momentum * runn
 (1 - momentum) * batch statistic, momentum 0.99, epsilon 1e-3 (PyTorch's momentum 0.1
 means the same as Keras' 0.9). gamma/beta are trained; running_mean/running_var are
 "state" (not trained; counted as non-trainable params, as Keras does).
+
+Kernels: ``cnnc._kernels.batchnorm``. ``batchnorm`` itself is the inference form (running
+statistics). In a training graph each batchnorm becomes the internal ``batchnorm_train``:
+outputs (y, batch mean, inverse std), the running statistics updated in place; its backward
+``batchnorm_backward`` reads x, dy and the two saved vectors (not the normalised input,
+which would cost a tensor of x's size).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from cnnc._kernels import batchnorm as _bn
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import BOOL, attr, float_kind
+from cnnc.ops.attrs import BOOL, NoAttrs, attr, float_kind
 from cnnc.ops.checks import expect_rank
 from cnnc.ops.registry import OpDef, ParamSpec, register_op
 
@@ -47,9 +58,108 @@ def batchnorm_params(ins: Sequence[TensorType], a: BatchNormAttrs) -> dict[str, 
     return params
 
 
+def _affine(node, ctx) -> tuple[np.ndarray, np.ndarray]:
+    """gamma and beta views, or constant ones / zeros for a layer without them."""
+    c = int(node.inputs[0].type.shape[1])
+    dtype = node.inputs[0].type.dtype
+    gamma = node.params.get("gamma")
+    beta = node.params.get("beta")
+    return (ctx.array(gamma) if gamma is not None else np.ones(c, dtype),
+            ctx.array(beta) if beta is not None else np.zeros(c, dtype))
+
+
+def batchnorm_kernel(node, ctx) -> Callable[[], None]:
+    """Inference: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta."""
+    gamma, beta = _affine(node, ctx)
+    return partial(_bn.batchnorm_forward_infer, ctx.array(node.inputs[0]), gamma, beta,
+                   ctx.array(node.params["running_mean"]),
+                   ctx.array(node.params["running_var"]), ctx.array(node.output),
+                   node.attrs.epsilon, ctx.n_threads)
+
+
+def batchnorm_training(node, seed: int) -> tuple[str, BatchNormAttrs]:
+    """Training form: batchnorm_train with the same attrs."""
+    return "batchnorm_train", node.attrs
+
+
+def batchnorm_train_shape(ins: Sequence[TensorType], a: BatchNormAttrs
+                          ) -> tuple[TensorType, ...]:
+    """x -> (y like x, mean [C], inverse std [C])."""
+    y = batchnorm_shape(ins, a)
+    c = TensorType((int(y.shape[1]),), y.dtype)
+    return (y, c, c)
+
+
+def batchnorm_train_kernel(node, ctx) -> Callable[[], None]:
+    """Normalise by batch statistics, save them, update the running ones."""
+    gamma, beta = _affine(node, ctx)
+    y, mean, invstd = (ctx.array(v) for v in node.outputs)
+    return partial(_bn.batchnorm_forward_train, ctx.array(node.inputs[0]), gamma, beta, y,
+                   mean, invstd, ctx.array(node.params["running_mean"]),
+                   ctx.array(node.params["running_var"]), node.attrs.momentum,
+                   node.attrs.epsilon, ctx.n_threads)
+
+
+def running_stats(node) -> list:
+    """The state batchnorm_train updates in place."""
+    return [node.params["running_mean"], node.params["running_var"]]
+
+
+def batchnorm_train_vjp(gb, node, douts) -> list:
+    """dx, dgamma, dbeta from one batchnorm_backward (inputs dy, x, mean, invstd[, gamma])."""
+    x = node.inputs[0]
+    wanted = [x] + [node.params[k] for k in ("gamma", "beta") if k in node.params]
+    if not any(gb.needs(v) for v in wanted):
+        return [None] * len(node.inputs)
+    _, mean, invstd = node.outputs
+    inputs = [douts[0], x, mean, invstd]
+    if "gamma" in node.params:
+        inputs.append(node.params["gamma"])
+    dx, dgamma, dbeta = gb.emit("batchnorm_backward", inputs, NoAttrs(), "dx").outputs
+    grads = {id(x): dx}
+    if "gamma" in node.params:
+        grads[id(node.params["gamma"])] = dgamma
+    if "beta" in node.params:
+        grads[id(node.params["beta"])] = dbeta
+    return [grads.get(id(v)) if gb.needs(v) else None for v in node.inputs]
+
+
+def batchnorm_backward_shape(ins: Sequence[TensorType], a: NoAttrs
+                             ) -> tuple[TensorType, ...]:
+    """(dy, x, mean, invstd[, gamma]) -> (dx, dgamma, dbeta)."""
+    c = TensorType((int(ins[1].shape[1]),), ins[1].dtype)
+    return (ins[1], c, c)
+
+
+def batchnorm_backward_kernel(node, ctx) -> Callable[[], None]:
+    """dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)); dgamma, dbeta."""
+    dy, x, mean, invstd = (ctx.array(v) for v in node.inputs[:4])
+    if len(node.inputs) == 5:
+        gamma = ctx.array(node.inputs[4])
+    else:
+        gamma = np.ones(mean.shape, mean.dtype)
+    dx, dgamma, dbeta = (ctx.array(v) for v in node.outputs)
+    return partial(_bn.batchnorm_backward, x, dy, gamma, mean, invstd, dx, dgamma, dbeta,
+                   ctx.n_threads)
+
+
 register_op(OpDef(
     name="batchnorm", attrs=BatchNormAttrs, positional=(), arity=1,
     shape_rule=batchnorm_shape, param_rule=batchnorm_params,
     doc="normalise each channel by batch statistics (running ones at inference)",
-    aliases={"eps": "epsilon"},
+    aliases={"eps": "epsilon"}, kernel=batchnorm_kernel, training=batchnorm_training,
+    inplace_ok=True,
+))
+register_op(OpDef(
+    name="batchnorm_train", attrs=BatchNormAttrs, positional=(), arity=1,
+    shape_rule=batchnorm_train_shape, param_rule=batchnorm_params,
+    doc="batchnorm in training: outputs (y, batch mean, inverse std); updates the running "
+        "statistics", internal=True, kernel=batchnorm_train_kernel,
+    vjp=batchnorm_train_vjp, writes=running_stats,
+))
+register_op(OpDef(
+    name="batchnorm_backward", attrs=NoAttrs, positional=(), arity=None,
+    shape_rule=batchnorm_backward_shape,
+    doc="gradients of batchnorm_train (inputs: dy, x, mean, invstd[, gamma])",
+    internal=True, kernel=batchnorm_backward_kernel, inplace_ok=True,
 ))

@@ -2,11 +2,19 @@
 
 Pools are left out of the MAC total (torchvision's ``_ops`` figures count only
 convolutions and dense layers).
+
+Kernels: ``cnnc._kernels.pool``. Max-pool backward recomputes each window's winner from
+the forward input x instead of saving int32 indices: in the usual conv -> relu -> maxpool
+x is the relu's output, which relu's own backward keeps alive anyway, so recomputing costs
+no memory while indices would cost 4 bytes per output element (same gradients either way).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+
+from cnnc._kernels import pool as _pool
 
 from cnnc.ir.types import TensorType
 from cnnc.ops.attrs import BOOL, PADDING, attr, optional, pair_kind
@@ -86,15 +94,135 @@ def global_avgpool_shape(ins: Sequence[TensorType], a: GlobalAvgPoolAttrs) -> Te
     return TensorType(shape, x.dtype)
 
 
+@dataclass(frozen=True)
+class PoolGradAttrs:
+    """Attributes of a pool's backward op: the window geometry with explicit pads and the
+    forward input's (C, H, W)."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    pads: Pads
+    ceil_mode: bool
+    count_include_pad: bool
+    x_chw: tuple[int, int, int]
+
+
+def _grad_attrs(node) -> PoolGradAttrs:
+    a = node.attrs
+    x = node.inputs[0].type
+    return PoolGradAttrs(a.size, pool_stride(a), pool_pads(x, a), a.ceil_mode,
+                         getattr(a, "count_include_pad", False),
+                         (int(x.shape[1]), int(x.shape[2]), int(x.shape[3])))
+
+
+def maxpool_kernel(node, ctx) -> Callable[[], None]:
+    """y = window maxima (no indices saved; see the module docstring)."""
+    a = node.attrs
+    x = node.inputs[0]
+    return partial(_pool.maxpool2d_forward, ctx.array(x), ctx.array(node.output), None,
+                   a.size, pool_stride(a), pool_pads(x.type, a), a.ceil_mode, ctx.n_threads)
+
+
+def maxpool_vjp(gb, node, douts) -> list:
+    """dx = maxpool_backward(dy, x): the winners recomputed from x."""
+    if not gb.needs(node.inputs[0]):
+        return [None]
+    return [gb.emit("maxpool_backward", [douts[0], node.inputs[0]], _grad_attrs(node),
+                    "dx").outputs[0]]
+
+
+def maxpool_backward_shape(ins: Sequence[TensorType], a: PoolGradAttrs) -> TensorType:
+    """(dy, x) -> dx of x's type."""
+    return ins[1]
+
+
+def maxpool_backward_kernel(node, ctx) -> Callable[[], None]:
+    """dx = 0, then dy scattered to each window's winner."""
+    a = node.attrs
+    dy, x = node.inputs
+    return partial(_pool.maxpool2d_backward, ctx.array(dy), None, ctx.array(x),
+                   ctx.array(node.output), a.size, a.stride, a.pads, a.ceil_mode,
+                   ctx.n_threads)
+
+
+def avgpool_kernel(node, ctx) -> Callable[[], None]:
+    """y = window means."""
+    a = node.attrs
+    x = node.inputs[0]
+    return partial(_pool.avgpool2d_forward, ctx.array(x), ctx.array(node.output), a.size,
+                   pool_stride(a), pool_pads(x.type, a), a.ceil_mode, a.count_include_pad,
+                   ctx.n_threads)
+
+
+def avgpool_vjp(gb, node, douts) -> list:
+    """dx = avgpool_backward(dy)."""
+    if not gb.needs(node.inputs[0]):
+        return [None]
+    return [gb.emit("avgpool_backward", [douts[0]], _grad_attrs(node), "dx").outputs[0]]
+
+
+def input_shape(ins: Sequence[TensorType], a: PoolGradAttrs) -> TensorType:
+    """(dy,) -> dx of the forward input's type."""
+    return TensorType((ins[0].shape[0],) + a.x_chw, ins[0].dtype)
+
+
+def avgpool_backward_kernel(node, ctx) -> Callable[[], None]:
+    """dx = each dy spread evenly over its window."""
+    a = node.attrs
+    return partial(_pool.avgpool2d_backward, ctx.array(node.inputs[0]),
+                   ctx.array(node.output), a.size, a.stride, a.pads, a.ceil_mode,
+                   a.count_include_pad, ctx.n_threads)
+
+
+def global_avgpool_kernel(node, ctx) -> Callable[[], None]:
+    """y = per-plane means."""
+    return partial(_pool.global_avgpool2d_forward, ctx.array(node.inputs[0]),
+                   ctx.array(node.output), ctx.n_threads)
+
+
+def global_avgpool_vjp(gb, node, douts) -> list:
+    """dx = global_avgpool_backward(dy)."""
+    if not gb.needs(node.inputs[0]):
+        return [None]
+    x = node.inputs[0].type
+    a = PoolGradAttrs((1, 1), (1, 1), (0, 0, 0, 0), False, False,
+                      (int(x.shape[1]), int(x.shape[2]), int(x.shape[3])))
+    return [gb.emit("global_avgpool_backward", [douts[0]], a, "dx").outputs[0]]
+
+
+def global_avgpool_backward_kernel(node, ctx) -> Callable[[], None]:
+    """dx[n, c] = dy[n, c] / (H * W) everywhere on the plane."""
+    return partial(_pool.global_avgpool2d_backward, ctx.array(node.inputs[0]),
+                   ctx.array(node.output), ctx.n_threads)
+
+
 register_op(OpDef(
     name="maxpool", attrs=MaxPoolAttrs, positional=("size", "stride"), arity=1,
     shape_rule=pool_shape, doc="max over each window, per channel", aliases=POOL_ALIASES,
+    kernel=maxpool_kernel, vjp=maxpool_vjp,
 ))
 register_op(OpDef(
     name="avgpool", attrs=AvgPoolAttrs, positional=("size", "stride"), arity=1,
     shape_rule=pool_shape, doc="mean over each window, per channel", aliases=POOL_ALIASES,
+    kernel=avgpool_kernel, vjp=avgpool_vjp,
 ))
 register_op(OpDef(
     name="global_avgpool", attrs=GlobalAvgPoolAttrs, positional=(), arity=1,
     shape_rule=global_avgpool_shape, doc="mean over all spatial positions, per channel",
+    kernel=global_avgpool_kernel, vjp=global_avgpool_vjp,
+))
+register_op(OpDef(
+    name="maxpool_backward", attrs=PoolGradAttrs, positional=(), arity=2,
+    shape_rule=maxpool_backward_shape, doc="gradient of maxpool (inputs: dy, x)",
+    internal=True, kernel=maxpool_backward_kernel,
+))
+register_op(OpDef(
+    name="avgpool_backward", attrs=PoolGradAttrs, positional=(), arity=1,
+    shape_rule=input_shape, doc="gradient of avgpool (input: dy)",
+    internal=True, kernel=avgpool_backward_kernel,
+))
+register_op(OpDef(
+    name="global_avgpool_backward", attrs=PoolGradAttrs, positional=(), arity=1,
+    shape_rule=input_shape, doc="gradient of global_avgpool (input: dy)",
+    internal=True, kernel=global_avgpool_backward_kernel,
 ))

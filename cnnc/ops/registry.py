@@ -10,6 +10,18 @@ frozen attrs:
 * ``param_rule(in_types, attrs) -> {name: ParamSpec}``: the layer's parameters, in order;
 * ``mac_rule(in_types, out_type, attrs) -> int``: forward multiply-accumulates per image.
 
+and, for execution and training (see docs/architecture.md, "Ops at run time"):
+
+* ``kernel(node, ctx) -> Callable[[], None]``: binds the op's kernel to the plan's arrays;
+* ``workspace(node, batch) -> int``: bytes of scratch the kernel needs (default none);
+* ``vjp(gb, node, douts) -> list[Value | None]``: emits the backward nodes;
+* ``training(node, seed) -> (op, attrs)``: the op's training-mode variant, if it has one;
+* ``writes(node) -> list[Value]``: the inputs the kernel updates in place.
+
+Internal ops (``internal=True``: gradients, losses, optimizer updates) are built by the
+compiler only; the language does not offer them as layers. A shape rule may return a tuple
+of types for an op with several outputs (or none).
+
 This module imports nothing from :mod:`cnnc.ir` at run time, so the graph can import the
 registry while the op families import the graph's types.
 """
@@ -54,7 +66,7 @@ class RuleError(ShapeError):
         self.inputs = tuple(inputs)
 
 
-ShapeRule = Callable[[Sequence["TensorType"], Any], "TensorType"]
+ShapeRule = Callable[[Sequence["TensorType"], Any], "TensorType | tuple[TensorType, ...]"]
 ParamRule = Callable[[Sequence["TensorType"], Any], dict[str, ParamSpec]]
 MacRule = Callable[[Sequence["TensorType"], "TensorType", Any], int]
 
@@ -76,7 +88,8 @@ class OpDef:
     ``arity`` is the number of data inputs, or ``None`` for a variadic op taking two or
     more. ``positional`` names the attrs that may be given positionally, in order.
     ``aliases`` maps other spellings of an argument (a Keras or PyTorch name) to the
-    canonical field name.
+    canonical field name. ``inplace_ok``: the output may share its first input's buffer.
+    The run-time rules (``kernel`` ... ``writes``) are described in the module docstring.
     """
 
     name: str
@@ -88,6 +101,13 @@ class OpDef:
     mac_rule: MacRule = no_macs
     doc: str = ""
     aliases: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    internal: bool = False
+    kernel: Callable[[Any, Any], Callable[[], None]] | None = None
+    workspace: Callable[[Any, int], int] | None = None
+    vjp: Callable[[Any, Any, list], list] | None = None
+    training: Callable[[Any, int], tuple[str, Any]] | None = None
+    writes: Callable[[Any], list] | None = None
+    inplace_ok: bool = False
 
     def arity_text(self) -> str:
         """The number of data inputs in words: "1 input", "2 or more inputs"."""
@@ -115,8 +135,8 @@ def register_op(op: OpDef) -> OpDef:
 
 
 def op_names() -> list[str]:
-    """The names of all registered ops, sorted."""
-    return sorted(_REGISTRY)
+    """The names of the ops the language offers as layers (internal ones left out), sorted."""
+    return sorted(name for name, op in _REGISTRY.items() if not op.internal)
 
 
 def suggest(name: str, known: Sequence[str]) -> str:

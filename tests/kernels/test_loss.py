@@ -256,8 +256,8 @@ def test_one_and_two_threads_are_bitwise_equal():
     rng = np.random.default_rng(9)
     z = rand(rng, (4099, 10), np.float32, 3.0)
     labels = rng.integers(0, 10, 4099)
-    seg = rand(rng, (4, 5, 33, 31), np.float32)
-    seg_labels = rng.integers(0, 5, (4, 33, 31))
+    seg = rand(rng, (4, 5, 65, 63), np.float32)
+    seg_labels = rng.integers(0, 5, (4, 65, 63))
     flat = rand(rng, (300007,), np.float32)
     t = rng.random(flat.shape).astype(np.float32)
     calls = [

@@ -1,0 +1,455 @@
+"""The Python API: ``cnnc.compile(spec) -> Model``.
+
+    model = cnnc.compile("specs/lenet5.cnn", dtype="float32")
+    probs = model.predict(x_test, batch_size=256)
+    loss = model.train_step(x_batch, y_batch)
+
+A Model owns the network's parameters (one flat buffer; ``Model.parameters`` are writable
+views into it) and the optimizer state (another flat buffer), and compiles, on first use,
+one graph per kind of step and one :class:`cnnc.runtime.Plan` per (kind of step, batch
+size), cached: an epoch's last, smaller batch gets a plan of its own.
+
+Kinds of step: "infer" (forward at inference: batchnorm folded, dropout removed),
+"forward_train" (forward in training form), "loss"
+(forward + loss, in inference or training form), "grad" (forward + loss + backward, the
+gradients kept in one contiguous output buffer), "train" (the same plus one optimizer update
+per trained parameter, run as soon as its gradient is final; gradients live in the arena).
+
+Labels: integer class indices [N] (or [N, H, W] per pixel) for the categorical losses, or
+targets shaped like the output (one-hot, probabilities) for categorical_crossentropy;
+[N] or [N, 1] of 0/1 for binary cross-entropy; the output's shape for mse.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cnnc import passes
+from cnnc.autodiff import (LOSSES, LossSpec, build_training_graph, copy_forward,
+                           default_loss, grad_name, trained_params)
+from cnnc.dsl import Spec, load
+from cnnc.dsl.train import OPTIMIZERS, Option, TrainConfig
+from cnnc.errors import CheckpointError, SpecError
+from cnnc.ir.graph import Graph
+from cnnc.ir.summary import format_summary, summarize
+from cnnc.ir.types import DTYPES, Value
+from cnnc.ops.init import initialise
+from cnnc.ops.optim import update_op
+from cnnc.ops.registry import get_op
+from cnnc.runtime import ALIGNMENT, Plan, aligned_empty, view
+
+DEFAULT_BATCH = 32
+_NETWORK_KEY = "__cnnc_network__"
+
+
+def compile(spec: str | os.PathLike, *, batch: int | None = None, dtype: str = "float32",
+            set: Mapping[str, Any] | None = None, seed: int | None = None,
+            optimizer: Option | None = None, loss: str | LossSpec | None = None,
+            plan_memory: bool = True) -> Model:
+    """Compile a .cnn spec (a path, or the source text itself) into a :class:`Model`.
+
+    batch : the default batch size (predict, memory reports); default the spec's
+        ``train.batch`` or 32. Any batch size runs: each gets a plan of its own.
+    dtype : "float32" or "float64" (gradient checks).
+    set : values for the spec's params and search spaces (as ``--set``).
+    seed : parameter initialisation and dropout seed (default the spec's, else 0).
+    optimizer, loss : override the spec's train section.
+    plan_memory : False gives every tensor its own buffer (for checks of the planner).
+    """
+    return Model(load(spec, overrides=set), batch=batch, dtype=dtype, seed=seed,
+                 optimizer=optimizer, loss=loss, plan_memory=plan_memory)
+
+
+class Model:
+    """A compiled network: parameters, optimizer state and cached execution plans."""
+
+    def __init__(self, spec: Spec, *, batch: int | None = None, dtype: str = "float32",
+                 seed: int | None = None, optimizer: Option | None = None,
+                 loss: str | LossSpec | None = None, plan_memory: bool = True):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if len(spec.graph.inputs) != 1 or len(spec.graph.outputs) != 1:
+            raise SpecError(f"network '{spec.graph.name}' must have one input and one "
+                            "output to be compiled into a Model")
+        train: TrainConfig | None = spec.train
+        self.dtype = dtype
+        self.train_config = train
+        self.batch = _positive(batch if batch is not None else
+                               (train.batch if train else DEFAULT_BATCH), "batch")
+        self.seed = seed if seed is not None else (train.seed if train and train.seed
+                                                   is not None else 0)
+        self.plan_memory = plan_memory
+        self.graph: Graph = copy_forward(spec.graph, training=False, dtype=dtype)
+        self._input: Value = self.graph.inputs[0]
+        self._output: Value = self.graph.outputs[0]
+        self._loss = self._loss_spec(loss if loss is not None else
+                                     (train.loss if train else default_loss(self.graph)))
+        self._optimizer = optimizer or (train.optimizer if train else
+                                        Option("adam", {"lr": 0.001}))
+        update_op(self._optimizer.name, self._optimizer.args)  # validate early
+        self._counter = np.zeros(1, dtype=np.int64)
+        self._lr_scale = np.ones(1, dtype=np.float64)
+        self._graphs: dict[tuple, Graph] = {}
+        self._plans: dict[tuple, Plan] = {}
+        self._last_plan: Plan | None = None
+        self._param_buffer, self._params = self._allocate(
+            list(self.graph.params.values()), self._initial_values())
+        self._opt_buffer: np.ndarray | None = None
+        self._opt_state: dict[str, np.ndarray] = {}
+
+    # -- construction --------------------------------------------------------------------
+
+    def _loss_spec(self, loss: str | LossSpec) -> LossSpec:
+        spec = loss if isinstance(loss, LossSpec) else LossSpec(loss)
+        if spec.name not in LOSSES:
+            raise SpecError(f"loss '{spec.name}' is not supported")
+        return spec
+
+    def _initial_values(self) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        values = {}
+        for node in self.graph.nodes:
+            specs = get_op(node.op).param_rule([v.type for v in node.data_inputs],
+                                               node.attrs)
+            for key, param in node.params.items():
+                values[param.name] = initialise(specs[key], rng, self.dtype)
+        return values
+
+    def _allocate(self, values: list[Value], init: Mapping[str, np.ndarray] | None
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One flat, aligned buffer holding ``values`` (zeros, or ``init``), and views."""
+        offsets, total = [], 0
+        for v in values:
+            offsets.append(total)
+            total += -(-_nbytes(v) // ALIGNMENT) * ALIGNMENT
+        buffer = aligned_empty(max(total, 1))
+        buffer[:] = 0
+        views = {}
+        for v, off in zip(values, offsets):
+            arr = view(buffer, off, tuple(int(d) for d in v.type.shape), v.type.dtype)
+            if init is not None:
+                arr[...] = init[v.name]
+            views[v.name] = arr
+        return buffer, views
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The input's shape without the batch axis, e.g. (3, 64, 64)."""
+        return tuple(int(d) for d in self._input.type.shape[1:])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The output's shape without the batch axis, e.g. (10,)."""
+        return tuple(int(d) for d in self._output.type.shape[1:])
+
+    @property
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Every parameter and layer state (batchnorm running statistics), by name
+        (``conv_1.weight``): writable views into the model's parameter buffer."""
+        return dict(self._params)
+
+    @property
+    def loss_name(self) -> str:
+        """The loss the model trains with (a spec loss name)."""
+        return self._loss.name
+
+    @property
+    def plan(self) -> Plan:
+        """The plan of the last step run (or the inference plan at the default batch)."""
+        if self._last_plan is None:
+            return self._plan("infer", self.batch)
+        return self._last_plan
+
+    @property
+    def learning_rate_scale(self) -> float:
+        """Factor on the optimizer's learning rate (for schedules); 1 at first."""
+        return float(self._lr_scale[0])
+
+    @learning_rate_scale.setter
+    def learning_rate_scale(self, value: float) -> None:
+        self._lr_scale[0] = float(value)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def set_optimizer(self, name: str, **kwargs: Any) -> None:
+        """Train with optimizer ``name`` (sgd, adam, adamw, rmsprop) and its arguments
+        from now on; its state starts from zero."""
+        if name not in OPTIMIZERS:
+            raise SpecError(f"unknown optimizer '{name}'",
+                            hint="optimizers: " + ", ".join(OPTIMIZERS))
+        update_op(name, kwargs)
+        self._optimizer = Option(name, dict(kwargs))
+        self._forget(lambda key: key[0] == "train")
+        self._opt_buffer, self._opt_state = None, {}
+
+    def set_loss(self, name: str, label_smoothing: float = 0.0) -> None:
+        """Use loss ``name`` (a spec loss name) from now on."""
+        self._loss = self._loss_spec(LossSpec(name, label_smoothing))
+        self._forget(lambda key: key[0] != "infer")
+
+    def _forget(self, which) -> None:
+        for cache in (self._graphs, self._plans):
+            for key in [k for k in cache if which(k)]:
+                del cache[key]
+        self._last_plan = None
+
+    # -- graphs and plans ----------------------------------------------------------------
+
+    def _graph(self, key: tuple) -> Graph:
+        """The compiled graph of a kind of step (cached)."""
+        g = self._graphs.get(key)
+        if g is not None:
+            return g
+        kind = key[0]
+        if kind == "infer":
+            g = passes.optimize(self.graph, "infer")
+        elif kind == "forward_train":
+            g = copy_forward(self.graph, training=True, seed=self.seed)
+            g = passes.optimize_training(passes.fuse(g))
+        else:
+            targets = key[1]
+            loss = LossSpec(self._loss.name, self._loss.label_smoothing, targets)
+            if kind == "loss":
+                g = build_training_graph(self.graph, loss, training=key[2], gradients=False,
+                                         seed=self.seed)
+            elif kind == "grad":
+                g = build_training_graph(self.graph, loss, input_grad=key[2], seed=self.seed)
+            else:
+                g = build_training_graph(self.graph, loss, self._optimizer, seed=self.seed)
+            g = passes.optimize_training(passes.fuse(g))
+        self._graphs[key] = g
+        return g
+
+    def _plan(self, *key: Any) -> Plan:
+        """The plan of a kind of step for a batch size (the last element of key)."""
+        plan = self._plans.get(key)
+        if plan is None:
+            graph = self._graph(key[:-1])
+            storage: dict[str, np.ndarray] = dict(self._params)
+            if key[0] == "train":
+                storage.update(self._optimizer_state(graph))
+            plan = Plan(graph, key[-1], storage, self._counter, self._lr_scale,
+                        mode="infer" if key[0] == "infer" else "train",
+                        planned=self.plan_memory)
+            self._plans[key] = plan
+        self._last_plan = plan
+        return plan
+
+    def _optimizer_state(self, graph: Graph) -> dict[str, np.ndarray]:
+        if self._opt_buffer is None:
+            self._opt_buffer, self._opt_state = self._allocate(list(graph.states), None)
+        return self._opt_state
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def _check_x(self, x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        want = self.input_shape
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"input '{self._input.name}' must have shape [N, "
+                             f"{', '.join(map(str, want))}]; got {list(x.shape)}")
+        if x.shape[0] < 1:
+            raise ValueError("input is empty: need at least one example")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise ValueError(f"input must be numbers; got dtype {x.dtype}")
+        return x
+
+    def _targets(self, y: Any, n: int) -> tuple[str, np.ndarray]:
+        """("sparse" | "dense", labels in the plan's form) for the current loss."""
+        y = np.asarray(y)
+        out = (n,) + self.output_shape
+        if y.shape[:1] != (n,):
+            raise ValueError(f"labels must have one entry per example ({n}); got shape "
+                             f"{list(y.shape)}")
+        if LOSSES[self._loss.name] == "softmax_xent":
+            pixel = (n,) + self.output_shape[1:]
+            if np.issubdtype(y.dtype, np.integer) and y.shape == pixel:
+                k = self.output_shape[0]
+                if y.size and (y.min() < 0 or y.max() >= k):
+                    raise ValueError(f"class labels must lie in [0, {k}); got values in "
+                                     f"[{y.min()}, {y.max()}]")
+                return "sparse", y
+            if y.shape == out and np.issubdtype(y.dtype, np.floating):
+                return "dense", y
+            raise ValueError(f"labels for {self._loss.name} must be integer class indices "
+                             f"of shape {list(pixel)} or float targets of shape "
+                             f"{list(out)}; got {y.dtype} {list(y.shape)}")
+        if self._loss.name == "binary_crossentropy" and y.shape == (n,):
+            y = y.reshape(out) if out == (n, 1) else y
+        if y.shape != out:
+            raise ValueError(f"targets for {self._loss.name} must have shape {list(out)}; "
+                             f"got {list(y.shape)}")
+        return "dense", y
+
+    def _feed(self, plan: Plan, x: np.ndarray, y: np.ndarray | None = None) -> None:
+        np.copyto(plan.inputs[self._input.name], x, casting="unsafe")
+        if y is not None:
+            labels = next(v for v in plan.graph.inputs if v.name != self._input.name)
+            np.copyto(plan.inputs[labels.name], y, casting="unsafe")
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        """The network's output for the batch ``x`` [N, *input_shape], in inference mode
+        (running batchnorm statistics, no dropout), or with ``training`` in training mode
+        (batch statistics, which also update the running ones; the current step's
+        dropout mask). Returns a new array."""
+        x = self._check_x(x)
+        plan = self._plan("forward_train" if training else "infer", x.shape[0])
+        self._feed(plan, x)
+        plan.run()
+        return plan.array(plan.graph.outputs[0]).copy()
+
+    def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
+        """:meth:`forward` over ``x`` in batches of ``batch_size`` (default the model's
+        batch); the last batch may be smaller."""
+        x = self._check_x(x)
+        size = _positive(batch_size if batch_size is not None else self.batch, "batch_size")
+        return np.concatenate([self.forward(x[i:i + size])
+                               for i in range(0, x.shape[0], size)])
+
+    def loss(self, x: Any, y: Any, training: bool = False) -> float:
+        """The mean loss on (x, y); ``training`` uses the training form (batch statistics,
+        the current step's dropout mask; running statistics are updated)."""
+        x = self._check_x(x)
+        targets, y = self._targets(y, x.shape[0])
+        plan = self._plan("loss", targets, bool(training), x.shape[0])
+        self._feed(plan, x, y)
+        plan.run()
+        return float(plan.array(plan.graph.outputs[0])[0])
+
+    def gradients(self, x: Any, y: Any, input_grad: bool = False
+                  ) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, {parameter name: gradient}) of one training-mode step, without updating
+        the parameters. Frozen parameters are left out; parameters the loss does not
+        depend on get zeros. With ``input_grad`` the dict also holds the gradient of the
+        input, under the input's name."""
+        x = self._check_x(x)
+        targets, y = self._targets(y, x.shape[0])
+        plan = self._plan("grad", targets, bool(input_grad), x.shape[0])
+        self._feed(plan, x, y)
+        plan.run()
+        found = {v.name: plan.array(v) for v in plan.graph.outputs[1:]}
+        grads = {}
+        for p in trained_params(self.graph):
+            g = found.get(grad_name(p.name))
+            grads[p.name] = g.copy() if g is not None else np.zeros_like(self._params[p.name])
+        if input_grad:
+            g = found.get(grad_name(self._input.name))
+            grads[self._input.name] = g.copy() if g is not None else \
+                np.zeros(x.shape, self.dtype)
+        return float(plan.array(plan.graph.outputs[0])[0]), grads
+
+    def train_step(self, x: Any, y: Any) -> float:
+        """One optimizer step on the batch (x, y); returns the batch's mean loss (before
+        the update). Allocates no arrays once the batch size's plan exists."""
+        x = self._check_x(x)
+        targets, y = self._targets(y, x.shape[0])
+        plan = self._plan("train", targets, x.shape[0])
+        self._feed(plan, x, y)
+        self._counter[0] += 1
+        plan.run()
+        return float(plan.array(plan.graph.outputs[0])[0])
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps taken (the counter dropout masks and Adam read)."""
+        return int(self._counter[0])
+
+    # -- weights -------------------------------------------------------------------------
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Save every parameter and layer state to an .npz file (no pickle)."""
+        arrays = {name: np.ascontiguousarray(a) for name, a in self._params.items()}
+        arrays[_NETWORK_KEY] = np.array(self.graph.name)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Load parameters saved by :meth:`save_weights` (never unpickles). Raises
+        CheckpointError naming the first missing or mis-shaped tensor, or the network the
+        file was saved from when it is another one; the model is unchanged then."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: not a weights file ({err})") from None
+        with data:
+            keys = set(data.files)
+            if _NETWORK_KEY in keys:
+                saved = str(data[_NETWORK_KEY])
+                if saved != self.graph.name:
+                    raise CheckpointError(f"{path} holds weights of network '{saved}', "
+                                          f"not '{self.graph.name}'")
+            loaded = {}
+            for name, arr in self._params.items():
+                if name not in keys:
+                    raise CheckpointError(f"{path} has no tensor '{name}'",
+                                          hint="was it saved from this network?")
+                value = data[name]
+                if value.shape != arr.shape:
+                    raise CheckpointError(f"{path}: tensor '{name}' has shape "
+                                          f"{list(value.shape)}; the model's is "
+                                          f"{list(arr.shape)}")
+                loaded[name] = value
+            extra = sorted(keys - set(self._params) - {_NETWORK_KEY})
+            if extra:
+                raise CheckpointError(f"{path} has tensor '{extra[0]}', which this network "
+                                      "does not have", hint="was it saved from another "
+                                      "network?")
+        for name, value in loaded.items():
+            self._params[name][...] = value
+
+    # -- reports -------------------------------------------------------------------------
+
+    def memory_report(self, mode: str = "train", batch: int | None = None) -> dict[str, Any]:
+        """The memory plan of a training step ("train") or of inference ("infer") at
+        ``batch`` (default the model's): arena_bytes, naive_bytes, lower_bound_bytes,
+        param_bytes, optimizer_bytes, and more (see Plan.report)."""
+        n = _positive(batch if batch is not None else self.batch, "batch")
+        if mode == "infer":
+            plan = self._plan("infer", n)
+        elif mode == "train":
+            sparse = "sparse" if LOSSES[self._loss.name] == "softmax_xent" else "dense"
+            plan = self._plan("train", sparse, n)
+        else:
+            raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}")
+        report = plan.report()
+        report["param_bytes"] = self._param_buffer.nbytes
+        return report
+
+    def summary(self) -> str:
+        """A Keras-like table of the layers, then the memory plans at the model's batch."""
+        lines = [format_summary(summarize(self.graph))]
+        for mode in ("infer", "train"):
+            r = self.memory_report(mode)
+            lines.append(f"{mode} step, batch {r['batch']}: arena {_mib(r['arena_bytes'])} "
+                         f"(lower bound {_mib(r['lower_bound_bytes'])}, naive "
+                         f"{_mib(r['naive_bytes'])}), parameters {_mib(r['param_bytes'])}"
+                         f", optimizer state {_mib(r['optimizer_bytes'])}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Model({self.graph.name!r}, input {list(self.input_shape)}, output "
+                f"{list(self.output_shape)}, {self.dtype})")
+
+
+def _nbytes(v: Value) -> int:
+    return v.type.numel() * np.dtype(v.type.dtype).itemsize
+
+
+def _positive(n: Any, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{what} must be a positive int, got {n!r}")
+    return int(n)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+__all__ = ["Model", "compile"]

@@ -1,0 +1,312 @@
+"""The executor: a compiled :class:`Plan` is a flat list of kernel calls bound to views of
+one arena, built once per (graph, batch size) and run as many times as wanted.
+
+Building a plan: schedule the graph (``cnnc.passes.schedule``), turn every intermediate
+tensor and every kernel workspace into a usage record over the schedule (an activation
+lives from its producer's step to its last reader's; a value aliasing another, marked by
+the in-place pass, shares its source's record; a workspace lives for its node's step),
+place them in one aligned arena with :func:`cnnc.memory.plan_memory`, make a numpy view
+per value, and ask each op to bind its kernel to those views (``OpDef.kernel``). Running a
+plan calls the bound kernels in order: no lookups, no allocation of arrays.
+
+Buffers outside the arena: parameters, layer state and optimizer state come from the caller
+(``storage``: the Model keeps them in flat buffers that outlive plans); the plan's inputs
+(network input, labels) get a buffer each, filled by the caller before a run; the graph's
+outputs (the loss, persisted gradients, predictions) live together in one contiguous
+output buffer, so they stay readable after the step.
+
+``planned=False`` gives every record its own bytes (no reuse): the reference for the
+planner-on/off bitwise test.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from cnnc.errors import CnncError
+from cnnc.ir.graph import Graph
+from cnnc.ir.types import Node, Value
+from cnnc.memory import MemoryPlan, UsageRecord, lower_bound, plan_memory
+from cnnc.ops.registry import get_op
+from cnnc.passes.fold import fold_into
+from cnnc.passes.schedule import schedule
+from cnnc.threads import get_num_threads
+
+ALIGNMENT = 64
+
+
+def aligned_empty(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
+    """An uninitialised uint8 buffer of ``nbytes`` whose data starts on ``alignment``."""
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start:start + nbytes]
+
+
+def view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The array of ``shape`` and ``dtype`` at byte ``offset`` of ``buffer``."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def alias_root(value: Value) -> Value:
+    """The value owning ``value``'s buffer (itself unless it aliases another)."""
+    while value.alias_of is not None:
+        value = value.alias_of
+    return value
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+@dataclass(frozen=True)
+class Step:
+    """One entry of a plan, for inspection: the node, and where its outputs live
+    (``(value name, "arena" | "output" | "alias", byte offset, bytes)``)."""
+
+    index: int
+    node: str
+    op: str
+    outputs: tuple[tuple[str, str, int, int], ...]
+    workspace_bytes: int
+
+
+class BindContext:
+    """What an op's ``kernel(node, ctx)`` binds to: arrays of values, workspaces, and the
+    shared run-time scalars (thread count, step counter, learning-rate scale, mode)."""
+
+    def __init__(self, plan: Plan, counter: np.ndarray, lr_scale: np.ndarray, mode: str):
+        self._plan = plan
+        self.n_threads = get_num_threads()
+        self.counter = counter
+        self.lr_scale = lr_scale
+        self.mode = mode
+
+    def array(self, value: Value) -> np.ndarray:
+        """The numpy view holding ``value`` for this plan's batch size."""
+        return self._plan.array(value)
+
+    def workspace(self, node: Node) -> np.ndarray | None:
+        """The node's planned scratch (1-D, of its first input's dtype), or None."""
+        return self._plan.workspaces.get(node.name)
+
+
+class Plan:
+    """A graph compiled for one batch size: schedule, memory plan, bound kernel calls.
+
+    Parameters
+    ----------
+    graph : the (compiled) graph to run.
+    batch : the concrete batch size.
+    storage : arrays of every "param" and "state" value, by name (kept by the caller).
+    counter : 1-element int64 array, the step count the kernels read (dropout, Adam).
+    lr_scale : 1-element float64 array multiplying the optimizer's learning rate.
+    mode : "train" or "infer" (informative; the graph already says what runs).
+    planned : place records with the memory planner (False: each its own bytes).
+    """
+
+    def __init__(self, graph: Graph, batch: int, storage: Mapping[str, np.ndarray],
+                 counter: np.ndarray, lr_scale: np.ndarray, mode: str = "train",
+                 planned: bool = True):
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch size must be a positive int, got {batch!r}")
+        self.graph = graph
+        self.batch = batch
+        self.mode = mode
+        self.planned = planned
+        self.order: list[Node] = schedule(graph, batch=batch)
+        self._storage = storage
+        self._arrays: dict[int, np.ndarray] = {}
+        self.inputs = {v.name: np.zeros(self.shape(v), v.type.dtype) for v in graph.inputs}
+        self._bind_outputs()
+        self._place(planned)
+        ctx = BindContext(self, counter, lr_scale, mode)
+        self.calls: list[Callable[[], None]] = self._bind_folds()
+        for node in self.order:
+            kernel = get_op(node.op).kernel
+            if kernel is None:
+                raise CnncError(f"op '{node.op}' of '{node.name}' has no kernel",
+                                span=node.span)
+            call = kernel(node, ctx)
+            if call is not None:
+                self.calls.append(call)
+
+    # -- building ------------------------------------------------------------------------
+
+    def shape(self, value: Value) -> tuple[int, ...]:
+        """``value``'s concrete shape at this plan's batch size."""
+        return tuple(int(d) for d in value.type.with_batch(self.batch).shape)
+
+    def nbytes(self, value: Value) -> int:
+        """Bytes of ``value`` at this plan's batch size."""
+        return int(np.prod(self.shape(value), dtype=np.int64)) * \
+            np.dtype(value.type.dtype).itemsize
+
+    def _bind_outputs(self) -> None:
+        """One contiguous buffer for every graph output (aligned slots, in order)."""
+        outs = list({id(v): v for v in self.graph.outputs}.values())
+        offsets, total = [], 0
+        for v in outs:
+            offsets.append(total)
+            total += _aligned(self.nbytes(v))
+        self.output_buffer = aligned_empty(total)
+        self.output_bytes = total
+        self.output_offsets = {v.name: off for v, off in zip(outs, offsets)}
+        for v, off in zip(outs, offsets):
+            self._arrays[id(v)] = view(self.output_buffer, off, self.shape(v), v.type.dtype)
+
+    def _bind_folds(self) -> list[Callable[[], None]]:
+        """Buffers for the parameters the fold pass computes from others (batchnorm
+        folded into a conv), and the calls recomputing them from the live sources at
+        the start of every step (see cnnc.passes.fold)."""
+        folds: dict[Any, dict[str, Value]] = {}
+        for node in self.order:
+            for v in node.params.values():
+                if getattr(v, "fold", None) is not None:
+                    folds.setdefault(v.fold, {})[v.role] = v
+        calls = []
+        for fold, roles in folds.items():
+            w, b = roles["weight"], roles["bias"]
+            arrays = [np.empty(self.shape(v), v.type.dtype) for v in (w, b, b)]
+            self._arrays[id(w)], self._arrays[id(b)] = arrays[0], arrays[1]
+            calls.append(partial(fold_into, fold, self._storage, *arrays))
+        return calls
+
+    def _records(self) -> tuple[list[UsageRecord], list[Any]]:
+        """Usage records of the arena's tenants: activation roots and workspaces."""
+        pos = {id(n): i for i, n in enumerate(self.order)}
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        roots: dict[int, Value] = {}
+        for node in self.order:
+            step = pos[id(node)]
+            for v in node.inputs:
+                root = alias_root(v)
+                if id(root) in first:
+                    last[id(root)] = max(last[id(root)], step)
+            for v in node.outputs:
+                root = alias_root(v)
+                if id(root) in self._arrays or root.producer is None:
+                    continue  # graph outputs have their own buffer
+                roots[id(root)] = root
+                first.setdefault(id(root), pos[id(root.producer)])
+                last[id(root)] = max(last.get(id(root), step), step)
+        records, tenants = [], []
+        for key, root in roots.items():
+            records.append(UsageRecord(first[key], last[key], self.nbytes(root), root.name))
+            tenants.append(root)
+        for node in self.order:
+            rule = get_op(node.op).workspace
+            size = rule(node, self.batch) if rule is not None else 0
+            if size:
+                step = pos[id(node)]
+                records.append(UsageRecord(step, step, int(size), f"{node.name}/workspace"))
+                tenants.append(node)
+        return records, tenants
+
+    def _place(self, planned: bool) -> None:
+        records, tenants = self._records()
+        if planned:
+            self.memory = plan_memory(records, alignment=ALIGNMENT)
+        else:
+            self.memory = _unplanned(records)
+        self.records = records
+        self.arena = aligned_empty(max(self.memory.arena_bytes, 1))
+        self.workspaces: dict[str, np.ndarray] = {}
+        self.offsets: dict[str, int] = {}
+        for record, tenant, offset in zip(records, tenants, self.memory.offsets):
+            self.offsets[record.name] = offset
+            if isinstance(tenant, Value):
+                self._arrays[id(tenant)] = view(self.arena, offset, self.shape(tenant),
+                                                tenant.type.dtype)
+            else:
+                dtype = tenant.inputs[0].type.dtype if tenant.inputs else "float32"
+                self.workspaces[tenant.name] = view(
+                    self.arena, offset, (record.size // np.dtype(dtype).itemsize,), dtype)
+
+    # -- running -------------------------------------------------------------------------
+
+    def array(self, value: Value) -> np.ndarray:
+        """The array holding ``value`` (arena view, output slot, input buffer, storage)."""
+        found = self._arrays.get(id(value))
+        if found is not None:
+            return found
+        if value.kind in ("param", "state"):
+            arr = self._storage.get(value.name)
+            if arr is None or arr.shape != self.shape(value):
+                raise CnncError(f"no storage of shape {list(self.shape(value))} for "
+                                f"{value.kind} '{value.name}'")
+        elif value.kind == "input":
+            arr = self.inputs[value.name]
+        else:
+            root = alias_root(value)
+            if root is value:
+                raise CnncError(f"value '{value.name}' has no buffer in the plan")
+            arr = self.array(root).reshape(self.shape(value))
+        self._arrays[id(value)] = arr
+        return arr
+
+    def run(self) -> None:
+        """Execute the step: every bound kernel call, in schedule order."""
+        for call in self.calls:
+            call()
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def steps(self) -> list[Step]:
+        """The plan's ops in execution order with where their outputs live."""
+        out = []
+        for i, node in enumerate(self.order):
+            places = []
+            for v in node.outputs:
+                root = alias_root(v)
+                if v.name in self.output_offsets:
+                    places.append((v.name, "output", self.output_offsets[v.name],
+                                   self.nbytes(v)))
+                elif root is not v:
+                    places.append((v.name, "alias", self.offsets.get(root.name, -1),
+                                   self.nbytes(v)))
+                else:
+                    places.append((v.name, "arena", self.offsets[v.name], self.nbytes(v)))
+            ws = self.workspaces.get(node.name)
+            out.append(Step(i, node.name, node.op, tuple(places),
+                            0 if ws is None else ws.nbytes))
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """Bytes of this plan: the arena beside its naive size and lower bound, the
+        input and output buffers, the parameters and optimizer state it reads."""
+        params = sum(self.nbytes(v) for v in self.graph.params.values())
+        optimizer = sum(self.nbytes(v) for v in self.graph.states)
+        return {
+            **self.memory.report(),
+            "batch": self.batch,
+            "mode": self.mode,
+            "planned": self.planned,
+            "ops": len(self.order),
+            "kernel_calls": len(self.calls),
+            "param_bytes": params,
+            "optimizer_bytes": optimizer,
+            "input_bytes": sum(a.nbytes for a in self.inputs.values()),
+            "output_bytes": self.output_bytes,
+            "workspace_bytes": sum(a.nbytes for a in self.workspaces.values()),
+        }
+
+    def __repr__(self) -> str:
+        return (f"Plan({self.graph.name!r}, batch={self.batch}, {len(self.order)} ops, "
+                f"arena {self.memory.arena_bytes} bytes)")
+
+
+def _unplanned(records: list[UsageRecord]) -> MemoryPlan:
+    """Every record in bytes of its own (the planner switched off)."""
+    offsets, top = [], 0
+    for r in records:
+        offsets.append(top)
+        top += _aligned(r.size)
+    return MemoryPlan(offsets=offsets, arena_bytes=top, naive_bytes=top,
+                      lower_bound_bytes=lower_bound(records, ALIGNMENT),
+                      alignment=ALIGNMENT, method="off")

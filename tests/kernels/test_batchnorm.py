@@ -1,0 +1,202 @@
+"""cnnc._kernels.batchnorm against numpy (float64), finite differences and (optionally) torch."""
+import numpy as np
+import pytest
+
+from cnnc._kernels import batchnorm as B
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
+SHAPES = [(2, 1), (3, 7), (65, 17), (2, 3, 1, 1), (1, 5, 3, 7), (4, 31, 2, 3), (2, 2, 9, 13),
+          (127, 3)]
+
+
+def rand(rng, shape, dtype, scale=1.0, shift=0.0):
+    return (rng.standard_normal(shape) * scale + shift).astype(dtype)
+
+
+def numeric_grad(loss, x, idx, h=1e-6):
+    """Central differences of the scalar loss() w.r.t. x.flat[i] for i in idx (x float64)."""
+    out = []
+    for i in idx:
+        old = x.flat[i]
+        x.flat[i] = old + h
+        up = loss()
+        x.flat[i] = old - h
+        down = loss()
+        x.flat[i] = old
+        out.append((up - down) / (2 * h))
+    return np.array(out)
+
+
+def axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def per_channel(v, x):
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def make(rng, shape, dtype):
+    c = shape[1]
+    # an offset mean and a spread scale test the two-pass variance
+    x = rand(rng, shape, dtype, 3.0, 5.0)
+    return x, rand(rng, c, dtype), rand(rng, c, dtype), rand(rng, c, dtype), \
+        rng.uniform(0.5, 2, c).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_train_matches_numpy(shape, dtype):
+    rng = np.random.default_rng(1)
+    x, gamma, beta, rm, rv = make(rng, shape, dtype)
+    rm0, rv0 = rm.astype(np.float64), rv.astype(np.float64)
+    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm, rv, momentum=0.9, eps=1e-3)
+    x64 = x.astype(np.float64)
+    mu, var = x64.mean(axes(x)), x64.var(axes(x))
+    m = x.size // x.shape[1]
+    want = (x64 - per_channel(mu, x)) / np.sqrt(per_channel(var, x) + 1e-3)
+    want = want * per_channel(gamma, x) + per_channel(beta, x)
+    np.testing.assert_allclose(y, want, **TOL[dtype])
+    np.testing.assert_allclose(mean, mu, **TOL[dtype])
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(var + 1e-3), **TOL[dtype])
+    np.testing.assert_allclose(rm, 0.9 * rm0 + 0.1 * mu, **TOL[dtype])
+    np.testing.assert_allclose(rv, 0.9 * rv0 + 0.1 * var * m / (m - 1), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_infer_matches_numpy(shape, dtype):
+    rng = np.random.default_rng(2)
+    x, gamma, beta, rm, rv = make(rng, shape, dtype)
+    y = np.empty_like(x)
+    B.batchnorm_forward_infer(x, gamma, beta, rm, rv, y, eps=1e-5)
+    want = (x.astype(np.float64) - per_channel(rm, x)) / np.sqrt(per_channel(rv, x) + 1e-5)
+    np.testing.assert_allclose(y, want * per_channel(gamma, x) + per_channel(beta, x),
+                               **TOL[dtype])
+    B.batchnorm_forward_infer(x, gamma, beta, rm, rv, x, eps=1e-5)  # in-place
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_matches_numpy(shape, dtype):
+    rng = np.random.default_rng(3)
+    x, gamma, beta, _, _ = make(rng, shape, dtype)
+    dy = rand(rng, shape, dtype)
+    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dgamma, dbeta)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    xhat = (x64 - per_channel(mean, x)) * per_channel(invstd, x)
+    m = x.size // x.shape[1]
+    want_db, want_dg = dy64.sum(axes(x)), (dy64 * xhat).sum(axes(x))
+    want_dx = per_channel(gamma * invstd, x) / m * (
+        m * dy64 - per_channel(want_db, x) - xhat * per_channel(want_dg, x))
+    scale = np.abs(dy64).sum(axes(x)).max()  # sums: compare relative to their magnitude
+    np.testing.assert_allclose(dbeta, want_db, rtol=TOL[dtype]["rtol"],
+                               atol=TOL[dtype]["atol"] * scale)
+    np.testing.assert_allclose(dgamma, want_dg, rtol=TOL[dtype]["rtol"],
+                               atol=TOL[dtype]["atol"] * scale)
+    np.testing.assert_allclose(dx, want_dx, **TOL[dtype])
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, dy, dgamma, dbeta)  # dx in place of dy
+    np.testing.assert_array_equal(dy, dx)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2, 3)])
+def test_backward_finite_differences(shape):
+    rng = np.random.default_rng(4)
+    x, gamma, beta, _, _ = make(rng, shape, np.float64)
+    c = rand(rng, shape, np.float64)
+    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+
+    def loss():
+        B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None, eps=1e-3)
+        return float((c * y).sum())
+
+    loss()
+    dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, c, gamma, mean, invstd, dx, dgamma, dbeta)
+    tol = dict(rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx.ravel(), numeric_grad(loss, x, range(x.size)), **tol)
+    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(3)), **tol)
+    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(3)), **tol)
+
+
+def test_matches_torch_batchnorm2d_over_several_steps():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    bn = torch.nn.BatchNorm2d(4, eps=1e-5, momentum=0.1).double()
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(gamma))
+        bn.bias.copy_(torch.from_numpy(beta))
+    rm, rv = np.zeros(4), np.ones(4)
+    for _ in range(3):
+        x, dy = rng.standard_normal((3, 4, 5, 2)) * 2 + 1, rng.standard_normal((3, 4, 5, 2))
+        tx = torch.from_numpy(x).requires_grad_()
+        ty = bn(tx)
+        ty.backward(torch.from_numpy(dy))
+        y, mean, invstd = np.empty_like(x), np.empty(4), np.empty(4)
+        B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm, rv, momentum=0.9,
+                                  eps=1e-5)
+        dx, dg, db = np.empty_like(x), np.empty(4), np.empty(4)
+        B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db)
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(dg, bn.weight.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(db, bn.bias.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(rm, bn.running_mean.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(rv, bn.running_var.numpy(), rtol=1e-12)
+        bn.weight.grad = bn.bias.grad = None
+
+
+def test_float32_statistics_survive_a_large_offset():
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((64, 2, 16, 16)) * 1e-2 + 1e3).astype(np.float32)
+    y, mean, invstd = np.empty_like(x), np.empty(2, np.float32), np.empty(2, np.float32)
+    B.batchnorm_forward_train(x, np.ones(2, np.float32), np.zeros(2, np.float32), y, mean,
+                              invstd, None, None, eps=1e-8)
+    std = x.astype(np.float64).std(axis=(0, 2, 3))
+    np.testing.assert_allclose(1 / invstd, std, rtol=1e-4)
+
+
+def test_one_and_two_threads_are_bitwise_equal():
+    rng = np.random.default_rng(7)
+    for shape in [(8, 48, 31, 33), (4099, 70)]:
+        x, gamma, beta, rm, rv = make(rng, shape, np.float32)
+        dy = rand(rng, shape, np.float32)
+        results = []
+        for nt in (1, 2):
+            outs = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
+                    rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
+            y, mean, invstd, rm1, rv1, dx, dg, db = outs
+            B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm1, rv1, n_threads=nt)
+            B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt)
+            results.append(outs)
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bad_inputs_raise_value_error():
+    x = np.ones((2, 3, 4, 4), np.float32)
+    v = np.ones(3, np.float32)
+    y, mean, invstd = np.empty_like(x), np.empty_like(v), np.empty_like(v)
+    bad = [
+        lambda: B.batchnorm_forward_train(x[:1, :, :1, :1].copy(), v, v, y[:1, :, :1, :1].copy(),
+                                          mean, invstd, None, None),  # one value per channel
+        lambda: B.batchnorm_forward_train(x, np.ones(4, np.float32), v, y, mean, invstd, None,
+                                          None),
+        lambda: B.batchnorm_forward_train(x, v, v, y, mean, invstd, v.copy(), None),
+        lambda: B.batchnorm_forward_train(x, v, v, y, mean, mean, None, None),  # outputs alias
+        lambda: B.batchnorm_forward_train(x, v, v, y, mean, invstd, None, None, momentum=1.5),
+        lambda: B.batchnorm_forward_train(x, v, v, y, mean, invstd, None, None, eps=0.0),
+        lambda: B.batchnorm_forward_infer(x, v, v, v, v.astype(np.float64), y),
+        lambda: B.batchnorm_backward(x, x, v, mean, invstd, x, np.empty_like(v),
+                                     np.empty_like(v)),  # dx may not be x
+        lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, v, np.empty_like(v)),
+    ]
+    for call in bad:
+        with pytest.raises(ValueError):
+            call()
