@@ -89,9 +89,10 @@ def _check(args: argparse.Namespace) -> int:
             continue
         total, trainable = _count_params(spec.graph)
         shapes = ", ".join(str(v.type) for v in spec.graph.outputs)
+        spaces = "; search spaces: " + ", ".join(
+            s.short() for s in spec.spaces.values()) if spec.spaces else ""
         print(f"{path}: ok: {spec.graph.name}, {total:,} params "
-              f"({trainable:,} trainable), output {shapes}")
-        _print_notes(spec)
+              f"({trainable:,} trainable), output {shapes}{spaces}")
     return status
 
 

@@ -79,8 +79,8 @@ class Model:
         self.train_config = train
         self.batch = _positive(batch if batch is not None else
                                (train.batch if train else DEFAULT_BATCH), "batch")
-        self.seed = seed if seed is not None else (train.seed if train and train.seed
-                                                   is not None else 0)
+        self._seed = seed if seed is not None else (train.seed if train and train.seed
+                                                    is not None else 0)
         self.plan_memory = plan_memory
         self.graph: Graph = copy_forward(spec.graph, training=False, dtype=dtype)
         self._input: Value = self.graph.inputs[0]
@@ -89,9 +89,9 @@ class Model:
                                      (train.loss if train else default_loss(self.graph)))
         self._optimizer = optimizer or (train.optimizer if train else
                                         Option("adam", {"lr": 0.001}))
-        update_op(self._optimizer.name, self._optimizer.args)  # validate early
         self._counter = np.zeros(1, dtype=np.int64)
-        self._lr_scale = np.ones(1, dtype=np.float64)
+        self._lr = np.array([update_op(self._optimizer.name, self._optimizer.args)[1].lr])
+        self._last_output: np.ndarray | None = None
         self._graphs: dict[tuple, Graph] = {}
         self._plans: dict[tuple, Plan] = {}
         self._last_plan: Plan | None = None
@@ -166,13 +166,39 @@ class Model:
         return self._last_plan
 
     @property
-    def learning_rate_scale(self) -> float:
-        """Factor on the optimizer's learning rate (for schedules); 1 at first."""
-        return float(self._lr_scale[0])
+    def learning_rate(self) -> float:
+        """The optimizer's learning rate; setting it changes the next steps (schedules)."""
+        return float(self._lr[0])
 
-    @learning_rate_scale.setter
-    def learning_rate_scale(self, value: float) -> None:
-        self._lr_scale[0] = float(value)
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"learning rate must be a number >= 0, got {value!r}")
+        self._lr[0] = float(value)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the random layers (dropout masks also depend on the step count).
+        Initialisation used it at compile time; setting it changes later masks."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._seed = int(value)
+        self._forget(lambda key: key[0] != "infer")
+
+    @property
+    def last_output(self) -> np.ndarray | None:
+        """The network's output in the last train_step (training mode, before the update),
+        as a view valid until the next step; None before the first step."""
+        return self._last_output
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Writable views of every optimizer buffer (``<param>/<slot>``) and of the step
+        counter (``step``, which Adam and the dropout masks read). Restoring these and
+        ``parameters`` makes the next train_step as if training had not stopped."""
+        self._optimizer_state(self._graph(("train", self._default_targets())))
+        return {**self._opt_state, "step": self._counter}
 
     # -- configuration -------------------------------------------------------------------
 
@@ -184,6 +210,7 @@ class Model:
                             hint="optimizers: " + ", ".join(OPTIMIZERS))
         update_op(name, kwargs)
         self._optimizer = Option(name, dict(kwargs))
+        self._lr[0] = update_op(name, kwargs)[1].lr
         self._forget(lambda key: key[0] == "train")
         self._opt_buffer, self._opt_state = None, {}
 
@@ -220,7 +247,8 @@ class Model:
             elif kind == "grad":
                 g = build_training_graph(self.graph, loss, input_grad=key[2], seed=self.seed)
             else:
-                g = build_training_graph(self.graph, loss, self._optimizer, seed=self.seed)
+                g = build_training_graph(self.graph, loss, self._optimizer, seed=self.seed,
+                                         keep_outputs=True)
             g = passes.optimize_training(passes.fuse(g))
         self._graphs[key] = g
         return g
@@ -233,7 +261,7 @@ class Model:
             storage: dict[str, np.ndarray] = dict(self._params)
             if key[0] == "train":
                 storage.update(self._optimizer_state(graph))
-            plan = Plan(graph, key[-1], storage, self._counter, self._lr_scale,
+            plan = Plan(graph, key[-1], storage, self._counter, self._lr,
                         mode="infer" if key[0] == "infer" else "train",
                         planned=self.plan_memory)
             self._plans[key] = plan
@@ -244,6 +272,9 @@ class Model:
         if self._opt_buffer is None:
             self._opt_buffer, self._opt_state = self._allocate(list(graph.states), None)
         return self._opt_state
+
+    def _default_targets(self) -> str:
+        return "sparse" if LOSSES[self._loss.name] == "softmax_xent" else "dense"
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -354,6 +385,7 @@ class Model:
         self._feed(plan, x, y)
         self._counter[0] += 1
         plan.run()
+        self._last_output = plan.array(plan.graph.outputs[-1])
         return float(plan.array(plan.graph.outputs[0])[0])
 
     @property
@@ -381,7 +413,7 @@ class Model:
         with data:
             keys = set(data.files)
             if _NETWORK_KEY in keys:
-                saved = str(data[_NETWORK_KEY])
+                saved = str(_read(data, _NETWORK_KEY, path))
                 if saved != self.graph.name:
                     raise CheckpointError(f"{path} holds weights of network '{saved}', "
                                           f"not '{self.graph.name}'")
@@ -390,7 +422,7 @@ class Model:
                 if name not in keys:
                     raise CheckpointError(f"{path} has no tensor '{name}'",
                                           hint="was it saved from this network?")
-                value = data[name]
+                value = _read(data, name, path)
                 if value.shape != arr.shape:
                     raise CheckpointError(f"{path}: tensor '{name}' has shape "
                                           f"{list(value.shape)}; the model's is "
@@ -414,8 +446,7 @@ class Model:
         if mode == "infer":
             plan = self._plan("infer", n)
         elif mode == "train":
-            sparse = "sparse" if LOSSES[self._loss.name] == "softmax_xent" else "dense"
-            plan = self._plan("train", sparse, n)
+            plan = self._plan("train", self._default_targets(), n)
         else:
             raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}")
         report = plan.report()
@@ -436,6 +467,15 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({self.graph.name!r}, input {list(self.input_shape)}, output "
                 f"{list(self.output_shape)}, {self.dtype})")
+
+
+def _read(data: Any, name: str, path: Any) -> np.ndarray:
+    """Tensor ``name`` of an open .npz, or CheckpointError (e.g. an object array, which
+    would need unpickling)."""
+    try:
+        return data[name]
+    except ValueError as err:
+        raise CheckpointError(f"{path}: tensor '{name}' cannot be read ({err})") from None
 
 
 def _nbytes(v: Value) -> int:

@@ -77,13 +77,13 @@ class Step:
 
 class BindContext:
     """What an op's ``kernel(node, ctx)`` binds to: arrays of values, workspaces, and the
-    shared run-time scalars (thread count, step counter, learning-rate scale, mode)."""
+    shared run-time scalars (thread count, step counter, learning rate, mode)."""
 
-    def __init__(self, plan: Plan, counter: np.ndarray, lr_scale: np.ndarray, mode: str):
+    def __init__(self, plan: Plan, counter: np.ndarray, lr: np.ndarray, mode: str):
         self._plan = plan
         self.n_threads = get_num_threads()
         self.counter = counter
-        self.lr_scale = lr_scale
+        self.lr = lr
         self.mode = mode
 
     def array(self, value: Value) -> np.ndarray:
@@ -104,13 +104,13 @@ class Plan:
     batch : the concrete batch size.
     storage : arrays of every "param" and "state" value, by name (kept by the caller).
     counter : 1-element int64 array, the step count the kernels read (dropout, Adam).
-    lr_scale : 1-element float64 array multiplying the optimizer's learning rate.
+    lr : 1-element float64 array, the optimizer's current learning rate.
     mode : "train" or "infer" (informative; the graph already says what runs).
     planned : place records with the memory planner (False: each its own bytes).
     """
 
     def __init__(self, graph: Graph, batch: int, storage: Mapping[str, np.ndarray],
-                 counter: np.ndarray, lr_scale: np.ndarray, mode: str = "train",
+                 counter: np.ndarray, lr: np.ndarray, mode: str = "train",
                  planned: bool = True):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch size must be a positive int, got {batch!r}")
@@ -124,7 +124,7 @@ class Plan:
         self.inputs = {v.name: np.zeros(self.shape(v), v.type.dtype) for v in graph.inputs}
         self._bind_outputs()
         self._place(planned)
-        ctx = BindContext(self, counter, lr_scale, mode)
+        ctx = BindContext(self, counter, lr, mode)
         self.calls: list[Callable[[], None]] = self._bind_folds()
         for node in self.order:
             kernel = get_op(node.op).kernel

@@ -43,7 +43,7 @@ include "conv_args.pxi"
 
 cdef enum:
     COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
-    TRANSPOSE_BLOCK = 32
+    FLIP_MIN_CHANNELS = 16
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -130,8 +130,9 @@ cdef void _finish(Geom* g) noexcept nogil:
 
 
 cdef inline bint _flips(const Geom* g) noexcept nogil:
-    """Backward-data runs as a forward conv of dy with flipped weights (stride 1 only)."""
-    return g.path == PATH_IM2COL and g.sh == 1 and g.sw == 1
+    """Backward-data runs as a forward conv of dy with flipped weights: stride 1 only, and
+    only with enough input channels per group to make that GEMM's M worthwhile."""
+    return g.path == PATH_IM2COL and g.sh == 1 and g.sw == 1 and g.cg >= FLIP_MIN_CHANNELS
 
 
 cdef Geom _flipped(const Geom* g) noexcept nogil:
@@ -152,7 +153,7 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     cdef Py_ssize_t need
     if g.path != PATH_IM2COL:
         return 0
-    need = max(g.workers, 2) * g.kdim * g.tile  # weight grad: col and its transpose
+    need = g.workers * g.kdim * g.tile
     if _flips(g):
         f = _flipped(g)
         need = max(need, g.m * g.kdim + f.workers * f.kdim * f.tile)
@@ -341,29 +342,6 @@ cdef void _col2im(const floating* col, floating* x, const Geom* g, Py_ssize_t p0
             _col2im_channel(col, x, g, c, p0, np_)
 
 
-cdef void _transpose_cols(const floating* src, floating* dst, Py_ssize_t rows,
-                          Py_ssize_t cols, Py_ssize_t c0) noexcept nogil:
-    """dst[c, :] = src[:, c] for the block of columns c0 .. c0 + TRANSPOSE_BLOCK."""
-    cdef Py_ssize_t r, c, c1 = min(c0 + TRANSPOSE_BLOCK, cols)
-    # read along rows: src rows are often a power-of-two apart, so walking down a column
-    # would hit one cache set over and over
-    for r in range(rows):
-        for c in range(c0, c1):
-            dst[c * rows + r] = src[r * cols + c]
-
-
-cdef void _transpose(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t cols,
-                     int n_threads) noexcept nogil:
-    """dst[cols, rows] = src[rows, cols]^T, blocked for the caches."""
-    cdef Py_ssize_t b, blocks = (cols + TRANSPOSE_BLOCK - 1) // TRANSPOSE_BLOCK
-    if n_threads > 1:
-        for b in prange(blocks, num_threads=n_threads, schedule="static"):
-            _transpose_cols(src, dst, rows, cols, b * TRANSPOSE_BLOCK)
-    else:
-        for b in range(blocks):
-            _transpose_cols(src, dst, rows, cols, b * TRANSPOSE_BLOCK)
-
-
 cdef void _flip_weights(const floating* w, floating* wf, const Geom* g) noexcept nogil:
     """wf[group c, m, ki, kj] = w[group m, c, kh-1-ki, kw-1-kj]: the weights of dx = conv(dy)."""
     cdef Py_ssize_t gi, m, c, t, taps = g.kh * g.kw
@@ -464,12 +442,8 @@ cdef void _gemm_bwd_data(const floating* dy, const floating* w, floating* dx, fl
 
 cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* col,
                            const Geom* g, bint accumulate, int n_threads) noexcept nogil:
-    """dW (+)= sum over images, in order, of dy @ col(x)^T; threads work inside the GEMM.
-
-    col^T is materialised (the GEMM is faster on small-M products with untransposed B).
-    """
+    """dW (+)= sum over images, in order, of dy @ col(x)^T; threads work inside the GEMM."""
     cdef Py_ssize_t n, gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
-    cdef floating* colt = col + g.kdim * g.tile
     cdef const floating* xg
     cdef const floating* dyg
     cdef floating* dwg
@@ -488,8 +462,7 @@ cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, 
                 p0 = t * g.tile
                 np_ = min(g.tile, P - p0)
                 _im2col(xg, col, g, p0, np_, n_threads)
-                _transpose(col, colt, g.kdim, np_, n_threads)
-                gemm(False, False, g.mg, g.kdim, np_, 1, dyg + p0, P, colt, g.kdim,
+                gemm(False, True, g.mg, g.kdim, np_, 1, dyg + p0, P, col, np_,
                      beta if p0 == 0 else 1, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0,
                      n_threads)
 

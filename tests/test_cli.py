@@ -23,8 +23,10 @@ def test_check_prints_one_line_per_file(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{SEED}: ok: SeedCNN, 1,625,281 params (1,625,281 trainable), " \
                        "output [N, 1]"
-    assert lines[1].startswith(f"{SPECS / 'lenet5.cnn'}: ok: LeNet5, 61,706 params")
-    assert lines[2] == "  note: optimizer.lr = 0.05 from choice(0.05, 0.01) (its first value)"
+    assert lines[1] == f"{SPECS / 'lenet5.cnn'}: ok: LeNet5, 61,706 params (61,706 " \
+                       "trainable), output [N, 10]; search spaces: optimizer.lr=0.05 (first " \
+                       "of choice(0.05, 0.01))"
+    assert len(lines) == 2
 
 
 def test_check_reports_the_located_error_and_goes_on(tmp_path, capsys):

@@ -88,8 +88,8 @@ def _build(text: str, file: str, base_dir: Path, overrides: Mapping[str, Any] | 
         name = unused[0]
         hint = "names: " + ", ".join(sorted(set(known))) if known else \
             "this spec has no param or search space"
-        raise SpecError(f"--set {name}: the spec has no param or search space called "
-                        f"'{name}'{_near(name, known)}", hint=hint)
+        raise SpecError(f"{file}: --set {name}: the spec has no param or search space "
+                        f"called '{name}'{_near(name, known)}", hint=hint)
     return Spec(elab.graph, train, spaces, program)
 
 

@@ -124,35 +124,40 @@ class Elaborator:
     # ---- top level
 
     def run(self) -> Elaboration:
-        program = self.program
-        for decl in program.params.values():
-            if decl.name in self.overrides and not isinstance(decl.value, ast.Space):
-                value = self.overrides[decl.name]
-                self.used_overrides.add(decl.name)
-                self.spaces[decl.name] = SpaceValue(decl.name, value, _describe(
-                    self.evaluate(decl.value, self.globals)), True)
-            else:
-                value = self.evaluate(decl.value, self.globals)
-            self.globals.names[decl.name] = value
+        self._params()
         top = Scope(self.globals)
-        current = None
-        for decl in program.inputs:
+        current = self._inputs(top)
+        layers = self.program.layers
+        assert layers is not None
+        out = self.body(layers.body, top, current)
+        if out is None or out.kind == "input":
+            raise SpecError("`layers` adds no layer", layers.span)
+        self.graph.set_outputs([out])
+        return Elaboration(self.graph, self.spaces, self.used_overrides, self.globals, self)
+
+    def _params(self) -> None:
+        """Evaluate the ``param``s in order; ``--set`` may replace any of them."""
+        for decl in self.program.params.values():
+            value = self.evaluate(decl.value, self.globals)
+            if decl.name in self.overrides and not isinstance(decl.value, ast.Space):
+                self.used_overrides.add(decl.name)
+                self.spaces[decl.name] = SpaceValue(decl.name, self.overrides[decl.name],
+                                                    _describe(value), True)
+                value = self.overrides[decl.name]
+            self.globals.names[decl.name] = value
+
+    def _inputs(self, top: Scope) -> Value | None:
+        """Add the inputs; the first chain starts from the input when there is one."""
+        for decl in self.program.inputs:
             shape = self.evaluate(decl.shape, top)
             if not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20
                        for d in shape):
                 raise SpecError(f"input '{decl.name}' needs a shape of positive integers, "
                                 f"[C, H, W]; got {_describe(shape)}", decl.shape.span)
-            value = self.graph.add_input(decl.name, shape, decl.span)
-            top.names[decl.name] = value
-            current = value
-        if len(program.inputs) > 1:
-            current = None  # with several inputs, each chain says which one it starts from
-        assert program.layers is not None
-        out = self.body(program.layers.body, top, current)
-        if out is None or out.kind == "input":
-            raise SpecError("`layers` adds no layer", program.layers.span)
-        self.graph.set_outputs([out])
-        return Elaboration(self.graph, self.spaces, self.used_overrides, self.globals, self)
+            top.names[decl.name] = self.graph.add_input(decl.name, shape, decl.span)
+        if len(self.program.inputs) == 1:
+            return top.names[self.program.inputs[0].name]
+        return None  # with several inputs, each chain says which one it starts from
 
     # ---- bodies and chains
 
@@ -251,33 +256,7 @@ class Elaborator:
                             hint="layers: " + ", ".join(op_names()) + (
                                 "; blocks: " + ", ".join(self.program.blocks)
                                 if self.program.blocks else ""))
-        tensors: list[Value] = []
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
-        meta: dict[str, Any] = {}
-        symbols: list[str] = []
-        for arg in call.args:
-            if arg.name is None:  # positional: tensors and numbers; no symbols
-                value = self.evaluate(arg.value, scope)
-            else:
-                value = self.argument(arg.value, scope, symbols)
-            if arg.name is None:
-                if kwargs:
-                    raise SpecError("a positional argument cannot follow a keyword "
-                                    "argument", arg.span)
-                if isinstance(value, Value) and block is None:
-                    tensors.append(value)
-                else:
-                    args.append(value)
-            elif arg.name in _META_ARGS:
-                meta[arg.name] = self._meta(arg, value)
-            else:
-                if arg.name in kwargs:
-                    raise SpecError(f"argument '{arg.name}' is given twice", arg.span)
-                if isinstance(value, Value) and block is None:
-                    raise SpecError(f"argument '{arg.name}' of {call.name} cannot be a "
-                                    "tensor", arg.span)
-                kwargs[arg.name] = value
+        tensors, args, kwargs, meta, symbols = self._arguments(call, scope, block is None)
         trainable = self.frame.trainable and meta.get("trainable", True)
         if block is not None:
             return self.instantiate(block, call, args, kwargs, current, meta, trainable)
@@ -299,6 +278,35 @@ class Elaborator:
             if symbols and err.hint is None:
                 err.hint = self._symbol_hint(symbols, err.message, scope)
             raise
+
+    def _arguments(self, call: ast.Call, scope: Scope, layer: bool) -> tuple[
+            list[Value], list[Any], dict[str, Any], dict[str, Any], list[str]]:
+        """A call's arguments, evaluated and sorted: tensor inputs (of a layer), positional
+        values, keyword values, the DSL's own ``name``/``trainable``, and the symbols used."""
+        tensors: list[Value] = []
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        meta: dict[str, Any] = {}
+        symbols: list[str] = []
+        for arg in call.args:
+            if arg.name is None:  # positional: tensors and numbers; no symbols
+                if kwargs or meta:
+                    raise SpecError("a positional argument cannot follow a keyword "
+                                    "argument", arg.span)
+                value = self.evaluate(arg.value, scope)
+                (tensors if isinstance(value, Value) and layer else args).append(value)
+                continue
+            value = self.argument(arg.value, scope, symbols)
+            if arg.name in _META_ARGS:
+                meta[arg.name] = self._meta(arg, value)
+            elif arg.name in kwargs:
+                raise SpecError(f"argument '{arg.name}' is given twice", arg.span)
+            elif isinstance(value, Value) and layer:
+                raise SpecError(f"argument '{arg.name}' of {call.name} cannot be a tensor",
+                                arg.span)
+            else:
+                kwargs[arg.name] = value
+        return tensors, args, kwargs, meta, symbols
 
     def _auto_name(self, op: str) -> str:
         """Keras-style ``<op>_<k>``, counted here per op (in constant time)."""

@@ -15,7 +15,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from cnnc.dsl import ast
-from cnnc.errors import CnncError, Span, SpecSyntaxError
+from cnnc.errors import Span, SpecSyntaxError
 
 MAX_BYTES = 1_000_000   # a real spec is a few KB; anything this size is not one
 MAX_DEPTH = 100         # nesting of brackets, braces and expressions
@@ -269,11 +269,8 @@ class _Builder:
     subsection = setting
 
     def start(self, meta, c):
-        items = tuple(x for x in c if x is not None)
-        where = meta if not meta.empty else self.ctx.span(1, 1)
-        node = ast.Module(self.ctx.file, items, span=where if isinstance(where, Span)
-                          else self._span(where))
-        return node
+        span = self.ctx.span(1, 1) if meta.empty else self._span(meta)
+        return ast.Module(self.ctx.file, tuple(x for x in c if x is not None), span=span)
 
 
 _lock = threading.Lock()
@@ -310,8 +307,6 @@ def parse(text: str, file: str = "<spec>") -> ast.Module:
             tree = _parser.parse(text)
         except UnexpectedInput as e:
             raise _syntax_error(e, ctx, _postlexer) from None
-        except CnncError:
-            raise
     return _Builder(ctx).build(tree)
 
 
@@ -320,7 +315,7 @@ def _syntax_error(e: UnexpectedInput, ctx: _Context, post: _Postlexer) -> SpecSy
         ch = ctx.lines[e.line - 1][e.column - 1: e.column] if e.line <= len(ctx.lines) else ""
         return SpecSyntaxError(_unexpected_char(ch), ctx.span(e.line, e.column))
     assert isinstance(e, UnexpectedToken)
-    tok, expected = e.token, set(e.expected) - {"$END"} | (set(e.expected) & {"$END"})
+    tok, expected = e.token, set(e.expected)
     prev = post.before_last if post.last is tok else post.last
     if tok.type == "$END":
         where = post.last or tok
@@ -344,8 +339,6 @@ def _describe(tok: Token) -> str:
         return "the end of the file"
     if tok.type == "_NL":
         return "the end of the line"
-    if tok.type in ("NAME", "INT", "FLOAT", "STRING"):
-        return f"`{tok}`"
     return f"`{tok}`"
 
 
@@ -367,7 +360,8 @@ def _explain(tok: Token, expected: set[str], prev: Token | None,
     """The sentence (and hint) for an unexpected token; the common slips first."""
     open_ = [t for t in stack if t is not tok]
     if tok.type == "COLON" and "EQUAL" in expected:
-        return "expected `=` here, not `:`", "settings and keyword arguments are written name = value"
+        return ("expected `=` here, not `:`",
+                "settings and keyword arguments are written name = value")
     if tok.type == "EQUAL" and "COLON" in expected:
         return "expected `:` here, not `=`", "inputs are declared as: input NAME: [C, H, W]"
     if prev is not None and prev.type == "COMMA" and tok.type in ("RPAR", "RSQB", "RBRACE"):

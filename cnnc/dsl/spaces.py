@@ -36,6 +36,12 @@ class SpaceValue:
     text: str          # the space as written, e.g. "choice(16, 32)"
     overridden: bool
 
+    def short(self) -> str:
+        """The note in a few words, for one-line output: "width=32 (first of choice(...))"."""
+        if self.overridden:
+            return f"{self.name}={_show(self.value)} (--set)"
+        return f"{self.name}={_show(self.value)} (first of {self.text})"
+
     def note(self) -> str:
         if self.text.split("(")[0] not in _RULES:  # a plain param given by --set
             return f"{self.name} = {_show(self.value)} (set by --set; the spec says {self.text})"

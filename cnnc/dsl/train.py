@@ -93,12 +93,20 @@ OPTIMIZERS: Family = {
     "rmsprop": [_LR, ("rho", float_kind(0.0, 1.0, True), 0.9),
                 ("momentum", float_kind(0.0, 1.0, True), 0.0), _EPS],
 }
+_WARMUP = ("warmup", int_kind(0), 0)  # epochs of linear warmup, for every schedule
+_MONITOR = choice_kind("val_loss", "val_accuracy", "loss", "accuracy")
 SCHEDULES: Family = {
-    "constant": [],
-    "step": [("every", int_kind(1), _REQUIRED), ("gamma", float_kind(0.0), 0.1)],
-    "multistep": [("milestones", INT_LIST, _REQUIRED), ("gamma", float_kind(0.0), 0.1)],
-    "exponential": [("gamma", float_kind(0.0), _REQUIRED)],
-    "cosine": [("min_lr", float_kind(0.0), 0.0), ("warmup", int_kind(0), 0)],
+    "constant": [_WARMUP],
+    "step": [("every", int_kind(1), _REQUIRED), ("gamma", float_kind(0.0), 0.1), _WARMUP],
+    "multistep": [("milestones", INT_LIST, _REQUIRED), ("gamma", float_kind(0.0), 0.1),
+                  _WARMUP],
+    "exponential": [("gamma", float_kind(0.0), _REQUIRED), _WARMUP],
+    "cosine": [("min_lr", float_kind(0.0), 0.0), _WARMUP],
+    "reduce_on_plateau": [("monitor", _MONITOR, "val_loss"),
+                          ("factor", float_kind(0.0, 1.0, True), 0.1),
+                          ("patience", int_kind(0), 10), ("min_delta", float_kind(0.0), 1e-4),
+                          ("cooldown", int_kind(0), 0), ("min_lr", float_kind(0.0), 0.0),
+                          _WARMUP],
 }
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy",
           "binary_crossentropy", "mse")
@@ -117,7 +125,7 @@ AUGMENT = {
     "noise": float_kind(0.0),
 }
 EARLY_STOPPING = {
-    "monitor": choice_kind("val_loss", "val_accuracy", "loss", "accuracy"),
+    "monitor": _MONITOR,
     "patience": int_kind(0),
     "min_delta": float_kind(0.0),
     "restore_best": BOOL,
@@ -153,7 +161,7 @@ class TrainConfig:
     batch: int = 32
     epochs: int = 10
     validation_split: float = 0.0
-    schedule: Option = field(default_factory=lambda: Option("constant", {}))
+    schedule: Option = field(default_factory=lambda: Option("constant", {"warmup": 0}))
     seed: int | None = None
     shuffle: bool = True
     augment: dict[str, Any] = field(default_factory=dict)

@@ -68,7 +68,7 @@ def to_dot(graph: Graph, params: bool = False) -> str:
             lines.append(f"  {ids[id(v)]} -> n{i} [label={_quote(label)}];")
         if params:
             for j, p in enumerate(node.params.values()):
-                pid = f"p{i}_{j}"
+                pid = ids[id(p)] = f"p{i}_{j}"  # backward and update nodes read it too
                 lines.append(_ellipse(pid, p.name, p, ", fontsize=8"))
                 lines.append(f"  {pid} -> n{i} [style=dashed];")
     for k, v in enumerate(graph.outputs):

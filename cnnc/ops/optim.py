@@ -4,7 +4,9 @@ state in place. The formulas are PyTorch's (see the kernels); the spec's ``optim
 option maps onto them by :func:`update_op`.
 
 The step count t (Adam's bias correction, SGD's first momentum step) is the plan's step
-counter; the learning rate is ``lr`` times the plan's ``lr_scale`` (set by schedules).
+counter ``ctx.counter``; the learning rate is read at each step from ``ctx.lr`` (a
+1-element array the model sets: schedules change it between steps), ``lr`` in the attrs
+being its initial value.
 """
 from __future__ import annotations
 
@@ -98,25 +100,25 @@ def written(node) -> list:
 def update_kernel(node, ctx) -> Callable[[], None]:
     """One optimizer step on the flat views of the parameter, gradient and state."""
     p, g, *state = (ctx.array(v).reshape(-1) for v in node.inputs)
-    a, counter, scale, n = node.attrs, ctx.counter, ctx.lr_scale, ctx.n_threads
+    a, counter, lr, n = node.attrs, ctx.counter, ctx.lr, ctx.n_threads
     if node.op == "sgd_update":
         buf = state[0] if state else None
 
         def run() -> None:
-            _optim.sgd_step(p, g, buf, lr=a.lr * scale[0], momentum=a.momentum,
+            _optim.sgd_step(p, g, buf, lr=float(lr[0]), momentum=a.momentum,
                             weight_decay=a.weight_decay, nesterov=a.nesterov,
                             step=int(counter[0]), n_threads=n)
     elif node.op == "rmsprop_update":
         buf = state[1] if len(state) > 1 else None
 
         def run() -> None:
-            _optim.rmsprop_step(p, g, state[0], buf, lr=a.lr * scale[0], alpha=a.rho,
+            _optim.rmsprop_step(p, g, state[0], buf, lr=float(lr[0]), alpha=a.rho,
                                 eps=a.eps, momentum=a.momentum, n_threads=n)
     else:
         step = _optim.adam_step if node.op == "adam_update" else _optim.adamw_step
 
         def run() -> None:
-            step(p, g, state[0], state[1], step=int(counter[0]), lr=a.lr * scale[0],
+            step(p, g, state[0], state[1], step=int(counter[0]), lr=float(lr[0]),
                  beta1=a.beta1, beta2=a.beta2, eps=a.eps, weight_decay=a.weight_decay,
                  n_threads=n)
     return run

@@ -66,7 +66,8 @@ class FoldedParam(Value):
 def fold_into(fold: Fold, params: Mapping[str, np.ndarray], weight: np.ndarray,
               bias: np.ndarray, scale: np.ndarray) -> None:
     """Write the folded ``weight`` and ``bias`` from the source arrays ``params`` (by
-    name); ``scale`` is scratch of the bias's shape. Allocates nothing."""
+    name); ``scale`` is scratch of the bias's shape. Makes no temporary arrays (the
+    broadcast multiply uses at most numpy's fixed-size ufunc buffer)."""
     np.add(params[fold.var], fold.epsilon, out=scale)
     np.sqrt(scale, out=scale)
     np.reciprocal(scale, out=scale)
@@ -111,7 +112,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if id(node) in absorbed:
             continue
         bn = sole_reader(graph, node, reading) if node.op in CHANNEL_AXIS else None
-        if bn is None or bn.op != "batchnorm" or node.attrs.activation != "none":
+        if (bn is None or bn.op != "batchnorm" or node.attrs.activation != "none"
+                or isinstance(node.params["weight"], FoldedParam)):  # folded once already
             out.copy(node)
             continue
         folded = out.add(node, node.op, dataclasses.replace(node.attrs, bias=True),

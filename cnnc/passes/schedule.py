@@ -3,7 +3,8 @@
 Edges are RAW (a value's producer runs before its readers) and WAR: a node that writes one
 of its inputs in place (an optimizer update writing its parameter and state, batchnorm
 updating its running statistics, an activation whose output aliases its input) runs after
-every other reader of that input; two writers of one value keep their graph order.
+every other reader of that input (so every reader sees the value as it was before the
+step's in-place writes); two writers of one value keep their graph order.
 Kahn's algorithm over these edges gives a valid order; a cycle is a :class:`ScheduleError`.
 
 Among the valid orders :func:`schedule` looks for one with a low peak of live activation

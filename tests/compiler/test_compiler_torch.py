@@ -15,6 +15,7 @@ from compiler_nets import NETS, batch_for
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+torch.set_num_threads(1)  # tiny tensors: threads only add waiting
 
 ACT = {"none": lambda x, a: x, "relu": lambda x, a: F.relu(x),
        "leaky_relu": lambda x, a: F.leaky_relu(x, a), "sigmoid": lambda x, a: torch.sigmoid(x),

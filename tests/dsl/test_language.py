@@ -315,3 +315,18 @@ def test_a_spec_never_executes_python():
 def test_parse_error_is_a_spec_syntax_error():
     with pytest.raises(SpecSyntaxError):
         net("conv(")
+
+
+def test_load_takes_a_path_or_source(tmp_path: Path):
+    path = tmp_path / "n.cnn"
+    path.write_text(HEAD + "layers { relu }\n")
+    assert load(path).graph.name == "T"                 # a PathLike
+    assert load(str(path)).graph.name == "T"            # a one-line str ending in .cnn
+    assert load(HEAD + "layers { tanh }").graph.nodes[0].op == "tanh"   # source text
+    with pytest.raises(SpecError, match="no such file"):
+        load(str(tmp_path / "missing.cnn"))
+
+
+def test_positional_after_keyword_is_refused():
+    with pytest.raises(SpecError, match="positional argument cannot follow"):
+        net("conv(trainable=false, 8)")

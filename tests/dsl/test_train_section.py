@@ -37,7 +37,8 @@ def test_full_section_is_validated_and_defaults_filled():
                                          "weight_decay": 0.0})
     assert t.metrics == ("accuracy", "top5_accuracy")
     assert (t.batch, t.epochs, t.validation_split, t.seed, t.shuffle) == (16, 3, 0.25, 7, False)
-    assert t.schedule == Option("multistep", {"milestones": (2, 3), "gamma": 0.5})
+    assert t.schedule == Option("multistep", {"milestones": (2, 3), "gamma": 0.5,
+                                              "warmup": 0})
     assert t.augment == {"flip": "horizontal", "rotation": 15.0, "crop": 4}
     assert t.early_stopping == {"monitor": "val_loss", "patience": 2, "min_delta": 0.0,
                                 "restore_best": True}
@@ -51,14 +52,15 @@ def test_minimal_section_and_defaults():
     assert t.data == Option("mnist", {"path": "data/mnist"})
     assert t.optimizer.name == "adam" and t.optimizer.args["lr"] == 0.001
     assert (t.batch, t.epochs, t.metrics, t.augment, t.early_stopping) == (32, 10, (), {}, None)
-    assert t.schedule == Option("constant", {})
+    assert t.schedule == Option("constant", {"warmup": 0})
     assert load_text(HEAD).train is None
 
 
 def test_positional_arguments_and_bare_option_names():
     t = train('data = idx("x")\nloss = mse\noptimizer = rmsprop\nschedule = step(5)')
     assert t.data.args == {"path": "x"}
-    assert t.optimizer.name == "rmsprop" and t.schedule.args == {"every": 5, "gamma": 0.1}
+    assert t.optimizer.name == "rmsprop"
+    assert t.schedule.args == {"every": 5, "gamma": 0.1, "warmup": 0}
 
 
 def test_values_may_use_params_and_arithmetic():
@@ -107,3 +109,32 @@ def test_schema_errors(body, phrase):
         train(body)
     assert phrase in str(info.value)
     assert info.value.span is not None and info.value.span.file == "t.cnn"
+
+
+def test_schema_matches_the_modules_that_execute_it():
+    """The names and arguments validated here are the ones data, optimizers, losses,
+    schedules and metrics accept (so `cnnc check` finds what `cnnc run` would reject)."""
+    import inspect
+
+    from cnnc.autodiff import LOSSES as EXECUTED_LOSSES
+    from cnnc.data.registry import SOURCES
+    from cnnc.dsl import train as schema
+    from cnnc.ops.optim import _ATTRS
+    from cnnc.train.metrics import make_metrics
+    from cnnc.train.schedules import make_schedule
+
+    assert set(schema.DATA) == set(SOURCES)
+    for name, signature in schema.DATA.items():
+        loader_args = set(inspect.signature(SOURCES[name][0]).parameters)
+        assert {arg for arg, _, _ in signature} <= loader_args, name
+    assert set(schema.OPTIMIZERS) == set(_ATTRS)
+    for name, signature in schema.OPTIMIZERS.items():
+        assert {arg for arg, _, _ in signature} == set(_ATTRS[name].__dataclass_fields__)
+    assert set(schema.LOSSES) <= set(EXECUTED_LOSSES)
+    assert len(make_metrics(schema.METRICS)) == len(schema.METRICS)
+    for name in schema.SCHEDULES:
+        body = f'data = mnist("d")\nloss = mse\nschedule = {name}' + (
+            "(every=2)" if name == "step" else "(milestones=[2])" if name == "multistep"
+            else "(gamma=0.9)" if name == "exponential" else "")
+        option = train(body).schedule
+        make_schedule(option.name, option.args, lr=0.1, epochs=10, steps_per_epoch=3)

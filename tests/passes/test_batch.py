@@ -27,6 +27,12 @@ def test_specs_resolve_to_concrete_shapes(path):
         assert new.name == old.name and new.span == old.span
         assert new.output.type == old.output.type.with_batch(7)
         assert [p.type for p in new.params.values()] == [p.type for p in old.params.values()]
+    infer = optimize(graph, "infer")
+    out = resolve_batch(infer, 2)
+    verify(out)
+    assert [type(p) for p in out.params.values()] == [type(p) for p in infer.params.values()]
+    assert [v.alias_of is None for n in out.nodes for v in n.outputs] == \
+        [v.alias_of is None for n in infer.nodes for v in n.outputs]
 
 
 def test_training_graphs_resolve_too():

@@ -3,6 +3,8 @@ import re
 
 import pytest
 
+from cnnc.autodiff import build_training_graph
+from cnnc.dsl.train import Option
 from cnnc.ir import Graph
 from cnnc.ir.dot import to_dot
 from cnnc.passes import optimize
@@ -69,3 +71,15 @@ def test_specs_export(path):
     assert sum(k.startswith("n") for k in nodes) == len(graph.nodes)
     data_edges = sum(len(n.data_inputs) for n in graph.nodes) + len(graph.outputs)
     assert len(edges) == data_edges
+
+
+def test_training_graphs_export_with_their_parameters_and_states():
+    graph = load("conv(4, kernel=3) relu flatten dense(3)")
+    step = build_training_graph(graph, optimizer=Option("adam", {"lr": 1e-3}))
+    nodes, edges = parse(to_dot(step, params=True))
+    update = next(k for k, v in nodes.items() if "conv_1/weight/update: adam_update" in v)
+    weight = next(k for k, v in nodes.items() if 'label="conv_1.weight' in v)
+    into_update = {a for a, b, _ in edges if b == update}
+    assert weight in into_update           # the parameter it writes
+    assert any("(state)" in nodes[a] for a in into_update)   # its Adam moments
+    assert len(nodes) > len(step.nodes) and len(to_dot(step)) < len(to_dot(step, True))

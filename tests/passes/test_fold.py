@@ -1,4 +1,6 @@
 """Inference simplifications: batchnorm folding, dropout and identity removal."""
+import tracemalloc
+
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
@@ -131,13 +133,30 @@ def test_batchnorm_that_cannot_fold_stays(body):
     assert not any(isinstance(v, FoldedParam) for v in folded.params.values())
 
 
-def test_fold_into_allocates_nothing_and_writes_in_the_arrays_dtype():
-    graph = load("conv(4, kernel=3, bias=false) batchnorm")
+def test_a_second_batchnorm_does_not_fold_into_an_already_folded_layer():
+    graph = load("conv(4, kernel=3) batchnorm batchnorm")
+    once = fold_batchnorm(graph)
+    assert [n.op for n in once.nodes] == ["conv", "batchnorm"]
+    twice = fold_batchnorm(once)
+    verify(twice)
+    assert [n.op for n in twice.nodes] == ["conv", "batchnorm"]
+
+
+def test_fold_into_writes_in_the_arrays_dtype_and_makes_no_temporary_arrays():
+    graph = load("conv(128, kernel=3, bias=false) batchnorm", "[64, 8, 8]")
     conv = fold_batchnorm(graph).nodes[0]
     p = {k: v.astype(np.float32) for k, v in
          random_params(graph, np.random.default_rng(3)).items()}
-    w, b, s = np.empty((4, 3, 3, 3), np.float32), np.empty(4, np.float32), np.empty(4, np.float32)
-    fold_into(conv.params["weight"].fold, p, w, b, s)
+    w = np.empty((128, 64, 3, 3), np.float32)
+    b, s = np.empty(128, np.float32), np.empty(128, np.float32)
+    fold = conv.params["weight"].fold
+    fold_into(fold, p, w, b, s)
+    tracemalloc.start()
+    fold_into(fold, p, w, b, s)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # at most numpy's fixed ufunc buffer (bufsize elements), far below the weight's size
+    assert peak <= np.getbufsize() * w.itemsize + 4096 < w.nbytes // 4
     scale = p["batchnorm_1.gamma"] / np.sqrt(p["batchnorm_1.running_var"] + 1e-3)
     np.testing.assert_allclose(w, p["conv_1.weight"] * scale[:, None, None, None], rtol=1e-6)
     np.testing.assert_allclose(b, p["batchnorm_1.beta"] - scale * p["batchnorm_1.running_mean"],

@@ -91,7 +91,10 @@ class CompiledAdapter:
         return getattr(self._model, name)
 
     def __setattr__(self, name, value):
-        setattr(self._model, name, value)
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)   # the property's setter
+        else:
+            setattr(self._model, name, value)
 
     @property
     def parameters(self):
