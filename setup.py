@@ -97,7 +97,18 @@ def extensions() -> list:
         "embedsignature": True,
     }
     return cythonize(exts, compiler_directives=directives, include_path=[str(KERNELS)],
-                     quiet=True)
+                     quiet=True, force=_mode_changed(debug))
+
+
+def _mode_changed(debug: bool) -> bool:
+    """True when the last build was made with the other CNNC_DEBUG_BUILD setting: the
+    generated C must then be regenerated (cythonize only looks at file times)."""
+    stamp = KERNELS / ".build-mode"
+    mode = "debug" if debug else "release"
+    old = stamp.read_text() if stamp.exists() else ""
+    if old != mode:
+        stamp.write_text(mode)
+    return old != mode
 
 
 setup(ext_modules=extensions())

@@ -27,27 +27,35 @@ import numpy as np
 # Conv layers as GEMMs. cnnc's conv forward computes, per image (or with the batch folded
 # into the columns), C[Cout, OH*OW] = W[Cout, Cin*KH*KW] @ cols[Cin*KH*KW, OH*OW]:
 #   M = output channels, K = input channels x kernel area, N = output pixels (x batch).
+# Its backward runs dcols = W^T @ dY ("tn": A stored transposed) and dW = dY @ cols^T
+# ("nt": B stored transposed).
 #
-# name                     layer (input CxHxW -> output)                   M     N      K
+# name                     layer (input CxHxW -> output)                  M      N      K  op
 CONV_GEMMS = [
-    ("lenet5.conv1", "1x32x32 -> 6x28x28, 5x5", 6, 784, 25),
-    ("lenet5.conv1.b64", "same, batch 64 folded into N", 6, 784 * 64, 25),
-    ("lenet5.conv2", "6x14x14 -> 16x10x10, 5x5", 16, 100, 150),
-    ("lenet5.conv2.b64", "same, batch 64 folded into N", 16, 100 * 64, 150),
-    ("resnet20.conv1", "3x32x32 -> 16x32x32, 3x3", 16, 1024, 27),
-    ("resnet20.stage1", "16x32x32 -> 16x32x32, 3x3", 16, 1024, 144),
-    ("resnet20.stage1.b64", "same, batch 64 folded into N", 16, 1024 * 64, 144),
-    ("resnet20.stage2", "32x16x16 -> 32x16x16, 3x3", 32, 256, 288),
-    ("resnet20.stage2.b64", "same, batch 64 folded into N", 32, 256 * 64, 288),
-    ("resnet20.stage3", "64x8x8 -> 64x8x8, 3x3", 64, 64, 576),
-    ("resnet20.stage3.b64", "same, batch 64 folded into N", 64, 64 * 64, 576),
-    ("vgg16.conv1_1", "3x224x224 -> 64x224x224, 3x3", 64, 50176, 27),
-    ("vgg16.conv1_2", "64x224x224 -> 64x224x224, 3x3", 64, 50176, 576),
-    ("vgg16.conv2_1", "64x112x112 -> 128x112x112, 3x3", 128, 12544, 576),
-    ("vgg16.cifar.conv2", "64x32x32 -> 64x32x32, 3x3 (VGG on CIFAR)", 64, 1024, 576),
+    ("lenet5.conv1", "1x32x32 -> 6x28x28, 5x5", 6, 784, 25, "nn"),
+    ("lenet5.conv1.b64", "same, batch 64 folded into N", 6, 784 * 64, 25, "nn"),
+    ("lenet5.conv2", "6x14x14 -> 16x10x10, 5x5", 16, 100, 150, "nn"),
+    ("lenet5.conv2.b64", "same, batch 64 folded into N", 16, 100 * 64, 150, "nn"),
+    ("lenet5.conv2.b64.dx", "its backward data, batch 64", 150, 100 * 64, 16, "tn"),
+    ("lenet5.conv2.b64.dw", "its backward weight, batch 64", 16, 150, 100 * 64, "nt"),
+    ("resnet20.conv1", "3x32x32 -> 16x32x32, 3x3", 16, 1024, 27, "nn"),
+    ("resnet20.stage1", "16x32x32 -> 16x32x32, 3x3", 16, 1024, 144, "nn"),
+    ("resnet20.stage1.b64", "same, batch 64 folded into N", 16, 1024 * 64, 144, "nn"),
+    ("resnet20.stage1.b64.dx", "its backward data, batch 64", 144, 1024 * 64, 16, "tn"),
+    ("resnet20.stage1.b64.dw", "its backward weight, batch 64", 16, 144, 1024 * 64, "nt"),
+    ("resnet20.stage2", "32x16x16 -> 32x16x16, 3x3", 32, 256, 288, "nn"),
+    ("resnet20.stage2.b64", "same, batch 64 folded into N", 32, 256 * 64, 288, "nn"),
+    ("resnet20.stage3", "64x8x8 -> 64x8x8, 3x3", 64, 64, 576, "nn"),
+    ("resnet20.stage3.b64", "same, batch 64 folded into N", 64, 64 * 64, 576, "nn"),
+    ("resnet20.stage3.b64.dx", "its backward data, batch 64", 576, 64 * 64, 64, "tn"),
+    ("resnet20.stage3.b64.dw", "its backward weight, batch 64", 64, 576, 64 * 64, "nt"),
+    ("vgg16.conv1_1", "3x224x224 -> 64x224x224, 3x3", 64, 50176, 27, "nn"),
+    ("vgg16.conv1_2", "64x224x224 -> 64x224x224, 3x3", 64, 50176, 576, "nn"),
+    ("vgg16.conv2_1", "64x112x112 -> 128x112x112, 3x3", 128, 12544, 576, "nn"),
+    ("vgg16.cifar.conv2", "64x32x32 -> 64x32x32, 3x3 (VGG on CIFAR)", 64, 1024, 576, "nn"),
 ]
 QUICK_CONV = {"lenet5.conv1.b64", "resnet20.stage1", "resnet20.stage1.b64",
-              "vgg16.cifar.conv2"}
+              "resnet20.stage1.b64.dw", "vgg16.cifar.conv2"}
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 QUICK_SQUARE = [64, 256, 512]
 CLOCKS = {"thread-cpu": time.thread_time, "wall": time.perf_counter}
@@ -58,10 +66,10 @@ def gemm_clock(threads: int) -> str:
     return "thread-cpu" if threads == 1 else "wall"
 
 
-def gemm_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
-    """(name, m, n, k) of the GEMMs to time."""
-    shapes = [(f"square{n}", n, n, n) for n in (QUICK_SQUARE if quick else SQUARE)]
-    shapes += [(name, m, n, k) for name, _, m, n, k in CONV_GEMMS
+def gemm_shapes(quick: bool) -> list[tuple[str, int, int, int, str]]:
+    """(name, m, n, k, op) of the GEMMs to time; op "tn" = A stored transposed, etc."""
+    shapes = [(f"square{n}", n, n, n, "nn") for n in (QUICK_SQUARE if quick else SQUARE)]
+    shapes += [(name, m, n, k, op) for name, _, m, n, k, op in CONV_GEMMS
                if not quick or name in QUICK_CONV]
     return shapes
 
@@ -84,10 +92,11 @@ def best_seconds(fn, budget: float, min_reps: int = 3, clock=time.perf_counter) 
     return min(times)
 
 
-def operands(m: int, n: int, k: int):
+def operands(m: int, n: int, k: int, op: str):
+    """Seeded float32 A and B, stored as `op` says, and an output C."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
+    a = rng.standard_normal((k, m) if op[0] == "t" else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if op[1] == "t" else (k, n), dtype=np.float32)
     return a, b, np.empty((m, n), np.float32)
 
 
@@ -104,8 +113,8 @@ class NumpyReference:
         self.proc = subprocess.Popen([sys.executable, __file__, "--numpy-worker"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def gflops(self, m: int, n: int, k: int, budget: float, clock: str) -> float:
-        self.proc.stdin.write(json.dumps([m, n, k, budget, clock]) + "\n")
+    def gflops(self, m: int, n: int, k: int, op: str, budget: float, clock: str) -> float:
+        self.proc.stdin.write(json.dumps([m, n, k, op, budget, clock]) + "\n")
         self.proc.stdin.flush()
         return float(self.proc.stdout.readline())
 
@@ -115,10 +124,11 @@ class NumpyReference:
 
 
 def numpy_worker() -> None:
-    """Answer each [m, n, k, budget, clock] line on stdin with numpy.matmul's GFLOP/s."""
+    """Answer each [m, n, k, op, budget, clock] line on stdin with numpy.matmul's GFLOP/s."""
     for line in sys.stdin:
-        m, n, k, budget, clock = json.loads(line)
-        a, b, c = operands(m, n, k)
+        m, n, k, op, budget, clock = json.loads(line)
+        a, b, c = operands(m, n, k, op)
+        a, b = (a.T if op[0] == "t" else a), (b.T if op[1] == "t" else b)
         secs = best_seconds(lambda: np.matmul(a, b, out=c), budget, clock=CLOCKS[clock])
         print(2.0 * m * n * k / secs / 1e9, flush=True)
 
@@ -131,15 +141,16 @@ def bench_gemm(args) -> list[dict]:
     for threads in args.threads:
         refs = [NumpyReference(threads, avx512=False), NumpyReference(threads, avx512=True)]
         clock = gemm_clock(threads)
-        for name, m, n, k in gemm_shapes(args.quick):
-            a, b, c = operands(m, n, k)
-            secs = best_seconds(lambda: gemm.gemm(a, b, c, n_threads=threads), budget,
-                                clock=CLOCKS[clock])
+        for name, m, n, k, op in gemm_shapes(args.quick):
+            a, b, c = operands(m, n, k, op)
+            secs = best_seconds(lambda: gemm.gemm(a, b, c, trans_a=op[0] == "t",
+                                                  trans_b=op[1] == "t", n_threads=threads),
+                                budget, clock=CLOCKS[clock])
             ours = 2.0 * m * n * k / secs / 1e9
             for ref in refs:
-                theirs = ref.gflops(m, n, k, budget, clock)
+                theirs = ref.gflops(m, n, k, op, budget, clock)
                 rows.append({"kind": "gemm", "name": name, "threads": threads, "m": m, "n": n,
-                             "k": k, "dtype": "float32", "kernel": gemm.kernel_name(),
+                             "k": k, "op": op, "dtype": "float32", "kernel": gemm.kernel_name(),
                              "clock": clock, "cnnc_gflops": round(ours, 1), "ref": ref.name,
                              "ref_gflops": round(theirs, 1), "ratio": round(ours / theirs, 2)})
         for ref in refs:
@@ -152,7 +163,8 @@ def bench_conv(args) -> list[dict]:
 
     Rows: <layer>.fwd (forward with bias), <layer>.bwd (backward data + weight + bias) and
     <layer>.fwd+bwd (their summed time); GFLOP/s counts 2 flops per multiply-add, the
-    backward as twice the forward. Without torch the rows are skipped with a note.
+    backward as twice the forward. One-thread rows time CPU seconds, others wall seconds
+    (see conv_seconds). Without torch the rows are skipped with a note.
     """
     from cnnc._kernels import conv
 
@@ -171,6 +183,7 @@ def bench_conv(args) -> list[dict]:
                 mine, ref = flops / secs / 1e9, flops / refs[layer[0]][phase] / 1e9
                 rows.append({"kind": "conv", "name": f"{layer[0]}.{phase}", "threads": threads,
                              "batch": layer[1], "dtype": "float32",
+                             "clock": "cpu" if threads == 1 else "wall",
                              "ms": round(secs * 1e3, 3), "cnnc_gflops": round(mine, 1),
                              "ref": "torch", "ref_gflops": round(ref, 1),
                              "ratio": round(mine / ref, 2)})
@@ -227,8 +240,24 @@ def time_cnnc_conv(conv, layer, threads: int, budget: float) -> dict[str, float]
         conv.conv2d_backward_data(dy, w, dx, s, p, workspace=ws, n_threads=threads)
         conv.conv2d_backward_weight(x, dy, dw, db, s, p, workspace=ws, n_threads=threads)
 
-    fwd, bwd = best_seconds(forward, budget), best_seconds(backward, budget)
+    fwd, bwd = conv_seconds(forward, budget, threads), conv_seconds(backward, budget, threads)
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
+def conv_seconds(fn, budget: float, threads: int) -> float:
+    """Best time of fn: CPU time of this process with one thread (robust when the shared
+    machine is oversubscribed: time sliced away is not counted), wall time with more."""
+    if threads > 1:
+        return best_seconds(fn, budget)
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < budget:
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+        if len(times) >= 200:
+            break
+    return min(times)
 
 
 def time_torch_convs(spec: dict) -> dict:
@@ -249,7 +278,8 @@ def time_torch_convs(spec: dict) -> dict:
             torch.ops.aten.convolution_backward(dy, x, w, [w.shape[0]], [s, s], [p, p],
                                                 [1, 1], False, [0, 0], 1, [True, True, True])
 
-        fwd, bwd = best_seconds(forward, spec["budget"]), best_seconds(backward, spec["budget"])
+        fwd = conv_seconds(forward, spec["budget"], spec["threads"])
+        bwd = conv_seconds(backward, spec["budget"], spec["threads"])
         out[layer[0]] = {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
     return out
 

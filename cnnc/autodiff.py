@@ -41,6 +41,7 @@ LOSSES = {
     "sparse_categorical_crossentropy": "softmax_xent",
     "binary_crossentropy": "binary",
     "mse": "mse",
+    "mae": "mae",
 }
 
 

@@ -40,6 +40,7 @@ from cnnc.ops.init import initialise
 from cnnc.ops.optim import update_op
 from cnnc.ops.registry import get_op
 from cnnc.runtime import ALIGNMENT, Plan, aligned_empty, view
+from cnnc.threads import get_num_threads
 
 DEFAULT_BATCH = 32
 _NETWORK_KEY = "__cnnc_network__"
@@ -103,10 +104,7 @@ class Model:
     # -- construction --------------------------------------------------------------------
 
     def _loss_spec(self, loss: str | LossSpec) -> LossSpec:
-        spec = loss if isinstance(loss, LossSpec) else LossSpec(loss)
-        if spec.name not in LOSSES:
-            raise SpecError(f"loss '{spec.name}' is not supported")
-        return spec
+        return loss if isinstance(loss, LossSpec) else LossSpec(loss)
 
     def _initial_values(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(self.seed)
@@ -125,8 +123,7 @@ class Model:
         for v in values:
             offsets.append(total)
             total += -(-_nbytes(v) // ALIGNMENT) * ALIGNMENT
-        buffer = aligned_empty(max(total, 1))
-        buffer[:] = 0
+        buffer = aligned_empty(max(total, 1), zeros=True)
         views = {}
         for v, off in zip(values, offsets):
             arr = view(buffer, off, tuple(int(d) for d in v.type.shape), v.type.dtype)
@@ -254,8 +251,9 @@ class Model:
         return g
 
     def _plan(self, *key: Any) -> Plan:
-        """The plan of a kind of step for a batch size (the last element of key)."""
-        plan = self._plans.get(key)
+        """The plan of a kind of step for a batch size (the last element of key), for the
+        current thread count (workspaces and kernel bindings depend on it)."""
+        plan = self._plans.get(key + (get_num_threads(),))
         if plan is None:
             graph = self._graph(key[:-1])
             storage: dict[str, np.ndarray] = dict(self._params)
@@ -264,7 +262,7 @@ class Model:
             plan = Plan(graph, key[-1], storage, self._counter, self._lr,
                         mode="infer" if key[0] == "infer" else "train",
                         planned=self.plan_memory)
-            self._plans[key] = plan
+            self._plans[key + (get_num_threads(),)] = plan
         self._last_plan = plan
         return plan
 

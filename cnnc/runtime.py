@@ -39,9 +39,11 @@ from cnnc.threads import get_num_threads
 ALIGNMENT = 64
 
 
-def aligned_empty(nbytes: int, alignment: int = ALIGNMENT) -> np.ndarray:
-    """An uninitialised uint8 buffer of ``nbytes`` whose data starts on ``alignment``."""
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+def aligned_empty(nbytes: int, alignment: int = ALIGNMENT, zeros: bool = False
+                  ) -> np.ndarray:
+    """A uint8 buffer of ``nbytes`` whose data starts on ``alignment``: uninitialised, or
+    zero-filled (by the allocator: pages are committed only when written)."""
+    raw = (np.zeros if zeros else np.empty)(nbytes + alignment, dtype=np.uint8)
     start = (-raw.ctypes.data) % alignment
     return raw[start:start + nbytes]
 

@@ -5,33 +5,41 @@ weights are PyTorch's [in, out/groups, kh, kw]. float32 or float64 (the dtype of
 Padding is (top, bottom, left, right), an int or (ph, pw); asymmetric padding covers TF
 "same" with stride 2 (extra row at the bottom/right).
 
-Conv as a GEMM, per image and group (g = group, P = OH*OW, K = C/groups * kh * kw):
+Conv as a GEMM, per image and group (P = OH*OW, K = C/groups * kh * kw):
 
     y_g[M/groups, P] = W_g[M/groups, K] @ col(x_g)[K, P]      (+ bias, activation)
     dcol[K, P]       = W_g^T @ dy_g;  dx_g = col2im(dcol)     (the adjoint of im2col)
     dW_g[., K]      += dy_g @ col(x_g)^T, summed over the batch in image order
 
-Three paths, chosen from the shapes: 1x1 / stride 1 / no padding uses x itself as col (no
-workspace); depthwise (groups == C_in, one input channel per group) is a direct loop; the
-rest is im2col + GEMM. The im2col buffer is tiled over output pixels: one tile holds at
-most COL_TILE_ELEMS = 2**19 elements (2 MiB in float32) or one full column of K elements
-when K alone is larger, so ``conv2d_workspace_size`` is at most
-``workers * max(2**19, K)`` elements, workers = min(n_threads, N) (1 when N < 2).
+Paths, chosen from the shapes: 1x1 / stride 1 / no padding uses x itself as col (no
+workspace); depthwise (groups == C_in > 1) is a direct loop; the rest is im2col + GEMM.
+With stride 1 and >= 16 input channels per group, backward-data is instead the forward
+conv of dy with the flipped, transposed weights (padding d*(k-1) - p): a GEMM as wide as
+the forward's and no col2im scatter. Images whose output has few pixels (P < 512) share
+a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
+
+Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
+COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
+alone is larger; a multi-image chunk holds at most 2**19 column elements plus as many for
+its gathered dy / GEMM output. So ``conv2d_workspace_size`` <= workers * max(2**20, K),
+plus M*K for the flipped weights of backward-data, with workers = min(n_threads, number
+of chunks). VGG-16's conv1_2 (K = 576, P = 50176; 115 MB un-tiled per image) runs in
+2 MiB per thread.
 
 conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
 backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
 swapped; all three reuse the conv2d code on the "conv view" (input = the transpose's
 output).
 
-Determinism: forward and backward-data parallelise over images (one owner per image,
-GEMM on one thread) or, for a single worker, inside the GEMM, which is bitwise identical
-for any thread count; the weight gradient walks images and tiles in a fixed order with the
-threads inside the GEMM, and each bias-gradient channel has one owner. Results are
-therefore bitwise identical for any n_threads.
+Determinism: chunks depend on the shapes only. Forward and backward-data give each chunk
+one owner (its GEMMs on one thread) or, with a single worker, run the threads inside the
+GEMM, which is bitwise identical for any thread count; the weight gradient walks chunks
+and tiles in a fixed order with the threads inside the GEMM; each bias-gradient channel
+and each depthwise plane has one owner. Results are bitwise identical for any n_threads.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 import numpy as np
@@ -44,6 +52,7 @@ include "conv_args.pxi"
 cdef enum:
     COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
     FLIP_MIN_CHANNELS = 16
+    CHUNK_COLS = 512  # images share a chunk until their output pixels reach this
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -59,6 +68,8 @@ cdef struct Geom:
     # conv view: x [n, c, h, w] -> y [n, m, oh, ow]; weight [m, cg, kh, kw]
     Py_ssize_t n, c, h, w, m, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw
     Py_ssize_t groups, cg, mg, kdim, tile, workers
+    Py_ssize_t ipt  # images per chunk (> 1 only when one image's columns are few)
+    Py_ssize_t ws1  # workspace elements per worker
     int path
 
 
@@ -110,23 +121,29 @@ cdef Geom _geom(tuple x_shape, tuple w_shape, tuple y_shape, stride, padding, di
     g.dh, g.dw = _pair("dilation", dilation, 1)
     g.pt, _, g.pl, _ = _padding(padding)
     g.groups = groups
-    g.workers = max(1, min(n_threads, g.n))
+    g.workers = n_threads
     _finish(&g)
     return g
 
 
 cdef void _finish(Geom* g) noexcept nogil:
-    """Derived sizes and the path of a geometry whose basic fields are set."""
+    """Derived sizes, chunking and the path of a geometry whose basic fields are set."""
+    cdef Py_ssize_t P = g.oh * g.ow
     g.mg = g.m // g.groups
     g.kdim = g.cg * g.kh * g.kw
-    g.tile = min(g.oh * g.ow, max(1, COL_TILE // g.kdim))
+    g.tile = min(P, max(1, COL_TILE // g.kdim))
+    g.ipt = max(1, min(g.n, CHUNK_COLS // P, COL_TILE // (g.kdim * P), COL_TILE // (g.mg * P)))
+    g.workers = max(1, min(g.workers, (g.n + g.ipt - 1) // g.ipt))
     if (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
             and g.oh == g.h and g.ow == g.w):
         g.path = PATH_1X1
+        g.ipt = 1
     elif g.groups > 1 and g.cg == 1 and g.groups == g.c:
         g.path = PATH_DEPTHWISE
     else:
         g.path = PATH_IM2COL
+    # im2col columns, plus gathered dy / GEMM output when images share a chunk
+    g.ws1 = g.kdim * g.tile if g.ipt == 1 else (g.kdim + g.mg) * g.ipt * P
 
 
 cdef inline bint _flips(const Geom* g) noexcept nogil:
@@ -143,7 +160,6 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
     f.pt = g.dh * (g.kh - 1) - g.pt
     f.pl = g.dw * (g.kw - 1) - g.pl
     _finish(&f)
-    f.path = PATH_IM2COL
     return f
 
 
@@ -153,10 +169,10 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     cdef Py_ssize_t need
     if g.path != PATH_IM2COL:
         return 0
-    need = g.workers * g.kdim * g.tile
+    need = g.workers * g.ws1
     if _flips(g):
         f = _flipped(g)
-        need = max(need, g.m * g.kdim + f.workers * f.kdim * f.tile)
+        need = max(need, g.m * g.kdim + f.workers * f.ws1)
     return need
 
 
@@ -182,8 +198,9 @@ def conv2d_workspace_size(x_shape, w_shape, stride=1, padding=0, dilation=1, gro
                           n_threads=1) -> int:
     """Elements of workspace (dtype of x) that conv2d_forward/backward_* need for these shapes.
 
-    At most ``min(n_threads, N) * max(2**19, C/groups*kh*kw)``; 0 for the 1x1 and depthwise
-    paths. The same size serves forward, backward_data and backward_weight.
+    At most ``min(n_threads, N) * max(2**20, K) + M*K`` with K = C/groups*kh*kw (see the
+    module docstring); 0 for the 1x1 and depthwise paths. The same size serves forward,
+    backward_data and backward_weight.
     """
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     groups = _conv_shapes(x_shape, w_shape, groups)
@@ -292,8 +309,8 @@ cdef void _im2col_row(const floating* x, floating* row, const Geom* g, Py_ssize_
         j0 = 0
 
 
-cdef void _col2im_channel(const floating* col, floating* x, const Geom* g, Py_ssize_t c,
-                          Py_ssize_t p0, Py_ssize_t np_) noexcept nogil:
+cdef void _col2im_channel(const floating* col, Py_ssize_t ldcol, floating* x, const Geom* g,
+                          Py_ssize_t c, Py_ssize_t p0, Py_ssize_t np_) noexcept nogil:
     """x[c] += the col rows of channel c scattered back (adjoint of _im2col_row)."""
     cdef Py_ssize_t r, ki, kj, q, i, j0, cnt, ih, lo, hi, jlo, jhi, t
     cdef const floating* row
@@ -302,7 +319,7 @@ cdef void _col2im_channel(const floating* col, floating* x, const Geom* g, Py_ss
         ki = (r // g.kw) % g.kh
         kj = r % g.kw
         _tap_range(kj * g.dw - g.pl, g.sw, g.ow, g.w, &jlo, &jhi)
-        row = col + r * np_
+        row = col + r * ldcol
         q = 0
         i = p0 // g.ow
         j0 = p0 - i * g.ow
@@ -320,26 +337,28 @@ cdef void _col2im_channel(const floating* col, floating* x, const Geom* g, Py_ss
             j0 = 0
 
 
-cdef void _im2col(const floating* x, floating* col, const Geom* g, Py_ssize_t p0,
-                  Py_ssize_t np_, int n_threads) noexcept nogil:
+cdef void _im2col(const floating* x, floating* col, Py_ssize_t ldcol, const Geom* g,
+                  Py_ssize_t p0, Py_ssize_t np_, int n_threads) noexcept nogil:
+    """col[r, 0:np_] (rows ldcol apart) = im2col of one image for pixels p0 .. p0 + np_."""
     cdef Py_ssize_t r
     if n_threads > 1:
         for r in prange(g.kdim, num_threads=n_threads, schedule="static"):
-            _im2col_row(x, col + r * np_, g, r, p0, np_)
+            _im2col_row(x, col + r * ldcol, g, r, p0, np_)
     else:
         for r in range(g.kdim):
-            _im2col_row(x, col + r * np_, g, r, p0, np_)
+            _im2col_row(x, col + r * ldcol, g, r, p0, np_)
 
 
-cdef void _col2im(const floating* col, floating* x, const Geom* g, Py_ssize_t p0,
-                  Py_ssize_t np_, int n_threads) noexcept nogil:
+cdef void _col2im(const floating* col, Py_ssize_t ldcol, floating* x, const Geom* g,
+                  Py_ssize_t p0, Py_ssize_t np_, int n_threads) noexcept nogil:
+    """x += col2im of col[:, 0:np_] (rows ldcol apart) for pixels p0 .. p0 + np_."""
     cdef Py_ssize_t c
     if n_threads > 1:  # channel c's rows write only channel c: one owner each
         for c in prange(g.cg, num_threads=n_threads, schedule="static"):
-            _col2im_channel(col, x, g, c, p0, np_)
+            _col2im_channel(col, ldcol, x, g, c, p0, np_)
     else:
         for c in range(g.cg):
-            _col2im_channel(col, x, g, c, p0, np_)
+            _col2im_channel(col, ldcol, x, g, c, p0, np_)
 
 
 cdef void _flip_weights(const floating* w, floating* wf, const Geom* g) noexcept nogil:
@@ -354,117 +373,166 @@ cdef void _flip_weights(const floating* w, floating* wf, const Geom* g) noexcept
 
 
 # ---------------------------------------------------------------------------------------
-# one image through the GEMM paths
+# the GEMM paths, one chunk of images at a time
+#
+# A chunk is g.ipt whole images when an image's output is small (their columns side by
+# side make one wider GEMM, whose result is then copied out per image), else one image
+# cut into tiles of g.tile pixels. Chunks depend on the shapes only, never on n_threads.
 
-cdef void _fwd_image(const floating* x, const floating* w, const floating* bias, floating* y,
-                     floating* col, const Geom* g, int act, floating act_param,
+cdef void _gather(const floating* src, floating* dst, const Geom* g, Py_ssize_t nb,
+                  Py_ssize_t gi) noexcept nogil:
+    """dst[m, b*P + p] = src[b, gi*mg + m, p]: group gi of nb images side by side."""
+    cdef Py_ssize_t b, m, P = g.oh * g.ow
+    for b in range(nb):
+        for m in range(g.mg):
+            memcpy(dst + m * nb * P + b * P, src + (b * g.m + gi * g.mg + m) * P,
+                   P * sizeof(floating))
+
+
+cdef void _scatter(const floating* src, floating* dst, const Geom* g, Py_ssize_t nb,
+                   Py_ssize_t gi) noexcept nogil:
+    """The inverse of _gather."""
+    cdef Py_ssize_t b, m, P = g.oh * g.ow
+    for b in range(nb):
+        for m in range(g.mg):
+            memcpy(dst + (b * g.m + gi * g.mg + m) * P, src + m * nb * P + b * P,
+                   P * sizeof(floating))
+
+
+cdef void _fwd_chunk(const floating* x, const floating* w, const floating* bias, floating* y,
+                     floating* ws, const Geom* g, Py_ssize_t nb, int act, floating act_param,
                      int n_threads) noexcept nogil:
-    """y[M, P] = act(W @ col(x) + bias) for one image, group by group, tile by tile."""
-    cdef Py_ssize_t gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
-    cdef const floating* xg
+    """y[b, M, P] = act(W @ col(x[b]) + bias) for nb images, group by group."""
+    cdef Py_ssize_t gi, b, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow, cols = nb * P
     cdef const floating* wg
     cdef const floating* bg
-    cdef floating* yg
+    cdef floating* out = ws + g.kdim * g.ipt * P
     cdef int bias_mode = BIAS_NONE if bias == NULL else BIAS_ROW
     for gi in range(g.groups):
-        xg = x + gi * g.cg * hw
         wg = w + gi * g.mg * g.kdim
-        yg = y + gi * g.mg * P
         bg = bias
         if bias != NULL:
             bg = bias + gi * g.mg
-        if g.path == PATH_1X1:
-            gemm(False, False, g.mg, P, g.cg, 1, wg, g.cg, xg, hw, 0, yg, P,
+        if g.path == PATH_1X1:  # col(x) is x itself
+            gemm(False, False, g.mg, P, g.cg, 1, wg, g.cg, x + gi * g.cg * hw, hw, 0,
+                 y + gi * g.mg * P, P, bg, bias_mode, act, act_param, n_threads)
+        elif g.ipt > 1:
+            for b in range(nb):
+                _im2col(x + (b * g.c + gi * g.cg) * hw, ws + b * P, cols, g, 0, P, n_threads)
+            gemm(False, False, g.mg, cols, g.kdim, 1, wg, g.kdim, ws, cols, 0, out, cols,
                  bg, bias_mode, act, act_param, n_threads)
-            continue
-        for t in range((P + g.tile - 1) // g.tile):
-            p0 = t * g.tile
-            np_ = min(g.tile, P - p0)
-            _im2col(xg, col, g, p0, np_, n_threads)
-            gemm(False, False, g.mg, np_, g.kdim, 1, wg, g.kdim, col, np_, 0, yg + p0, P,
-                 bg, bias_mode, act, act_param, n_threads)
+            _scatter(out, y, g, nb, gi)
+        else:
+            for t in range((P + g.tile - 1) // g.tile):
+                p0 = t * g.tile
+                np_ = min(g.tile, P - p0)
+                _im2col(x + gi * g.cg * hw, ws, np_, g, p0, np_, n_threads)
+                gemm(False, False, g.mg, np_, g.kdim, 1, wg, g.kdim, ws, np_, 0,
+                     y + gi * g.mg * P + p0, P, bg, bias_mode, act, act_param, n_threads)
 
 
-cdef void _bwd_data_image(const floating* dy, const floating* w, floating* dx, floating* col,
-                          const Geom* g, int n_threads) noexcept nogil:
-    """dx = col2im(W^T @ dy) for one image (dx fully overwritten)."""
-    cdef Py_ssize_t gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
-    cdef const floating* dyg
+cdef void _bwd_data_chunk(const floating* dy, const floating* w, floating* dx, floating* ws,
+                          const Geom* g, Py_ssize_t nb, int n_threads) noexcept nogil:
+    """dx[b] = col2im(W^T @ dy[b]) for nb images (dx fully overwritten)."""
+    cdef Py_ssize_t gi, b, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow, cols = nb * P
     cdef const floating* wg
-    cdef floating* dxg
+    cdef floating* dyc = ws + g.kdim * g.ipt * P
     if g.path != PATH_1X1:
-        memset(dx, 0, g.c * hw * sizeof(floating))
+        memset(dx, 0, nb * g.c * hw * sizeof(floating))
     for gi in range(g.groups):
-        dyg = dy + gi * g.mg * P
         wg = w + gi * g.mg * g.kdim
-        dxg = dx + gi * g.cg * hw
         if g.path == PATH_1X1:
-            gemm(True, False, g.cg, hw, g.mg, 1, wg, g.cg, dyg, P, 0, dxg, hw,
+            gemm(True, False, g.cg, hw, g.mg, 1, wg, g.cg, dy + gi * g.mg * P, P, 0,
+                 dx + gi * g.cg * hw, hw, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+        elif g.ipt > 1:
+            _gather(dy, dyc, g, nb, gi)
+            gemm(True, False, g.kdim, cols, g.mg, 1, wg, g.kdim, dyc, cols, 0, ws, cols,
                  NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
-            continue
-        for t in range((P + g.tile - 1) // g.tile):
-            p0 = t * g.tile
-            np_ = min(g.tile, P - p0)
-            gemm(True, False, g.kdim, np_, g.mg, 1, wg, g.kdim, dyg + p0, P, 0, col, np_,
+            for b in range(nb):
+                _col2im(ws + b * P, cols, dx + (b * g.c + gi * g.cg) * hw, g, 0, P, n_threads)
+        else:
+            for t in range((P + g.tile - 1) // g.tile):
+                p0 = t * g.tile
+                np_ = min(g.tile, P - p0)
+                gemm(True, False, g.kdim, np_, g.mg, 1, wg, g.kdim, dy + gi * g.mg * P + p0, P,
+                     0, ws, np_, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+                _col2im(ws, np_, dx + gi * g.cg * hw, g, p0, np_, n_threads)
+
+
+cdef void _bwd_weight_chunk(const floating* x, const floating* dy, floating* dw, floating* ws,
+                            const Geom* g, Py_ssize_t nb, bint overwrite,
+                            int n_threads) noexcept nogil:
+    """dW (+)= dy[b] @ col(x[b])^T summed over the nb images of a chunk, in order."""
+    cdef Py_ssize_t gi, b, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow, cols = nb * P
+    cdef floating* dwg
+    cdef floating* dyc = ws + g.kdim * g.ipt * P
+    cdef floating beta
+    for gi in range(g.groups):
+        dwg = dw + gi * g.mg * g.kdim
+        beta = 0 if overwrite else 1
+        if g.path == PATH_1X1:
+            for b in range(nb):
+                gemm(False, True, g.mg, g.cg, hw, 1, dy + (b * g.m + gi * g.mg) * P, P,
+                     x + (b * g.c + gi * g.cg) * hw, hw, beta, dwg, g.cg, NULL, BIAS_NONE,
+                     ACT_NONE, 0, n_threads)
+                beta = 1
+        elif g.ipt > 1:
+            for b in range(nb):
+                _im2col(x + (b * g.c + gi * g.cg) * hw, ws + b * P, cols, g, 0, P, n_threads)
+            _gather(dy, dyc, g, nb, gi)
+            gemm(False, True, g.mg, g.kdim, cols, 1, dyc, cols, ws, cols, beta, dwg, g.kdim,
                  NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
-            _col2im(col, dxg, g, p0, np_, n_threads)
+        else:
+            for t in range((P + g.tile - 1) // g.tile):
+                p0 = t * g.tile
+                np_ = min(g.tile, P - p0)
+                _im2col(x + gi * g.cg * hw, ws, np_, g, p0, np_, n_threads)
+                gemm(False, True, g.mg, g.kdim, np_, 1, dy + gi * g.mg * P + p0, P, ws, np_,
+                     beta, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+                beta = 1
 
 
 cdef void _gemm_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
                     int n_threads) noexcept nogil:
-    """Forward over the batch: one image per thread, or all threads inside one image."""
-    cdef Py_ssize_t n, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
-    cdef Py_ssize_t cs = g.kdim * g.tile
+    """Forward over the batch: one chunk per thread, or all threads inside each chunk."""
+    cdef Py_ssize_t k, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt
     if g.workers > 1:
         with parallel(num_threads=g.workers):
             tid = threadid()
-            for n in prange(g.n, schedule="static"):
-                _fwd_image(x + n * xs, w, bias, y + n * ys, ws + tid * cs, g, act, act_param, 1)
+            for k in prange(chunks, schedule="static"):
+                _fwd_chunk(x + k * g.ipt * xs, w, bias, y + k * g.ipt * ys, ws + tid * g.ws1,
+                           g, min(g.ipt, g.n - k * g.ipt), act, act_param, 1)
     else:
-        for n in range(g.n):
-            _fwd_image(x + n * xs, w, bias, y + n * ys, ws, g, act, act_param, n_threads)
+        for k in range(chunks):
+            _fwd_chunk(x + k * g.ipt * xs, w, bias, y + k * g.ipt * ys, ws, g,
+                       min(g.ipt, g.n - k * g.ipt), act, act_param, n_threads)
 
 
 cdef void _gemm_bwd_data(const floating* dy, const floating* w, floating* dx, floating* ws,
                          const Geom* g, int n_threads) noexcept nogil:
-    cdef Py_ssize_t n, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
-    cdef Py_ssize_t cs = g.kdim * g.tile
+    cdef Py_ssize_t k, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt
     if g.workers > 1:
         with parallel(num_threads=g.workers):
             tid = threadid()
-            for n in prange(g.n, schedule="static"):
-                _bwd_data_image(dy + n * ys, w, dx + n * xs, ws + tid * cs, g, 1)
+            for k in prange(chunks, schedule="static"):
+                _bwd_data_chunk(dy + k * g.ipt * ys, w, dx + k * g.ipt * xs, ws + tid * g.ws1,
+                                g, min(g.ipt, g.n - k * g.ipt), 1)
     else:
-        for n in range(g.n):
-            _bwd_data_image(dy + n * ys, w, dx + n * xs, ws, g, n_threads)
+        for k in range(chunks):
+            _bwd_data_chunk(dy + k * g.ipt * ys, w, dx + k * g.ipt * xs, ws, g,
+                            min(g.ipt, g.n - k * g.ipt), n_threads)
 
 
-cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* col,
+cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* ws,
                            const Geom* g, bint accumulate, int n_threads) noexcept nogil:
-    """dW (+)= sum over images, in order, of dy @ col(x)^T; threads work inside the GEMM."""
-    cdef Py_ssize_t n, gi, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow
-    cdef const floating* xg
-    cdef const floating* dyg
-    cdef floating* dwg
-    cdef floating beta
-    for n in range(g.n):
-        for gi in range(g.groups):
-            xg = x + (n * g.c + gi * g.cg) * hw
-            dyg = dy + (n * g.m + gi * g.mg) * P
-            dwg = dw + gi * g.mg * g.kdim
-            beta = 1 if accumulate or n > 0 else 0
-            if g.path == PATH_1X1:
-                gemm(False, True, g.mg, g.cg, hw, 1, dyg, P, xg, hw, beta, dwg, g.cg,
-                     NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
-                continue
-            for t in range((P + g.tile - 1) // g.tile):
-                p0 = t * g.tile
-                np_ = min(g.tile, P - p0)
-                _im2col(xg, col, g, p0, np_, n_threads)
-                gemm(False, True, g.mg, g.kdim, np_, 1, dyg + p0, P, col, np_,
-                     beta if p0 == 0 else 1, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0,
-                     n_threads)
+    """dW (+)= sum over chunks, in order, of their sums; threads work inside the GEMM."""
+    cdef Py_ssize_t k, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    for k in range((g.n + g.ipt - 1) // g.ipt):
+        _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys, dw, ws, g,
+                          min(g.ipt, g.n - k * g.ipt), k == 0 and not accumulate, n_threads)
 
 
 # ---------------------------------------------------------------------------------------

@@ -44,8 +44,16 @@ cdef extern from "gemm_micro.h" nogil:
     int cnnc_gemm_nr(int kernel, int dbl)
     cnnc_tile_s cnnc_gemm_tile_s(int kernel)
     cnnc_tile_d cnnc_gemm_tile_d(int kernel)
+    cnnc_tile_s cnnc_gemm_half_s(int kernel)
+    cnnc_tile_d cnnc_gemm_half_d(int kernel)
     void* cnnc_gemm_buffer(int slot, size_t nbytes)
     void __builtin_prefetch(const void* addr)
+
+cdef extern from "gemm_pack.h" nogil:
+    void cnnc_pack_rows_s(const float* src, Py_ssize_t ld, int h, int width, Py_ssize_t kc,
+                          float* dst)
+    void cnnc_pack_rows_d(const double* src, Py_ssize_t ld, int h, int width, Py_ssize_t kc,
+                          double* dst)
 
 cdef enum:
     ACT_NONE = 0
@@ -254,42 +262,44 @@ cdef inline void _pack_a(bint trans, const floating* a, Py_ssize_t lda, Py_ssize
     for i_b in range((rows + mr - 1) // mr):
         i = i_b * mr
         h = min(mr, rows - i)
-        if h < mr:
-            memset(dst, 0, kc * mr * sizeof(floating))
-        if trans:   # A stored [k, m]: a row of A^T's column is contiguous
+        if trans:   # A stored [k, m]: each depth's MR values are contiguous
+            if h < mr:
+                memset(dst, 0, kc * mr * sizeof(floating))
             src = a + p0 * lda + i0 + i
             for p in range(kc):
                 for r in range(h):
                     dst[p * mr + r] = src[p * lda + r]
         else:
-            src = a + (i0 + i) * lda + p0
-            for r in range(h):
-                for p in range(kc):
-                    dst[p * mr + r] = src[r * lda + p]
+            _pack_rows(a + (i0 + i) * lda + p0, lda, h, mr, kc, dst)
         dst += kc * mr
+
+
+cdef inline void _pack_rows(const floating* src, Py_ssize_t ld, Py_ssize_t h, Py_ssize_t width,
+                            Py_ssize_t kc, floating* dst) noexcept nogil:
+    """dst[p * width + r] = src[r * ld + p] (0 for r >= h): a transposing copy."""
+    if floating is float:
+        cnnc_pack_rows_s(src, ld, <int> h, <int> width, kc, dst)
+    else:
+        cnnc_pack_rows_d(src, ld, <int> h, <int> width, kc, dst)
 
 
 cdef inline void _pack_b(bint trans, const floating* b, Py_ssize_t ldb, Py_ssize_t j0,
                          Py_ssize_t cols, Py_ssize_t p0, Py_ssize_t kc, Py_ssize_t nr,
                          floating* dst) noexcept nogil:
     """Depth p0..p0+kc, columns j0..j0+cols of op(B) as NR-column panels [p][NR]."""
-    cdef Py_ssize_t j, j_b, p, r, w
+    cdef Py_ssize_t j, j_b, p, r
     cdef Py_ssize_t panels = (cols + nr - 1) // nr, tail = cols - (panels - 1) * nr
     cdef Py_ssize_t line = 64 // sizeof(floating)   # elements per cache line
     cdef const floating* src
     cdef floating* d
-    if tail < nr:
-        memset(dst + (panels - 1) * kc * nr, 0, kc * nr * sizeof(floating))
     if trans:   # B stored [n, k]: each column of op(B) is a contiguous run of depth
         for j_b in range(panels):
             j = j_b * nr
-            w = min(nr, cols - j)
-            src = b + (j0 + j) * ldb + p0
-            d = dst + j_b * kc * nr
-            for r in range(w):
-                for p in range(kc):
-                    d[p * nr + r] = src[r * ldb + p]
+            _pack_rows(b + (j0 + j) * ldb + p0, ldb, min(nr, cols - j), nr, kc,
+                       dst + j_b * kc * nr)
         return
+    if tail < nr:
+        memset(dst + (panels - 1) * kc * nr, 0, kc * nr * sizeof(floating))
     # B stored [k, n]: walk each row of the block once, front to back, so the hardware
     # prefetcher sees one stream at a time instead of kc strided ones, and ask for the
     # row GEMM_PACK_AHEAD further down early, since each row is a short stream.
@@ -313,48 +323,54 @@ cdef inline void _tile(int kernel, Py_ssize_t kc, const floating* pa, const floa
                        Py_ssize_t h, Py_ssize_t w, Py_ssize_t mr, Py_ssize_t nr,
                        floating alpha, floating beta, const floating* brow,
                        const floating* bcol, int act, floating act_param) noexcept nogil:
-    """One MR x NR tile of C, of which the top-left h x w is real."""
+    """One MR x NR tile of C, of which the top-left h x w is real.
+
+    A tile at most NR/2 wide (only ever the last column panel) uses the half-width kernel.
+    """
     cdef floating scratch[GEMM_MAX_TILE]
     cdef floating brow_pad[GEMM_MAX_TILE]
     cdef floating bcol_pad[GEMM_MAX_TILE]
     cdef Py_ssize_t i, j
+    cdef bint half = 2 * w <= nr
+    cdef Py_ssize_t width = nr // 2 if half else nr
     if h < mr and brow != NULL:   # the kernel reads MR row biases
         memset(brow_pad, 0, mr * sizeof(floating))
         for i in range(h):
             brow_pad[i] = brow[i]
         brow = brow_pad
-    if w == nr:   # the kernel writes only the h real rows
-        _call_tile(kernel, kc, pa, pb, ldb, pf, c, ldc, <int> h, alpha, beta, brow, bcol, act,
-                   act_param)
+    if w == width:   # the kernel writes only the h real rows
+        _call_tile(half, kernel, kc, pa, pb, ldb, pf, c, ldc, <int> h, alpha, beta, brow, bcol,
+                   act, act_param)
         return
     # Narrow tile: run the kernel on a scratch copy, so no read or write leaves C.
-    memset(scratch, 0, mr * nr * sizeof(floating))
+    memset(scratch, 0, mr * width * sizeof(floating))
     if beta != 0:
         for i in range(h):
             for j in range(w):
-                scratch[i * nr + j] = c[i * ldc + j]
+                scratch[i * width + j] = c[i * ldc + j]
     if bcol != NULL:
-        memset(bcol_pad, 0, nr * sizeof(floating))
+        memset(bcol_pad, 0, width * sizeof(floating))
         for j in range(w):
             bcol_pad[j] = bcol[j]
         bcol = bcol_pad
-    _call_tile(kernel, kc, pa, pb, ldb, pf, scratch, nr, <int> h, alpha, beta, brow, bcol,
-               act, act_param)
+    _call_tile(half, kernel, kc, pa, pb, ldb, pf, scratch, width, <int> h, alpha, beta, brow,
+               bcol, act, act_param)
     for i in range(h):
         for j in range(w):
-            c[i * ldc + j] = scratch[i * nr + j]
+            c[i * ldc + j] = scratch[i * width + j]
 
 
-cdef inline void _call_tile(int kernel, Py_ssize_t kc, const floating* pa, const floating* pb,
-                            Py_ssize_t ldb, Py_ssize_t pf, floating* c, Py_ssize_t ldc,
-                            int rows, floating alpha, floating beta, const floating* brow,
-                            const floating* bcol, int act, floating act_param) noexcept nogil:
+cdef inline void _call_tile(bint half, int kernel, Py_ssize_t kc, const floating* pa,
+                            const floating* pb, Py_ssize_t ldb, Py_ssize_t pf, floating* c,
+                            Py_ssize_t ldc, int rows, floating alpha, floating beta,
+                            const floating* brow, const floating* bcol, int act,
+                            floating act_param) noexcept nogil:
     if floating is float:
-        cnnc_gemm_tile_s(kernel)(kc, pa, pb, ldb, pf, c, ldc, rows, alpha, beta, brow, bcol,
-                                 act, act_param)
+        (cnnc_gemm_half_s(kernel) if half else cnnc_gemm_tile_s(kernel))(
+            kc, pa, pb, ldb, pf, c, ldc, rows, alpha, beta, brow, bcol, act, act_param)
     else:
-        cnnc_gemm_tile_d(kernel)(kc, pa, pb, ldb, pf, c, ldc, rows, alpha, beta, brow, bcol,
-                                 act, act_param)
+        (cnnc_gemm_half_d(kernel) if half else cnnc_gemm_tile_d(kernel))(
+            kc, pa, pb, ldb, pf, c, ldc, rows, alpha, beta, brow, bcol, act, act_param)
 
 
 cdef inline floating _gemm_act(floating v, int act, floating act_param) noexcept nogil:

@@ -14,7 +14,9 @@
  * instantiated per instruction set with target attributes, so one binary holds every path:
  *   avx512: float 8x32, double 8x16 (16 zmm accumulators)
  *   avx2:   float 6x16, double 6x8  (12 ymm accumulators)
- *   portable: float 4x8, double 4x4 on 16-byte vectors (any GCC/clang target).
+ *   portable: float 4x8, double 4x4 on 16-byte vectors (any GCC/clang target),
+ * each also at half width (NR/2 columns) for the last column panel of C when it is that
+ * narrow.
  */
 #ifndef CNNC_GEMM_MICRO_H
 #define CNNC_GEMM_MICRO_H
@@ -152,6 +154,8 @@ typedef double cnnc_d2 __attribute__((vector_size(16)));
 typedef long long cnnc_l2 __attribute__((vector_size(16)));
 CNNC_TILE(cnnc_tile_s_portable, float, cnnc_f4, cnnc_i4, 4, 4, 2, , cnnc_sigmoid_s, tanhf)
 CNNC_TILE(cnnc_tile_d_portable, double, cnnc_d2, cnnc_l2, 2, 4, 2, , cnnc_sigmoid_d, tanh)
+CNNC_TILE(cnnc_half_s_portable, float, cnnc_f4, cnnc_i4, 4, 4, 1, , cnnc_sigmoid_s, tanhf)
+CNNC_TILE(cnnc_half_d_portable, double, cnnc_d2, cnnc_l2, 2, 4, 1, , cnnc_sigmoid_d, tanh)
 
 #if CNNC_X86
 typedef float cnnc_f8 __attribute__((vector_size(32)));
@@ -169,6 +173,14 @@ CNNC_TILE(cnnc_tile_d_avx2, double, cnnc_d4, cnnc_l4, 4, 6, 2, CNNC_TARGET_AVX2,
 CNNC_TILE(cnnc_tile_s_avx512, float, cnnc_f16, cnnc_i16, 16, 8, 2, CNNC_TARGET_AVX512,
           cnnc_sigmoid_s, tanhf)
 CNNC_TILE(cnnc_tile_d_avx512, double, cnnc_d8, cnnc_l8, 8, 8, 2, CNNC_TARGET_AVX512,
+          cnnc_sigmoid_d, tanh)
+CNNC_TILE(cnnc_half_s_avx2, float, cnnc_f8, cnnc_i8, 8, 6, 1, CNNC_TARGET_AVX2,
+          cnnc_sigmoid_s, tanhf)
+CNNC_TILE(cnnc_half_d_avx2, double, cnnc_d4, cnnc_l4, 4, 6, 1, CNNC_TARGET_AVX2,
+          cnnc_sigmoid_d, tanh)
+CNNC_TILE(cnnc_half_s_avx512, float, cnnc_f16, cnnc_i16, 16, 8, 1, CNNC_TARGET_AVX512,
+          cnnc_sigmoid_s, tanhf)
+CNNC_TILE(cnnc_half_d_avx512, double, cnnc_d8, cnnc_l8, 8, 8, 1, CNNC_TARGET_AVX512,
           cnnc_sigmoid_d, tanh)
 #endif
 
@@ -197,5 +209,22 @@ static cnnc_tile_d cnnc_gemm_tile_d(int kernel) {
     if (kernel == GEMM_AVX2) return cnnc_tile_d_avx2;
 #endif
     return cnnc_tile_d_portable;
+}
+
+/* The same kernels at half width (MR x NR/2), for a last column panel at most that wide. */
+static cnnc_tile_s cnnc_gemm_half_s(int kernel) {
+#if CNNC_X86
+    if (kernel == GEMM_AVX512) return cnnc_half_s_avx512;
+    if (kernel == GEMM_AVX2) return cnnc_half_s_avx2;
+#endif
+    return cnnc_half_s_portable;
+}
+
+static cnnc_tile_d cnnc_gemm_half_d(int kernel) {
+#if CNNC_X86
+    if (kernel == GEMM_AVX512) return cnnc_half_d_avx512;
+    if (kernel == GEMM_AVX2) return cnnc_half_d_avx2;
+#endif
+    return cnnc_half_d_portable;
 }
 #endif

@@ -29,6 +29,7 @@ def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0
     momentum_buf is required (IN/OUT) when momentum != 0, else ignored. Nesterov needs
     momentum > 0 and dampening == 0.
     """
+    _non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("nesterov momentum needs momentum > 0 and dampening == 0")
     use_buf = momentum != 0
@@ -87,6 +88,7 @@ def rmsprop_step(param, grad, square_avg, momentum_buf=None, grad_avg=None, *,
 
     momentum_buf is required when momentum > 0, grad_avg when centered (IN/OUT).
     """
+    _non_negative(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
     use_buf = momentum > 0
     states = {"square_avg": square_avg, "momentum_buf": momentum_buf if use_buf else None,
               "grad_avg": grad_avg if centered else None}
@@ -152,6 +154,12 @@ def _optim_args(param, grad, states: dict, required: tuple):
         _no_alias(name, a, {"grad": grad, **{k: v for k, v in written.items() if k != name}})
 
 
+def _non_negative(**hyper):
+    for name, value in hyper.items():
+        if not value >= 0:  # also rejects NaN
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
 def _step(step) -> int:
     if not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step must be an int >= 1 (the 1-based update count), got {step!r}")
@@ -163,6 +171,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     _optim_args(param, grad, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq},
                 ("exp_avg", "exp_avg_sq"))
     t = _step(step)
+    _non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
     if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
         raise ValueError(f"betas must lie in [0, 1), got ({beta1}, {beta2})")
     nt = _threads(n_threads, param.size)

@@ -8,19 +8,23 @@ in the same kernel call (``cnnc._kernels.loss``).
   optional label smoothing. A network ending in softmax is fed its softmax's *input*.
 * ``sigmoid_bce``: binary cross-entropy from logits (a network ending in sigmoid is fed
   the sigmoid's input); ``bce``: on probabilities (a sigmoid fused into a layer's kernel).
-* ``mse``: mean squared error.
+* ``mse``: mean squared error; ``mae``: mean absolute error (numpy ufuncs writing into
+  planned buffers: |p - t| in the op's workspace, sign(p - t) / count as the gradient, 0
+  where p == t).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from cnnc._kernels import loss as _loss
 from cnnc.ir.types import TensorType
 from cnnc.ops.attrs import BOOL, attr, choice_kind, float_kind
 from cnnc.ops.registry import OpDef, RuleError, register_op
 
-LOSS_OPS = ("softmax_xent", "sigmoid_bce", "bce", "mse")
+LOSS_OPS = ("softmax_xent", "sigmoid_bce", "bce", "mse", "mae")
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,36 @@ def _call(op: str, pred, target, grad, a: LossAttrs, n: int) -> Callable[[], flo
     return lambda: _loss.mse(pred, target, grad, n)
 
 
+def _mae(pred, target, grad, scratch) -> Callable[[], float]:
+    inv = 1.0 / max(pred.size, 1)
+
+    def compute() -> float:
+        np.subtract(pred, target, out=scratch)
+        if grad is not None:
+            np.sign(scratch, out=grad)
+            np.multiply(grad, inv, out=grad)
+        np.abs(scratch, out=scratch)
+        return float(scratch.sum(dtype=np.float64)) * inv
+    return compute
+
+
+def loss_workspace(node, batch: int) -> int:
+    """mae's |p - t| buffer; the kernels of the other losses need none."""
+    if node.op != "mae":
+        return 0
+    t = node.inputs[0].type
+    return t.numel(batch) * np.dtype(t.dtype).itemsize
+
+
 def loss_kernel(node, ctx) -> Callable[[], None]:
     """loss[0] = the mean loss; d prediction written alongside when with_grad."""
     pred, target = (ctx.array(v) for v in node.inputs)
     out = ctx.array(node.outputs[0])
     grad = ctx.array(node.outputs[1]) if node.attrs.with_grad else None
-    compute = _call(node.op, pred, target, grad, node.attrs, ctx.n_threads)
+    if node.op == "mae":
+        compute = _mae(pred, target, grad, ctx.workspace(node)[:pred.size].reshape(pred.shape))
+    else:
+        compute = _call(node.op, pred, target, grad, node.attrs, ctx.n_threads)
 
     def run() -> None:
         out[0] = compute()
@@ -77,5 +105,5 @@ for _op in LOSS_OPS:
     register_op(OpDef(
         name=_op, attrs=LossAttrs, positional=(), arity=2, shape_rule=loss_shape,
         doc=f"{_op} loss (inputs: prediction, targets; outputs: loss [1], d prediction)",
-        internal=True, kernel=loss_kernel,
+        internal=True, kernel=loss_kernel, workspace=loss_workspace,
     ))

@@ -9,7 +9,10 @@ Kernels: ``cnnc._kernels.batchnorm``. ``batchnorm`` itself is the inference form
 statistics). In a training graph each batchnorm becomes the internal ``batchnorm_train``:
 outputs (y, batch mean, inverse std), the running statistics updated in place; its backward
 ``batchnorm_backward`` reads x, dy and the two saved vectors (not the normalised input,
-which would cost a tensor of x's size).
+which would cost a tensor of x's size). A frozen batchnorm (``trainable=false``) keeps its
+inference form while training, as Keras does (running statistics used, not updated); its
+backward ``batchnorm_infer_backward`` is a per-channel scale of dy (plus dgamma, dbeta when
+something differentiates an inference graph with trained gamma/beta).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from functools import partial
 import numpy as np
 
 from cnnc._kernels import batchnorm as _bn
+from cnnc._kernels import elementwise as _ew
 
 from cnnc.ir.types import TensorType
 from cnnc.ops.attrs import BOOL, NoAttrs, attr, float_kind
@@ -78,8 +82,77 @@ def batchnorm_kernel(node, ctx) -> Callable[[], None]:
 
 
 def batchnorm_training(node, seed: int) -> tuple[str, BatchNormAttrs]:
-    """Training form: batchnorm_train with the same attrs."""
-    return "batchnorm_train", node.attrs
+    """Training form: batchnorm_train with the same attrs; a frozen layer keeps its
+    inference form (see the module docstring)."""
+    return ("batchnorm_train" if node.trainable else "batchnorm"), node.attrs
+
+
+@dataclass(frozen=True)
+class BatchNormInferGradAttrs:
+    """Attributes of ``batchnorm_infer_backward``: epsilon, and whether to compute the
+    gamma and beta gradients too."""
+
+    epsilon: float
+    param_grads: bool
+
+
+def batchnorm_vjp(gb, node, douts) -> list:
+    """Inference form: dx = dy * gamma / sqrt(running_var + eps); dgamma, dbeta if
+    trained (one batchnorm_infer_backward, inputs dy, x, running stats[, gamma])."""
+    x = node.inputs[0]
+    trained = [v for k, v in node.params.items() if k in ("gamma", "beta") and gb.needs(v)]
+    if not gb.needs(x) and not trained:
+        return [None] * len(node.inputs)
+    inputs = [douts[0], x, node.params["running_mean"], node.params["running_var"]]
+    if "gamma" in node.params:
+        inputs.append(node.params["gamma"])
+    attrs = BatchNormInferGradAttrs(node.attrs.epsilon, bool(trained))
+    outs = gb.emit("batchnorm_infer_backward", inputs, attrs, "dx").outputs
+    grads = {id(x): outs[0]}
+    for key, i in (("gamma", 1), ("beta", 2)):
+        if trained and key in node.params:
+            grads[id(node.params[key])] = outs[i]
+    return [grads.get(id(v)) if gb.needs(v) else None for v in node.inputs]
+
+
+def infer_backward_shape(ins: Sequence[TensorType], a: BatchNormInferGradAttrs
+                         ) -> tuple[TensorType, ...]:
+    """(dy, x, running_mean, running_var[, gamma]) -> (dx[, dgamma, dbeta])."""
+    c = TensorType((int(ins[1].shape[1]),), ins[1].dtype)
+    return (ins[1], c, c) if a.param_grads else (ins[1],)
+
+
+def infer_backward_workspace(node, batch: int) -> int:
+    """A tensor of x's size for the normalised input (only for dgamma)."""
+    if not node.attrs.param_grads:
+        return 0
+    x = node.inputs[1].type
+    return x.numel(batch) * np.dtype(x.dtype).itemsize
+
+
+def infer_backward_kernel(node, ctx) -> Callable[[], None]:
+    """dx by the inference kernel itself (x := dy, mean := 0, beta := 0); dgamma = sum of
+    dy * xhat and dbeta = sum of dy per channel, before dx (which may overwrite dy)."""
+    dy, x, mean, var = (ctx.array(v) for v in node.inputs[:4])
+    c = mean.shape[0]
+    gamma = ctx.array(node.inputs[4]) if len(node.inputs) == 5 else np.ones(c, mean.dtype)
+    zeros, ones = np.zeros(c, mean.dtype), np.ones(c, mean.dtype)
+    n, eps = ctx.n_threads, node.attrs.epsilon
+    dx = partial(_bn.batchnorm_forward_infer, dy, gamma, zeros, zeros, var,
+                 ctx.array(node.outputs[0]), eps, n)
+    if not node.attrs.param_grads:
+        return dx
+    xhat = ctx.workspace(node)[:x.size].reshape(x.shape)
+    normalise = partial(_bn.batchnorm_forward_infer, x, ones, zeros, mean, var, xhat, eps, n)
+    dgamma, dbeta = ctx.array(node.outputs[1]), ctx.array(node.outputs[2])
+
+    def run() -> None:
+        normalise()
+        np.multiply(xhat, dy, out=xhat)
+        _ew.bias_backward(xhat, dgamma, n)
+        _ew.bias_backward(dy, dbeta, n)
+        dx()
+    return run
 
 
 def batchnorm_train_shape(ins: Sequence[TensorType], a: BatchNormAttrs
@@ -148,6 +221,13 @@ register_op(OpDef(
     shape_rule=batchnorm_shape, param_rule=batchnorm_params,
     doc="normalise each channel by batch statistics (running ones at inference)",
     aliases={"eps": "epsilon"}, kernel=batchnorm_kernel, training=batchnorm_training,
+    vjp=batchnorm_vjp, inplace_ok=True,
+))
+register_op(OpDef(
+    name="batchnorm_infer_backward", attrs=BatchNormInferGradAttrs, positional=(),
+    arity=None, shape_rule=infer_backward_shape,
+    doc="gradients of inference-form batchnorm (inputs: dy, x, running stats[, gamma])",
+    internal=True, kernel=infer_backward_kernel, workspace=infer_backward_workspace,
     inplace_ok=True,
 ))
 register_op(OpDef(

@@ -17,7 +17,7 @@ from typing import Any
 from cnnc._kernels import optim as _optim
 from cnnc.errors import SpecError
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import BOOL, attr, float_kind
+from cnnc.ops.attrs import BOOL, BadValue, attr, float_kind
 from cnnc.ops.registry import OpDef, RuleError, register_op
 
 
@@ -66,7 +66,14 @@ def update_op(name: str, args: Mapping[str, Any]) -> tuple[str, Any]:
     if unknown:
         raise SpecError(f"optimizer {name} has no argument '{unknown[0]}'",
                         hint=f"{name} takes " + ", ".join(fields))
-    values = {k: fields[k].metadata["kind"].coerce(v) for k, v in args.items()}
+    values = {}
+    for key, value in args.items():
+        kind = fields[key].metadata["kind"]
+        try:
+            values[key] = kind.coerce(value)
+        except BadValue:
+            raise SpecError(f"optimizer {name}: argument '{key}' expects {kind.describe}; "
+                            f"got {value!r}") from None
     if name == "adamw" and "weight_decay" not in args:
         values["weight_decay"] = 0.01
     if name == "sgd" and values.get("nesterov") and not values.get("momentum"):

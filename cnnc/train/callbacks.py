@@ -235,12 +235,13 @@ class ProgressBar(Callback):
 
     name = "progress"
     priority = 30
+    REFRESH_S = 0.2
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream
         self.bar = None
         self.images = 0
-        self.start = 0.0
+        self.start = self.shown = 0.0
 
     def on_epoch_begin(self, state) -> None:
         from tqdm import tqdm
@@ -248,11 +249,15 @@ class ProgressBar(Callback):
                         desc=f"epoch {state.epoch + 1}/{state.epochs}", leave=False,
                         dynamic_ncols=True, file=sys.stderr)
         self.images, self.start = 0, time.perf_counter()
+        self.shown = self.start
 
     def on_batch_end(self, state, logs: Mapping[str, float]) -> None:
         self.images += state.last_batch_size
-        rate = self.images / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"{format_logs(logs)}  {rate:.0f} img/s", refresh=False)
+        now = time.perf_counter()
+        if now - self.shown >= self.REFRESH_S:  # formatting every step would cost more
+            rate = self.images / max(now - self.start, 1e-9)
+            self.bar.set_postfix_str(f"{format_logs(logs)}  {rate:.0f} img/s", refresh=False)
+            self.shown = now
         self.bar.update(1)
 
     def on_epoch_end(self, state, logs: Mapping[str, float]) -> None:

@@ -1,10 +1,11 @@
 """Checkpoint and weights files: ``.npz`` archives, written atomically, read without pickle.
 
 Layout of a file: each weight under its own name (``conv_1.weight``), so a checkpoint is
-also a plain weights file; the network's name under ``__cnnc_network__`` (a string); optimizer buffers under ``optimizer/<name>``; arrays a callback
-keeps (early stopping's best weights) under ``callback/<callback>/<name>``; and everything
-else (epoch, step, seed, history, schedule and callback state) as UTF-8 JSON in a uint8
-array under ``__cnnc__``.
+also a plain weights file; the network's name under ``__cnnc_network__`` (a string);
+optimizer buffers under ``optimizer/<name>``; arrays a callback keeps (early stopping's
+best weights) under ``callback/<callback>/<name>``; and everything else (epoch, step,
+seed, history, schedule and callback state) as UTF-8 JSON in a uint8 array under
+``__cnnc__``.
 
 Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then
 renamed over the target (``os.replace`` is atomic on POSIX and Windows), so a crash or a
@@ -122,14 +123,19 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: no such file",
                               hint="a run writes last.npz and best.npz into its --out folder")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(f"{path}: not an .npz weights file (it does not start with "
+                              "the zip signature 'PK')")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except AttributeError:  # np.load gave a bare array: a .npy file
-        raise CheckpointError(f"{path}: holds a single array, not named weights (.npz)") \
-            from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise CheckpointError(f"{path}: not a readable weights file ({_reason(err)}). It may "
-                              "be truncated or not an .npz archive.") from None
+                              "be truncated or damaged.") from None
     meta: dict[str, Any] = {}
     if META_KEY in arrays:
         try:

@@ -15,14 +15,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from cnnc.data import Split, check_fits
-from cnnc.dsl import Spec, load_file, parse_assignment
+from cnnc.data import check_fits
+from cnnc.dsl import Option, Spec, load_file, parse_assignment
 from cnnc.errors import CheckpointError, CnncError, DataError
 from cnnc.threads import get_num_threads, set_num_threads
 from cnnc.train.callbacks import Checkpoints, CurvesPlot, EarlyStopping, HistoryFiles
 from cnnc.train.checkpoint import assign_arrays, ensure_folder, read_checkpoint
 from cnnc.train.fit import TrainingInterrupted, evaluate as evaluate_model, fit
-from cnnc.train.from_spec import augmentation, load_data, outputs_logits
+from cnnc.train.from_spec import augmentation, check_classes, load_data, outputs_logits
 from cnnc.train.protocol import TrainableModel
 from cnnc.train.schedules import make_schedule
 
@@ -30,14 +30,8 @@ EXIT_OK = 0
 
 
 def _compile(spec_path: str | Path, sets: Mapping[str, Any], **kwargs: Any) -> TrainableModel:
-    import cnnc.model
-    model = cnnc.model.compile(spec_path, set=dict(sets), **kwargs)
-    if not isinstance(model, TrainableModel):
-        missing = [m for m in ("learning_rate", "optimizer_state", "train_step", "predict",
-                               "loss", "parameters", "input_shape") if not hasattr(model, m)]
-        raise TypeError(f"the compiled Model lacks {', '.join(missing)} of "
-                        "cnnc.train.protocol.TrainableModel")
-    return model
+    from cnnc.model import compile
+    return compile(spec_path, set=dict(sets), **kwargs)
 
 
 def _spec(spec_path: str | Path, sets: Mapping[str, Any]) -> Spec:
@@ -87,10 +81,11 @@ def run(spec_path: str | Path, *, epochs: int | None = None, batch: int | None =
     epochs = _first(epochs, config.epochs)
     optimizer = config.optimizer
     if lr is not None:
-        optimizer = type(optimizer)(optimizer.name, {**optimizer.args, "lr": float(lr)})
+        optimizer = Option(optimizer.name, {**optimizer.args, "lr": float(lr)})
     input_shape = tuple(int(d) for d in spec.graph.inputs[0].type.shape[1:])
     source = load_data(config, Path(spec_path).resolve().parent, data, input_shape)
     check_fits(source, input_shape, None if data else config.spans.get("data"))
+    check_classes(source, spec.graph)
     model = _compile(spec_path, sets, batch=batch, seed=seed, optimizer=optimizer)
     n_train = len(source.train) - (round(len(source.train) * config.validation_split)
                                    if config.validation_split else 0)
@@ -182,6 +177,7 @@ def evaluate(spec_path: str | Path, weights: str | Path, data: str | Path | None
     _load_weights(model, spec, weights)
     source = load_data(config, Path(spec_path).resolve().parent, data, model.input_shape)
     check_fits(source, model.input_shape, None if data else config.spans.get("data"))
+    check_classes(source, spec.graph)
     split, name = (source.test, "test") if source.test is not None else (source.train, "all")
     scores = evaluate_model(model, split, batch, config.metrics, outputs_logits(spec.graph))
     return {"network": spec.graph.name, "weights": str(weights), "split": name,
@@ -271,8 +267,8 @@ def _positive_int(text: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a .cnn file")
     p.add_argument("--set", dest="sets", metavar="NAME=VALUE", action="append",
-                   type=_assignment, default=[], help="give a spec param or search space this value "
-                   "(repeatable)")
+                   type=_assignment, default=[],
+                   help="give a spec param or search space this value (repeatable)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="kernel threads (default: all cores, or CNNC_NUM_THREADS)")
 

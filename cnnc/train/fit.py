@@ -236,10 +236,10 @@ def fit(model: TrainableModel, train: Split | tuple[np.ndarray, np.ndarray], *, 
                        has_validation=val is not None,
                        schedule=schedule or Constant(model.learning_rate),
                        metrics=train_metrics, callbacks=cbs, meta=meta or {})
+    if isinstance(model, Seeded) and model.seed != seed:
+        model.seed = seed
     if resume is not None:
         state.restore(resume)
-    if isinstance(model, Seeded):
-        model.seed = seed
     status = FAILED
     try:
         with _deferred_interrupt() as interrupted:

@@ -9,7 +9,7 @@ from typing import Any
 from cnnc.data import Augmentation, DataSource, load_source
 from cnnc.data.registry import SOURCES
 from cnnc.dsl import TrainConfig
-from cnnc.errors import CnncError, SpecError
+from cnnc.errors import CnncError, DataError, SpecError
 from cnnc.ir import Graph
 
 PROBABILITY_OPS = ("softmax", "sigmoid")
@@ -19,6 +19,23 @@ def outputs_logits(graph: Graph) -> bool:
     """True when the network's output is not a softmax or sigmoid (scores are logits)."""
     producer = graph.outputs[0].producer
     return producer is None or producer.op not in PROBABILITY_OPS
+
+
+def check_classes(source: DataSource, graph: Graph) -> None:
+    """DataError unless the network's output can express every class of the data (a
+    one-unit output counts as two classes: 0 and 1)."""
+    if source.task == "detect":
+        raise DataError(f"the data from {source.origin} is for detection (boxes); cnnc trains "
+                        "classifiers and segmenters")
+    shape = graph.outputs[0].type.shape
+    units = int(shape[1]) if len(shape) > 1 else 1
+    can = 2 if units == 1 else units
+    if source.num_classes > can:
+        names = ", ".join(source.classes[:5]) + (", ..." if source.num_classes > 5 else "")
+        raise DataError(f"the data from {source.origin} has {source.num_classes} classes "
+                        f"({names}), but the network's output '{graph.outputs[0].name}' has {units} "
+                        f"unit{'s' if units > 1 else ''}, enough for {can}.",
+                        hint="make the last layer as wide as the number of classes")
 
 
 def load_data(config: TrainConfig, spec_dir: Path, data: str | Path | None,

@@ -2,7 +2,6 @@
 architecture (the seed CNN, LeNet-5, ResNet basic and bottleneck blocks, an Inception
 module, a U-Net level) at a size that finite differences check in well under a second,
 with batchnorm and dropout inside; plus a "zoo" of the remaining ops."""
-import numpy as np
 
 SEED = """
 network SeedSmall
@@ -152,6 +151,11 @@ layers {
 }
 """
 
+# The stem's batchnorm frozen: it runs in inference form while training (as Keras).
+FROZEN_BN = RESNET_BASIC.replace("network ResNetBasic", "network FrozenBN").replace(
+    "conv(4, kernel=3, padding=1, bias=false) batchnorm relu",
+    "conv(4, kernel=3, padding=1, bias=false) batchnorm(trainable=false) relu")
+
 # name -> (source, loss or None for the spec's default)
 NETS = {
     "seed": (SEED, None),
@@ -160,7 +164,9 @@ NETS = {
     "resnet_bottleneck": (RESNET_BOTTLENECK, None),
     "inception": (INCEPTION, None),
     "unet": (UNET, None),
+    "frozen_bn": (FROZEN_BN, None),
     "zoo": (ZOO, "mse"),
+    "zoo_mae": (ZOO, "mae"),
 }
 
 
@@ -170,7 +176,7 @@ def batch_for(model, n, rng):
     out = model.output_shape
     if model.loss_name == "binary_crossentropy":
         y = rng.integers(0, 2, n)
-    elif model.loss_name == "mse":
+    elif model.loss_name in ("mse", "mae"):
         y = rng.standard_normal((n,) + out)
     else:
         y = rng.integers(0, out[0], (n,) + out[1:])

@@ -11,6 +11,7 @@ from cnnc.dsl import load
 from cnnc.errors import GradError, SpecError
 from cnnc.ir import Graph
 from cnnc.ir.verify import verify
+from cnnc.ops.activation import ActAttrs
 
 from compiler_nets import NETS, SEED, batch_for
 
@@ -30,7 +31,9 @@ def finite_difference(model, x, y, arr, idx):
 def check_gradients(model, x, y, rng, per_tensor=3):
     loss, grads = model.gradients(x, y, input_grad=True)
     assert loss == pytest.approx(model.loss(x, y, training=True), rel=1e-14)
-    trained = [n for n in model.parameters if not n.endswith(("running_mean", "running_var"))]
+    frozen = {p.name for n in model.graph.nodes if not n.trainable for p in n.params.values()}
+    trained = [n for n in model.parameters
+               if not n.endswith(("running_mean", "running_var")) and n not in frozen]
     assert set(grads) == set(trained) | {model.graph.inputs[0].name}
     for name, grad in grads.items():
         arr = x if name == model.graph.inputs[0].name else model.parameters[name]
@@ -105,10 +108,23 @@ def test_fan_out_gradients_are_summed_by_one_add_node():
     assert sums and all(n.op == "add" and len(n.inputs) == 2 for n in sums)
 
 
-def test_missing_backward_rule_names_the_layer_and_line():
-    g = load(NETS["resnet_basic"][0], ).graph
-    with pytest.raises(GradError, match=r"batchnorm at line \d+ cannot be differentiated"):
-        build_training_graph(g, None, None, training=False)
+def test_missing_backward_rule_names_the_layer():
+    g = Graph("g")
+    x = g.add_input("x", (3,))
+    y = g.add_layer("dense", [x], (4,))
+    node = g.add_node("act_backward", [y, y], ActAttrs("relu"), "odd")  # no vjp rule
+    g.set_outputs([g.add_layer("dense", [node.outputs[0]], (2,))])
+    with pytest.raises(GradError, match="act_backward 'odd' cannot be differentiated: op "
+                                        "'act_backward' has no backward rule"):
+        build_training_graph(g, "mse", None)
+
+
+def test_inference_form_batchnorm_is_differentiable():
+    g = load(NETS["resnet_basic"][0]).graph
+    tg = build_training_graph(g, None, None, training=False)
+    verify(tg)
+    assert any(n.op == "batchnorm_infer_backward" for n in tg.nodes)
+    assert not any(n.op == "batchnorm_train" for n in tg.nodes)
 
 
 def test_internal_ops_are_not_layers():

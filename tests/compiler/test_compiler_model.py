@@ -76,8 +76,9 @@ def test_optimizer_steps_match_numpy(name, args):
 
 
 def test_spec_optimizer_and_learning_rate():
-    source = SEED.replace("dropout(0.3)", "") + "\ntrain { data = shapes(classes=2, size=14, count=8)\n" \
-        "loss = binary_crossentropy\noptimizer = sgd(lr=0.5)\n}\n"
+    source = SEED.replace("dropout(0.3)", "") + (
+        "\ntrain { data = shapes(classes=2, size=14, count=8)\n"
+        "loss = binary_crossentropy\noptimizer = sgd(lr=0.5)\n}\n")
     model = cnnc.compile(source, dtype="float64", seed=1)
     rng = np.random.default_rng(2)
     x, y = batch_for(model, 4, rng)
@@ -143,6 +144,8 @@ def test_bad_inputs_get_clear_errors():
         model.set_optimizer("adagrad")
     with pytest.raises(SpecError, match="has no argument 'beta'"):
         model.set_optimizer("adam", beta=0.9)
+    with pytest.raises(SpecError, match="argument 'lr' expects a number >= 0.0; got -1"):
+        model.set_optimizer("sgd", lr=-1)
 
 
 def test_weights_round_trip(tmp_path):
@@ -222,3 +225,16 @@ def test_last_output_is_the_training_step_prediction():
     before = model.forward(x)
     model.train_step(x, y)
     np.testing.assert_allclose(model.last_output, before, rtol=1e-13)
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics():
+    model = cnnc.compile(NETS["frozen_bn"][0], seed=2)
+    rng = np.random.default_rng(8)
+    x, y = batch_for(model, 4, rng)
+    before = {k: v.copy() for k, v in model.parameters.items()}
+    model.train_step(x, y)
+    after = model.parameters
+    for name in ("batchnorm_1.gamma", "batchnorm_1.running_mean", "batchnorm_1.running_var"):
+        assert np.array_equal(after[name], before[name]), name
+    assert not np.array_equal(after["batchnorm_2.running_mean"],
+                              before["batchnorm_2.running_mean"])

@@ -88,7 +88,8 @@ def run_torch(model, params, x, training):
         elif node.op == "batchnorm":
             y = F.batch_norm(ins[0], p["running_mean"].detach().clone(),
                              p["running_var"].detach().clone(), p.get("gamma"),
-                             p.get("beta"), training, 1 - a.momentum, a.epsilon)
+                             p.get("beta"), training and node.trainable, 1 - a.momentum,
+                             a.epsilon)
         else:
             raise AssertionError(f"no torch version of {node.op}")
         env[node.output.name] = y
@@ -101,6 +102,8 @@ def torch_loss(model, out, y):
         return -(t * torch.log(out) + (1 - t) * torch.log(1 - out)).mean()
     if model.loss_name == "mse":
         return ((out - torch.from_numpy(y)) ** 2).mean()
+    if model.loss_name == "mae":
+        return (out - torch.from_numpy(y)).abs().mean()
     logp = torch.log(out)  # every categorical test net ends in softmax
     return F.nll_loss(logp, torch.from_numpy(y))
 

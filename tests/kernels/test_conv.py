@@ -257,10 +257,11 @@ def test_conv_small_batches(case, n):
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12)])
-@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("n", [1, 3, 23])
 def test_conv_threads_bitwise_equal(case, n):
+    """n = 23 splits small images into several multi-image chunks shared by the threads."""
     x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
-    x = np.concatenate([x] * 3)[:n]
+    x = np.concatenate([x] * n)[:n]
     y_shape = (n,) + y_shape[1:]
     dy = RNG.standard_normal(y_shape).astype(np.float32)
     runs = [(forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
@@ -293,7 +294,16 @@ def test_workspace_is_bounded_and_tiled():
     wt = RNG.standard_normal((8, 32, 3, 3)).astype(np.float32)
     kw = dict(stride=1, padding=1, dilation=1, groups=1)
     size = conv.conv2d_workspace_size(x.shape, wt.shape, n_threads=2, **kw)
-    assert size <= 2 * conv.COL_TILE_ELEMS < 2 * 32 * 9 * 64 * 64
+    assert size <= 2 * conv.COL_TILE_ELEMS + 8 * 288 < 2 * 32 * 9 * 64 * 64
+    # the documented bound, workers * max(2**20, K) + M*K, on VGG-16 and ResNet-20 layers
+    for x_shape, w_shape, nt in [((1, 64, 224, 224), (64, 64, 3, 3), 2),
+                                 ((8, 3, 224, 224), (64, 3, 3, 3), 2),
+                                 ((64, 64, 8, 8), (64, 64, 3, 3), 2),
+                                 ((64, 16, 32, 32), (32, 16, 3, 3), 4)]:
+        k = w_shape[1] * w_shape[2] * w_shape[3]
+        workers = min(nt, x_shape[0])
+        assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
+            workers * max(2 * conv.COL_TILE_ELEMS, k) + w_shape[0] * k)
     y = np.empty((2, 8, 64, 64), np.float32)
     conv.conv2d_forward(x, wt, None, y, workspace=np.empty(size, np.float32), n_threads=2, **kw)
     np.testing.assert_allclose(y, ref_conv(x, wt, None, 1, 1, 1, 1), rtol=1e-4, atol=1e-3)

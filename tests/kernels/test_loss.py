@@ -29,10 +29,6 @@ def numeric_grad(loss, x, idx, h=1e-6):
     return np.array(out)
 
 
-def some_indices(rng, size, k=30):
-    return np.arange(size) if size <= k else rng.choice(size, k, replace=False)
-
-
 def log_softmax(z):
     z = z.astype(np.float64)
     m = z.max(axis=1, keepdims=True)

@@ -181,6 +181,8 @@ def test_bad_inputs_raise_value_error():
         lambda: O.adamw_step(p, g, m, np.zeros(4, np.float32), step=1),
         lambda: O.rmsprop_step(p, g, v, None, None, centered=True),     # grad_avg missing
         lambda: O.clip_by_global_norm([g], 0.0),
+        lambda: O.sgd_step(p, g, m, lr=-0.1, momentum=0.9),
+        lambda: O.rmsprop_step(p, g, v, alpha=-0.5),
     ]
     for call in bad:
         with pytest.raises(ValueError):

@@ -87,11 +87,14 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path):
     truncated.write_bytes(good.read_bytes()[:300])
     pickled = tmp_path / "pickled.npz"
     pickled.write_bytes(pickle.dumps({"conv_1.weight": [1, 2]}))
+    image = tmp_path / "image.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(50)))
     objects = tmp_path / "objects.npz"
     np.savez(objects, w=np.array([{"a": 1}], dtype=object))
     for path, pattern in [(tmp_path / "missing.npz", "missing.npz: no such file"),
                           (truncated, "truncated.npz: not a readable weights file"),
-                          (pickled, "pickled.npz: not a readable weights file"),
+                          (pickled, "pickled.npz: not an .npz weights file"),
+                          (image, "image.png: not an .npz weights file"),
                           (objects, "objects.npz: .*pickled objects")]:
         with pytest.raises(CheckpointError, match=pattern):
             read_checkpoint(path)
@@ -117,3 +120,13 @@ def test_unwritable_folder(tmp_path):
     blocker.write_text("x")
     with pytest.raises(CheckpointError, match="cannot write into the output folder .*file/run"):
         ensure_folder(blocker / "run")
+
+
+def test_plain_weights_file_with_the_network_name(tmp_path):
+    path = tmp_path / "w.npz"
+    np.savez(path, **_ckpt(0).weights, __cnnc_network__=np.array("LeNet5"))
+    ckpt = read_checkpoint(path)
+    assert ckpt.meta == {"network": "LeNet5"} and ckpt.weights.keys() == _ckpt(0).weights.keys()
+    save_checkpoint(path, Checkpoint(ckpt.weights, meta={"network": "LeNet5"}))
+    with np.load(path) as z:
+        assert str(z["__cnnc_network__"]) == "LeNet5"

@@ -76,10 +76,16 @@ class _CtrlC(Callback):
 
 
 def test_resume_after_an_epoch_equals_uninterrupted(tmp_path):
-    full, full_hist = _run(tmp_path / "a")
-    _run(tmp_path / "b", epochs=1)
-    resumed, hist = _run(tmp_path / "b", resume=tmp_path / "b" / "last.npz", init_seed=5)
+    # early stopping that never sees an improvement after epoch 1 restores epoch 1's
+    # weights at the end: the resumed run must get them from the checkpoint
+    def stopper():
+        return [EarlyStopping("val_accuracy", patience=5, min_delta=1.0)]
+    full, full_hist = _run(tmp_path / "a", callbacks=stopper())
+    _run(tmp_path / "b", epochs=1, callbacks=stopper())
+    resumed, hist = _run(tmp_path / "b", resume=tmp_path / "b" / "last.npz", init_seed=5,
+                         callbacks=stopper())
     _same_state(full, resumed)
+    assert hist.notes == full_hist.notes and "restored the weights of epoch 1" in hist.notes[0]
     for k in ("loss", "accuracy", "val_loss", "lr"):
         assert hist.history[k] == full_hist.history[k]
 
@@ -170,3 +176,27 @@ def test_progress_bar_prints_epoch_summaries(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("epoch 1/2  loss ") and "accuracy" in out[0]
     assert out[1].startswith("epoch 2/2")
+
+
+def test_curves_without_matplotlib_give_one_notice(tmp_path, monkeypatch):
+    import sys
+    from cnnc.train import CurvesPlot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    notices = []
+    x, y = separable(64)
+    fit(SoftmaxRegression((1, 4, 4), 3), (x, y), epochs=2, batch_size=16, progress="quiet",
+        callbacks=[CurvesPlot(tmp_path / "curves.png", notices.append)])
+    assert notices == ["note: matplotlib is not installed, so no curves.png was drawn "
+                       "(pip install matplotlib)"]
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_curves_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    from cnnc.train import CurvesPlot
+    x, y = separable(64)
+    fit(SoftmaxRegression((1, 4, 4), 3), (x, y), epochs=2, batch_size=16, progress="quiet",
+        validation_split=0.25, callbacks=[CurvesPlot(tmp_path / "curves.png")])
+    with Image.open(tmp_path / "curves.png") as img:
+        assert img.format == "PNG" and img.size[0] > img.size[1] > 100

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from train_double import CompiledAdapter
 
 import cnnc
 from cnnc.errors import CheckpointError, CnncError, DataError
@@ -40,17 +39,7 @@ train {
 
 
 @pytest.fixture
-def spec(tmp_path, monkeypatch):
-    real = commands._compile
-
-    def compile_adapted(path, sets, **kwargs):
-        import cnnc.model
-        model = cnnc.model.compile(path, set=dict(sets), **kwargs)
-        if hasattr(model, "optimizer_state") and hasattr(model, "learning_rate"):
-            return real(path, sets, **kwargs)
-        return CompiledAdapter(model)
-
-    monkeypatch.setattr(commands, "_compile", compile_adapted)
+def spec(tmp_path):
     path = tmp_path / "tiny.cnn"
     path.write_text(SPEC)
     return path
@@ -64,7 +53,9 @@ def test_run_json_files_and_resume_bitwise(spec, tmp_path):
     out = io.StringIO()
     result = commands.run(spec, out=tmp_path / "a", json=True, stream=out)
     lines = out.getvalue().splitlines()
-    assert [json.loads(s)["epoch"] for s in lines[:-1]] == [1, 2]
+    epochs = [json.loads(s) for s in lines[:-1]]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert {"loss", "accuracy", "precision", "val_loss", "val_accuracy"} <= set(epochs[0])
     last = json.loads(lines[-1])
     assert last == json.loads(json.dumps(result))
     for key in ("epochs", "seconds", "train_loss", "test_loss", "test_accuracy",
@@ -124,6 +115,10 @@ def test_bad_input_is_named(spec, tmp_path):
     np.savez(wrong, x=np.zeros((8, 3, 10, 10), np.float32), y=np.zeros(8, np.int64))
     with pytest.raises(DataError, match=r"shape \[C, H, W\] = \[3, 10, 10\].*\[3, 12, 12\]"):
         commands.run(spec, out=tmp_path / "w", data=wrong, quiet=True)
+    five = tmp_path / "five.cnn"
+    five.write_text(SPEC.replace("classes=3", "classes=5"))
+    with pytest.raises(DataError, match=r"has 5 classes \(circle, .*'softmax_1' has 3 units"):
+        commands.run(five, out=tmp_path / "f", quiet=True)
     with pytest.raises(CheckpointError, match="last.npz: no such file"):
         commands.run(spec, out=tmp_path / "fresh", resume=True, quiet=True)
 
