@@ -102,7 +102,8 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a .cnn file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--batch", type=_positive_int, metavar="N",
-                   help="show shapes for batch size N instead of the symbolic N")
+                   help="show shapes for batch size N instead of the symbolic N, and the "
+                        "memory plans of inference and of a training step at that batch")
     _add_set(p)
 
 
@@ -111,13 +112,61 @@ def _summary(args: argparse.Namespace) -> int:
     from cnnc.ir.summary import format_summary, summarize
     spec = _load(args.spec, args.overrides)
     summary = summarize(spec.graph, batch=args.batch)
+    if args.batch:
+        summary["memory"] = _memory_plans(args.spec, args.overrides, args.batch)
     if args.json:
         summary["search_spaces"] = {name: s.value for name, s in spec.spaces.items()}
         summary["notes"] = spec.notes
         print(json.dumps(summary))
-    else:
-        print(format_summary(summary))
-        _print_notes(spec)
+        return EXIT_OK
+    print(format_summary(summary))
+    for mode, r in summary.get("memory", {}).items():
+        print(f"{mode} plan, batch {args.batch}: arena {_mib(r['arena_bytes'])} (lower bound "
+              f"{_mib(r['lower_bound_bytes'])}, one buffer per tensor "
+              f"{_mib(r['naive_bytes'])}); parameters {_mib(r['param_bytes'])}, optimizer "
+              f"state {_mib(r['optimizer_bytes'])}")
+    if not args.batch:
+        print("(add --batch N for the memory plans at batch N)")
+    _print_notes(spec)
+    return EXIT_OK
+
+
+def _memory_plans(path: str, overrides: list[tuple[str, Any]], batch: int) -> dict:
+    """Memory reports of inference and of a training step at ``batch``."""
+    from cnnc.model import compile as compile_model
+    model = compile_model(path, set=dict(overrides))
+    keys = ("arena_bytes", "naive_bytes", "lower_bound_bytes", "param_bytes",
+            "optimizer_bytes")
+    return {mode: {k: model.memory_report(mode, batch)[k] for k in keys}
+            for mode in ("infer", "train")}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f} MiB"
+
+
+# ---- graph
+
+def _graph_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="a .cnn file")
+    p.add_argument("-o", "--output", metavar="FILE.dot",
+                   help="write the DOT text here instead of printing it")
+    p.add_argument("--params", action="store_true", help="draw parameters too")
+    _add_set(p)
+
+
+def _graph(args: argparse.Namespace) -> int:
+    """The network as Graphviz DOT (render with: dot -Tpng FILE.dot -o net.png)."""
+    from cnnc.ir.dot import to_dot
+    text = to_dot(_load(args.spec, args.overrides).graph, params=args.params)
+    if not args.output:
+        print(text)
+        return EXIT_OK
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise CnncError(f"cannot write {args.output}: {err.strerror}") from None
     return EXIT_OK
 
 
@@ -126,6 +175,7 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None],
 COMMANDS: list[Command] = [
     ("check", _check_args, _check),
     ("summary", _summary_args, _summary),
+    ("graph", _graph_args, _graph),
 ]
 
 

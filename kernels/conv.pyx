@@ -53,6 +53,8 @@ cdef enum:
     COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
     FLIP_MIN_CHANNELS = 16
     CHUNK_COLS = 512  # images share a chunk until their output pixels reach this
+    WINO_COLS = 512  # Winograd tiles per chunk
+    WINO_MIN_CHANNELS = 32  # below this the 16 GEMMs are too thin to beat im2col
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -70,7 +72,12 @@ cdef struct Geom:
     Py_ssize_t groups, cg, mg, kdim, tile, workers
     Py_ssize_t ipt  # images per chunk (> 1 only when one image's columns are few)
     Py_ssize_t ws1  # workspace elements per worker
-    int path
+    Py_ssize_t threads  # as requested
+    Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
+    int path, wino
+
+
+include "conv_winograd.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,7 +128,7 @@ cdef Geom _geom(tuple x_shape, tuple w_shape, tuple y_shape, stride, padding, di
     g.dh, g.dw = _pair("dilation", dilation, 1)
     g.pt, _, g.pl, _ = _padding(padding)
     g.groups = groups
-    g.workers = n_threads
+    g.threads = n_threads
     _finish(&g)
     return g
 
@@ -133,7 +140,7 @@ cdef void _finish(Geom* g) noexcept nogil:
     g.kdim = g.cg * g.kh * g.kw
     g.tile = min(P, max(1, COL_TILE // g.kdim))
     g.ipt = max(1, min(g.n, CHUNK_COLS // P, COL_TILE // (g.kdim * P), COL_TILE // (g.mg * P)))
-    g.workers = max(1, min(g.workers, (g.n + g.ipt - 1) // g.ipt))
+    g.workers = max(1, min(g.threads, (g.n + g.ipt - 1) // g.ipt))
     if (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
             and g.oh == g.h and g.ow == g.w):
         g.path = PATH_1X1
@@ -144,6 +151,9 @@ cdef void _finish(Geom* g) noexcept nogil:
         g.path = PATH_IM2COL
     # im2col columns, plus gathered dy / GEMM output when images share a chunk
     g.ws1 = g.kdim * g.tile if g.ipt == 1 else (g.kdim + g.mg) * g.ipt * P
+    g.wino = _wino_ok(g)
+    g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS, 2 * COL_TILE // (16 * (g.c + g.m))))
+    g.wworkers = max(1, min(g.threads, (g.n * _wino_tiles(g) + g.wcols - 1) // g.wcols))
 
 
 cdef inline bint _flips(const Geom* g) noexcept nogil:
@@ -163,16 +173,20 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
     return f
 
 
+cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
+    return _wino_workspace(g) if g.wino else g.workers * g.ws1
+
+
 cdef Py_ssize_t _workspace_elems(const Geom* g):
     """Elements of scratch the largest of forward, backward-data, backward-weight needs."""
     cdef Geom f
     cdef Py_ssize_t need
     if g.path != PATH_IM2COL:
         return 0
-    need = g.workers * g.ws1
+    need = max(_fwd_elems(g), g.workers * g.ws1)
     if _flips(g):
         f = _flipped(g)
-        need = max(need, g.m * g.kdim + f.workers * f.ws1)
+        need = max(need, g.m * g.kdim + _fwd_elems(&f))
     return need
 
 
@@ -674,6 +688,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
                     int n_threads) noexcept nogil:
     if g.path == PATH_DEPTHWISE:
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
+    elif g.wino:
+        _wino_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     else:
         _gemm_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
 
@@ -686,7 +702,7 @@ cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, fl
     elif _flips(g):  # a forward conv: no col2im scatter, and a GEMM with K = M*kh*kw
         f = _flipped(g)
         _flip_weights(w, ws, g)
-        _gemm_fwd(dy, ws, NULL, dx, ws + g.m * g.kdim, &f, ACT_NONE, 0, n_threads)
+        _conv_fwd(dy, ws, NULL, dx, ws + g.m * g.kdim, &f, ACT_NONE, 0, n_threads)
     else:
         _gemm_bwd_data(dy, w, dx, ws, g, n_threads)
 

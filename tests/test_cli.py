@@ -101,3 +101,28 @@ def test_console_script_runs():
     assert done.returncode == 0 and "SeedCNN" in done.stdout
     done = subprocess.run(cmd + ["check"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
+
+
+def test_summary_batch_adds_memory_plans(capsys):
+    lenet = str(SPECS / "lenet5.cnn")
+    assert main(["summary", lenet, "--json", "--batch", "8"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    for mode in ("infer", "train"):
+        r = memory[mode]
+        assert r["lower_bound_bytes"] <= r["arena_bytes"] <= r["naive_bytes"]
+        assert 61_706 * 4 <= r["param_bytes"] < 61_706 * 4 + 64 * 10  # 10 aligned tensors
+    assert memory["infer"]["optimizer_bytes"] == 0 < memory["train"]["optimizer_bytes"]
+    assert main(["summary", lenet, "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "train plan, batch 8: arena" in out and "infer plan, batch 8: arena" in out
+
+
+def test_graph_writes_dot(tmp_path, capsys):
+    assert main(["graph", SEED]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith('digraph "SeedCNN"') and "dense" in text
+    out = tmp_path / "seed.dot"
+    assert main(["graph", SEED, "-o", str(out)]) == 0
+    assert out.read_text() == text.rstrip("\n")
+    assert main(["graph", SEED, "-o", str(tmp_path / "no" / "such" / "dir.dot")]) == 1
+    assert "cannot write" in capsys.readouterr().err

@@ -1,4 +1,11 @@
-"""cnnc._kernels.gemm against a float64 numpy reference, on every micro-kernel path."""
+"""cnnc._kernels.gemm against a float64 numpy reference, on every micro-kernel path.
+
+Debug build (Cython bounds checks, -O1 -g), then these tests, then the normal build again:
+    touch kernels/gemm.pyx
+    CNNC_DEBUG_BUILD=1 CNNC_KERNELS=gemm python setup.py build_ext --inplace --force
+    python -m pytest tests/kernels/test_gemm.py -q
+    touch kernels/gemm.pyx && CNNC_KERNELS=gemm python setup.py build_ext --inplace --force
+"""
 import os
 import subprocess
 import sys
@@ -139,6 +146,22 @@ def test_bias_and_activation(kernel, dtype, bias_mode, act):
     out = g.gemm(a, b, c0.copy(), beta=0.5, bias=bias, bias_mode=bias_mode, act=act,
                  act_param=0.1)
     _check(out, a, b, c0, beta=0.5, bias=bias, bias_mode=bias_mode, act=act, act_param=0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [6, 12, 20, 24, 48])
+def test_column_tails(kernel, dtype, n):
+    # A last column panel of exactly or under half the tile width (NR is 4..32 by path and
+    # dtype) goes through the half-width kernels, with and without a scratch tile.
+    rng = np.random.default_rng(n)
+    m, k = 9, 13
+    a, b = _mat(rng, (m, k), dtype, False), _mat(rng, (k, n), dtype, False)
+    bias = rng.standard_normal(n).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    out = g.gemm(a, b, c0.copy(), beta=0.7, bias=bias, bias_mode="col", act="leaky_relu",
+                 act_param=0.3)
+    _check(out, a, b, c0, beta=0.7, bias=bias, bias_mode="col", act="leaky_relu",
+           act_param=0.3)
 
 
 def test_empty_depth_gives_epilogue_of_c():

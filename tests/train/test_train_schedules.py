@@ -70,3 +70,22 @@ def test_plateau_on_accuracy_maximises():
     for v in [0.5, 0.6, 0.6]:
         r.on_epoch_end({"accuracy": v})
     assert r.lr_at(0, 0) == pytest.approx(0.1)
+
+
+def test_every_schedule_the_language_knows_is_built():
+    from cnnc.dsl.train import SCHEDULES
+    required = {"every": 2, "milestones": (2,), "gamma": 0.5}
+    for name, signature in SCHEDULES.items():
+        args = {k: required.get(k, default) for k, _, default in signature}
+        s = make_schedule(name, args, lr=1.0, epochs=5, steps_per_epoch=3)
+        assert s.lr_at(0, 0) > 0, name
+
+
+def test_reduce_on_plateau_after_warmup():
+    s = make_schedule("reduce_on_plateau", {"monitor": "val_loss", "factor": 0.5,
+                                            "patience": 1, "min_delta": 0.0, "warmup": 1},
+                      lr=1.0, epochs=5, steps_per_epoch=2)
+    assert [s.lr_at(0, 0), s.lr_at(0, 1), s.lr_at(1, 0)] == [0.5, 1.0, 1.0]
+    s.on_epoch_end({"val_loss": 1.0})
+    s.on_epoch_end({"val_loss": 1.0})
+    assert s.lr_at(2, 0) == 0.5

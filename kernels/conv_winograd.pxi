@@ -1,0 +1,165 @@
+# Winograd F(2x2, 3x3) forward convolution, included by conv.pyx (Lavin & Gray, 2015).
+#
+# For a 2x2 output tile and its 4x4 input patch d, Y = A^T [(G g G^T) * (B^T d B)] A, so
+# the channel sums become 16 GEMMs U[e] @ V[e] ([M, C] @ [C, tiles], e = 4x4 position):
+# 16/36 of im2col's multiplies, and the input grows 4x instead of 9x. Used for 3x3 stride 1
+# dilation 1 ungrouped layers with enough channels (also for their flipped backward-data).
+# Tiles are numbered over (image, tile row, tile column); a chunk is a fixed run of
+# g.wcols of them, so chunking never depends on the thread count.
+
+cdef inline bint _wino_ok(const Geom* g) noexcept nogil:
+    return (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
+            and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.c >= WINO_MIN_CHANNELS
+            and g.m >= WINO_MIN_CHANNELS)
+
+
+cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:
+    """2x2 output tiles per image."""
+    return ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
+
+
+cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
+    """U for all 16 positions, then V and M of one chunk per worker."""
+    return 16 * g.m * g.c + g.wworkers * 16 * (g.c + g.m) * g.wcols
+
+
+cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
+    """u[e, o, i] = (G w[o, i] G^T)[e], e = 4 * row + column."""
+    cdef Py_ssize_t o, i, r, k
+    cdef double t[4][3]
+    cdef const floating* k3
+    for o in range(m):
+        for i in range(c):
+            k3 = w + (o * c + i) * 9
+            for k in range(3):
+                t[0][k] = k3[k]
+                t[1][k] = (k3[k] + k3[3 + k] + k3[6 + k]) * 0.5
+                t[2][k] = (k3[k] - k3[3 + k] + k3[6 + k]) * 0.5
+                t[3][k] = k3[6 + k]
+            for r in range(4):
+                u[((4 * r) * m + o) * c + i] = <floating>t[r][0]
+                u[((4 * r + 1) * m + o) * c + i] = <floating>((t[r][0] + t[r][1] + t[r][2]) * 0.5)
+                u[((4 * r + 2) * m + o) * c + i] = <floating>((t[r][0] - t[r][1] + t[r][2]) * 0.5)
+                u[((4 * r + 3) * m + o) * c + i] = <floating>t[r][2]
+
+
+cdef void _wino_input(const floating* x, floating* v, const Geom* g, Py_ssize_t q0,
+                      Py_ssize_t nq) noexcept nogil:
+    """v[e, ch, q - q0] = (B^T d B)[e] for the 4x4 input patch d of tile q (0 outside x)."""
+    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g)
+    cdef Py_ssize_t ch, q, b, a, j, r, k, h0, w0, ih, iw
+    cdef floating d[4][4]
+    cdef floating s[4][4]
+    cdef const floating* src
+    cdef floating* out
+    for ch in range(g.c):
+        b = q0 // t1
+        a = (q0 - b * t1) // tw
+        j = q0 - b * t1 - a * tw
+        for q in range(nq):
+            src = x + (b * g.c + ch) * g.h * g.w
+            h0 = 2 * a - g.pt
+            w0 = 2 * j - g.pl
+            if h0 >= 0 and w0 >= 0 and h0 + 4 <= g.h and w0 + 4 <= g.w:
+                for r in range(4):
+                    for k in range(4):
+                        d[r][k] = src[(h0 + r) * g.w + w0 + k]
+            else:
+                for r in range(4):
+                    ih = h0 + r
+                    for k in range(4):
+                        iw = w0 + k
+                        d[r][k] = src[ih * g.w + iw] if 0 <= ih < g.h and 0 <= iw < g.w else 0
+            for k in range(4):
+                s[0][k] = d[0][k] - d[2][k]
+                s[1][k] = d[1][k] + d[2][k]
+                s[2][k] = d[2][k] - d[1][k]
+                s[3][k] = d[1][k] - d[3][k]
+            for r in range(4):
+                out = v + (4 * r * g.c + ch) * nq + q
+                out[0] = s[r][0] - s[r][2]
+                out[g.c * nq] = s[r][1] + s[r][2]
+                out[2 * g.c * nq] = s[r][2] - s[r][1]
+                out[3 * g.c * nq] = s[r][1] - s[r][3]
+            j += 1  # next tile: along the row, then down, then the next image
+            if j == tw:
+                j = 0
+                a += 1
+                if a * tw == t1:
+                    a = 0
+                    b += 1
+
+
+cdef void _wino_output(const floating* mm, floating* y, const floating* bias, const Geom* g,
+                       Py_ssize_t q0, Py_ssize_t nq, int act, floating act_param) noexcept nogil:
+    """y tile q = act(A^T M_q A + bias), clipped to the output; M_q[e] = mm[e, o, q - q0]."""
+    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g), P = g.oh * g.ow
+    cdef Py_ssize_t o, q, b, a, j, k, e, oy, ox
+    cdef floating t0[4]
+    cdef floating t1v[4]
+    cdef floating v[16]
+    cdef floating bo
+    cdef floating* dst
+    for o in range(g.m):
+        bo = 0 if bias == NULL else bias[o]
+        b = q0 // t1
+        a = (q0 - b * t1) // tw
+        j = q0 - b * t1 - a * tw
+        for q in range(nq):
+            for e in range(16):
+                v[e] = mm[(e * g.m + o) * nq + q]
+            for k in range(4):
+                t0[k] = v[k] + v[4 + k] + v[8 + k]
+                t1v[k] = v[4 + k] - v[8 + k] - v[12 + k]
+            oy = 2 * a
+            ox = 2 * j
+            dst = y + (b * g.m + o) * P + oy * g.ow + ox
+            dst[0] = _gemm_act(t0[0] + t0[1] + t0[2] + bo, act, act_param)
+            if ox + 1 < g.ow:
+                dst[1] = _gemm_act(t0[1] - t0[2] - t0[3] + bo, act, act_param)
+            if oy + 1 < g.oh:
+                dst[g.ow] = _gemm_act(t1v[0] + t1v[1] + t1v[2] + bo, act, act_param)
+                if ox + 1 < g.ow:
+                    dst[g.ow + 1] = _gemm_act(t1v[1] - t1v[2] - t1v[3] + bo, act, act_param)
+            j += 1
+            if j == tw:
+                j = 0
+                a += 1
+                if a * tw == t1:
+                    a = 0
+                    b += 1
+
+
+cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
+                      floating* ws, const Geom* g, Py_ssize_t q0, Py_ssize_t nq, int act,
+                      floating act_param, int n_threads) noexcept nogil:
+    """Tiles q0 .. q0 + nq: input transform, 16 GEMMs, output transform."""
+    cdef Py_ssize_t e
+    cdef floating* v = ws
+    cdef floating* mm = ws + 16 * g.c * nq
+    _wino_input(x, v, g, q0, nq)
+    for e in range(16):
+        gemm(False, False, g.m, nq, g.c, 1, u + e * g.m * g.c, g.c, v + e * g.c * nq, nq, 0,
+             mm + e * g.m * nq, nq, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+    _wino_output(mm, y, bias, g, q0, nq, act, act_param)
+
+
+cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                    floating* ws, const Geom* g, int act, floating act_param,
+                    int n_threads) noexcept nogil:
+    """y = act(conv3x3(x, w) + bias) by Winograd F(2x2, 3x3); ws: _wino_workspace elements."""
+    cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
+    cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
+    cdef Py_ssize_t per = 16 * (g.c + g.m) * g.wcols
+    cdef floating* u = ws
+    _wino_weights(w, u, g.m, g.c)
+    if g.wworkers > 1:
+        with parallel(num_threads=g.wworkers):
+            tid = threadid()
+            for k in prange(chunks, schedule="static"):
+                _wino_chunk(x, u, bias, y, ws + 16 * g.m * g.c + tid * per, g, k * g.wcols,
+                            min(g.wcols, total - k * g.wcols), act, act_param, 1)
+    else:
+        for k in range(chunks):
+            _wino_chunk(x, u, bias, y, ws + 16 * g.m * g.c, g, k * g.wcols,
+                        min(g.wcols, total - k * g.wcols), act, act_param, n_threads)
