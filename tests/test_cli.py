@@ -123,6 +123,6 @@ def test_graph_writes_dot(tmp_path, capsys):
     assert text.startswith('digraph "SeedCNN"') and "dense" in text
     out = tmp_path / "seed.dot"
     assert main(["graph", SEED, "-o", str(out)]) == 0
-    assert out.read_text() == text.rstrip("\n")
+    assert out.read_text().strip() == text.strip()
     assert main(["graph", SEED, "-o", str(tmp_path / "no" / "such" / "dir.dot")]) == 1
     assert "cannot write" in capsys.readouterr().err
