@@ -1,4 +1,4 @@
-"""The ``cnnc`` command line: ``cnnc check | summary ...``.
+"""The ``cnnc`` command line: ``cnnc check | summary | graph | run | evaluate | predict``.
 
 Each subcommand is a pair in COMMANDS: a function adding its arguments to its argparse
 subparser, and a function running it that returns the exit status. Exit statuses: 0 fine,
@@ -179,6 +179,12 @@ COMMANDS: list[Command] = [
 ]
 
 
+def _commands() -> list[Command]:
+    """COMMANDS, then the training commands (run, evaluate, predict)."""
+    from cnnc.train.commands import SUBCOMMANDS
+    return COMMANDS + list(SUBCOMMANDS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with one subparser per entry of COMMANDS."""
     common = argparse.ArgumentParser(add_help=False)
@@ -188,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cnnc", description="A declarative compiler for convolutional neural networks.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, add_args, run in COMMANDS:
+    for name, add_args, run in _commands():
         p = sub.add_parser(name, parents=[common], help=(run.__doc__ or "").split("\n")[0],
                            description=run.__doc__)
         add_args(p)

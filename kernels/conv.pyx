@@ -18,13 +18,15 @@ conv of dy with the flipped, transposed weights (padding d*(k-1) - p): a GEMM as
 the forward's and no col2im scatter. Images whose output has few pixels (P < 512) share
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
 
+Winograd F(2x2, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 stride-1 ungrouped
+layers with >= 32 input and output channels, forward and flipped backward-data.
+
 Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
-alone is larger; a multi-image chunk holds at most 2**19 column elements plus as many for
-its gathered dy / GEMM output. So ``conv2d_workspace_size`` <= workers * max(2**20, K),
-plus M*K for the flipped weights of backward-data, with workers = min(n_threads, number
-of chunks). VGG-16's conv1_2 (K = 576, P = 50176; 115 MB un-tiled per image) runs in
-2 MiB per thread.
+alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements.
+So ``conv2d_workspace_size`` <= n_threads * max(2**20, K) + 3*M*K elements (the last
+term: transformed or flipped weights). VGG-16's conv1_2 (K = 576, P = 50176: 115 MB of
+columns per image un-tiled) needs 4 MiB per thread and 0.4 MiB of weights.
 
 conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
 backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
@@ -152,7 +154,8 @@ cdef void _finish(Geom* g) noexcept nogil:
     # im2col columns, plus gathered dy / GEMM output when images share a chunk
     g.ws1 = g.kdim * g.tile if g.ipt == 1 else (g.kdim + g.mg) * g.ipt * P
     g.wino = _wino_ok(g)
-    g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS, 2 * COL_TILE // (16 * (g.c + g.m))))
+    g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS,
+                         (2 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))))
     g.wworkers = max(1, min(g.threads, (g.n * _wino_tiles(g) + g.wcols - 1) // g.wcols))
 
 
@@ -212,8 +215,8 @@ def conv2d_workspace_size(x_shape, w_shape, stride=1, padding=0, dilation=1, gro
                           n_threads=1) -> int:
     """Elements of workspace (dtype of x) that conv2d_forward/backward_* need for these shapes.
 
-    At most ``min(n_threads, N) * max(2**20, K) + M*K`` with K = C/groups*kh*kw (see the
-    module docstring); 0 for the 1x1 and depthwise paths. The same size serves forward,
+    At most ``n_threads * max(2**20, K) + 3*M*K`` with K = C/groups*kh*kw (see the module
+    docstring); 0 for the 1x1 and depthwise paths. The same size serves forward,
     backward_data and backward_weight.
     """
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)

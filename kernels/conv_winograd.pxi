@@ -18,9 +18,14 @@ cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:
     return ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
 
 
+cdef inline Py_ssize_t _wino_per_worker(const Geom* g) noexcept nogil:
+    """V and M of one chunk, and the padded input rows."""
+    return 16 * (g.c + g.m) * g.wcols + 4 * (g.ow + 3)
+
+
 cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
-    """U for all 16 positions, then V and M of one chunk per worker."""
-    return 16 * g.m * g.c + g.wworkers * 16 * (g.c + g.m) * g.wcols
+    """U for all 16 positions, then one chunk's scratch per worker."""
+    return 16 * g.m * g.c + g.wworkers * _wino_per_worker(g)
 
 
 cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
@@ -43,51 +48,52 @@ cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t
                 u[((4 * r + 3) * m + o) * c + i] = <floating>t[r][2]
 
 
-cdef void _wino_input(const floating* x, floating* v, const Geom* g, Py_ssize_t q0,
-                      Py_ssize_t nq) noexcept nogil:
-    """v[e, ch, q - q0] = (B^T d B)[e] for the 4x4 input patch d of tile q (0 outside x)."""
-    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g)
-    cdef Py_ssize_t ch, q, b, a, j, r, k, h0, w0, ih, iw
+cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom* g,
+                      Py_ssize_t q0, Py_ssize_t nq) noexcept nogil:
+    """v[e, ch, q - q0] = (B^T d B)[e] for the 4x4 input patch d of tile q (0 outside x).
+
+    The 4 input rows under a run of tiles are first copied, zero-padded, into `rows`
+    (4 x (2*tw + 2)), so the transform itself has no bounds checks.
+    """
+    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g), rw = 2 * tw + 2
+    cdef Py_ssize_t ch, q, qe, b, a, j, j1, r, k, ih, lo, hi
     cdef floating d[4][4]
     cdef floating s[4][4]
     cdef const floating* src
     cdef floating* out
     for ch in range(g.c):
-        b = q0 // t1
-        a = (q0 - b * t1) // tw
-        j = q0 - b * t1 - a * tw
-        for q in range(nq):
-            src = x + (b * g.c + ch) * g.h * g.w
-            h0 = 2 * a - g.pt
-            w0 = 2 * j - g.pl
-            if h0 >= 0 and w0 >= 0 and h0 + 4 <= g.h and w0 + 4 <= g.w:
-                for r in range(4):
-                    for k in range(4):
-                        d[r][k] = src[(h0 + r) * g.w + w0 + k]
-            else:
-                for r in range(4):
-                    ih = h0 + r
-                    for k in range(4):
-                        iw = w0 + k
-                        d[r][k] = src[ih * g.w + iw] if 0 <= ih < g.h and 0 <= iw < g.w else 0
-            for k in range(4):
-                s[0][k] = d[0][k] - d[2][k]
-                s[1][k] = d[1][k] + d[2][k]
-                s[2][k] = d[2][k] - d[1][k]
-                s[3][k] = d[1][k] - d[3][k]
+        q = q0
+        while q < q0 + nq:  # one run of tiles along a tile row
+            b = q // t1
+            a = (q - b * t1) // tw
+            j = q - b * t1 - a * tw
+            j1 = min(tw, j + q0 + nq - q)
             for r in range(4):
-                out = v + (4 * r * g.c + ch) * nq + q
-                out[0] = s[r][0] - s[r][2]
-                out[g.c * nq] = s[r][1] + s[r][2]
-                out[2 * g.c * nq] = s[r][2] - s[r][1]
-                out[3 * g.c * nq] = s[r][1] - s[r][3]
-            j += 1  # next tile: along the row, then down, then the next image
-            if j == tw:
-                j = 0
-                a += 1
-                if a * tw == t1:
-                    a = 0
-                    b += 1
+                ih = 2 * a - g.pt + r
+                memset(rows + r * rw, 0, rw * sizeof(floating))
+                if 0 <= ih < g.h:
+                    src = x + ((b * g.c + ch) * g.h + ih) * g.w
+                    lo = max(0, g.pl - 2 * j)   # rows[r][k] = x[ih, 2j - pl + k]
+                    hi = min(rw, g.w + g.pl - 2 * j)
+                    if hi > lo:
+                        memcpy(rows + r * rw + lo, src + 2 * j - g.pl + lo,
+                               (hi - lo) * sizeof(floating))
+            for qe in range(j1 - j):
+                for r in range(4):
+                    for k in range(4):
+                        d[r][k] = rows[r * rw + 2 * qe + k]
+                for k in range(4):
+                    s[0][k] = d[0][k] - d[2][k]
+                    s[1][k] = d[1][k] + d[2][k]
+                    s[2][k] = d[2][k] - d[1][k]
+                    s[3][k] = d[1][k] - d[3][k]
+                for r in range(4):
+                    out = v + (4 * r * g.c + ch) * nq + q - q0 + qe
+                    out[0] = s[r][0] - s[r][2]
+                    out[g.c * nq] = s[r][1] + s[r][2]
+                    out[2 * g.c * nq] = s[r][2] - s[r][1]
+                    out[3 * g.c * nq] = s[r][1] - s[r][3]
+            q += j1 - j
 
 
 cdef void _wino_output(const floating* mm, floating* y, const floating* bias, const Geom* g,
@@ -137,7 +143,7 @@ cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias
     cdef Py_ssize_t e
     cdef floating* v = ws
     cdef floating* mm = ws + 16 * g.c * nq
-    _wino_input(x, v, g, q0, nq)
+    _wino_input(x, v, ws + 16 * (g.c + g.m) * g.wcols, g, q0, nq)
     for e in range(16):
         gemm(False, False, g.m, nq, g.c, 1, u + e * g.m * g.c, g.c, v + e * g.c * nq, nq, 0,
              mm + e * g.m * nq, nq, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
@@ -150,7 +156,7 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
     """y = act(conv3x3(x, w) + bias) by Winograd F(2x2, 3x3); ws: _wino_workspace elements."""
     cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
     cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
-    cdef Py_ssize_t per = 16 * (g.c + g.m) * g.wcols
+    cdef Py_ssize_t per = _wino_per_worker(g)
     cdef floating* u = ws
     _wino_weights(w, u, g.m, g.c)
     if g.wworkers > 1:

@@ -78,3 +78,13 @@ def test_resnet_shortcuts_are_projections_only_where_the_shape_changes():
     adds = [n for n in spec.graph.nodes if n.op == "add"]
     projections = [n for n in adds if n.data_inputs[1].producer.op == "batchnorm"]
     assert len(adds) == 8 and len(projections) == 3
+
+
+def test_vgg11_cifar_has_the_common_cifar_size():
+    # VGG-11 with batchnorm and a single 512 -> 10 classifier: 9,231,114 trainable
+    # parameters, the figure usually quoted for this CIFAR-10 form; 5 pools leave 1x1.
+    spec = load_file(SPECS / "vgg11_cifar.cnn")
+    s = summarize(spec.graph)
+    assert (s["trainable_params"], s["non_trainable_params"]) == (9_231_114, 5_504)
+    assert [n.op for n in spec.graph.nodes].count("conv") == 8
+    assert spec.graph.outputs[0].type.shape == ("N", 10)

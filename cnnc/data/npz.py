@@ -24,8 +24,12 @@ def load_npz(path: str | Path, layout: str = "nchw") -> DataSource:
     if not path.is_file():
         raise DataError(f"{path} does not exist; npz(...) needs a .npz file with arrays x "
                         "(images) and y (labels), e.g. written by numpy.savez(path, x=x, y=y).")
+    with open(path, "rb") as fh:
+        if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise DataError(f"{path}: not a .npz file (a zip archive of .npy arrays, as "
+                            "numpy.savez writes); it is another format, corrupt or empty.")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
     except ValueError as err:  # numpy refuses object arrays without allow_pickle
         raise DataError(f"{path}: holds an object (pickled) array, which cnnc never loads "

@@ -1,6 +1,6 @@
 """The ``cnnc run | evaluate | predict`` commands: what they do (``run``, ``evaluate``,
 ``predict``, each returning plain data) and their argparse subcommands
-(:func:`add_arguments`), so ``cnnc/cli.py`` only calls ``add_arguments``.
+(``SUBCOMMANDS``, which ``cnnc/cli.py`` adds to its own).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from cnnc.data import check_fits
+from cnnc.data import DataSource, check_fits
 from cnnc.dsl import Option, Spec, load_file, parse_assignment
 from cnnc.errors import CheckpointError, CnncError, DataError
 from cnnc.threads import get_num_threads, set_num_threads
@@ -101,13 +101,10 @@ def run(spec_path: str | Path, *, epochs: int | None = None, batch: int | None =
     from_logits = outputs_logits(spec.graph)
     progress = "json" if json else "quiet" if quiet else "bar"
     if progress == "bar":
-        val = round(len(source.train) * config.validation_split)
-        test = len(source.test) if source.test is not None else 0
-        _say(stream, f"{spec.graph.name}: {n_train:,} training / {val:,} validation / "
-                     f"{test:,} test images from {source.origin}; {epochs} epochs of {steps} "
-                     f"steps (batch {batch}), seed {seed}, {get_num_threads()} threads -> "
-                     f"{out}" + (f" (resuming after epoch {saved['epoch']})" if resume
-                                 else ""))
+        _say(stream, f"{spec.graph.name}: {_counts(source, n_train)} from {source.origin}; "
+                     f"{epochs} epoch{'s' * (epochs != 1)} of {steps} steps (batch {batch}), "
+                     f"seed {seed}, {get_num_threads()} threads -> {out}"
+                     + (f" (resuming after {saved['epoch']} epochs)" if resume else ""))
     try:
         history = fit(model, source.train, epochs=epochs, batch_size=batch,
                       validation_split=config.validation_split, metrics=config.metrics,
@@ -133,13 +130,24 @@ def run(spec_path: str | Path, *, epochs: int | None = None, batch: int | None =
     if json:
         _say(stream, json_module.dumps(result))
     elif not quiet:
-        if source.test is not None:
-            figures = "  ".join(f"{k[5:]} {v:.4f}" for k, v in result.items()
-                                if k.startswith("test_"))
-            _say(stream, f"test  {figures}  ({len(source.test):,} images)")
-        _say(stream, f"saved {last}, {out / 'best.npz'}, history.json/.csv "
-                     f"({result['seconds']:.1f} s)")
+        _print_result(result, source, stream)
     return result
+
+
+def _counts(source: DataSource, n_train: int) -> str:
+    val = len(source.train) - n_train
+    test = len(source.test) if source.test is not None else 0
+    return f"{n_train:,} training / {val:,} validation / {test:,} test images"
+
+
+def _print_result(result: Mapping[str, Any], source: DataSource, stream: TextIO | None) -> None:
+    if source.test is not None:
+        figures = "  ".join(f"{k[5:]} {v:.4f}" for k, v in result.items()
+                            if k.startswith("test_"))
+        _say(stream, f"test  {figures}  ({len(source.test):,} images)")
+    out = Path(result["out"])
+    _say(stream, f"saved {out / 'last.npz'}, best.npz, history.json/.csv "
+                 f"({result['seconds']:.1f} s)")
 
 
 def _first(*values: Any) -> Any:
@@ -345,13 +353,3 @@ def _predict(args: argparse.Namespace) -> int:
 SUBCOMMANDS = [("run", _run_args, _run), ("evaluate", _evaluate_args, _evaluate),
                ("predict", _predict_args, _predict)]
 
-
-def add_arguments(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add the run, evaluate and predict subcommands to an argparse ``subparsers``; each
-    sets ``run`` to a function of the parsed arguments returning the exit status."""
-    for name, add_args, command in SUBCOMMANDS:
-        p = subparsers.add_parser(name, parents=list(parents),
-                                  help=(command.__doc__ or "").split("\n")[0],
-                                  description=command.__doc__)
-        add_args(p)
-        p.set_defaults(run=command)

@@ -107,6 +107,11 @@ class TrainState:
         """"epoch 3, step 17 of 125" for messages (1-based epoch)."""
         return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
 
+    def done(self) -> str:
+        """How far training has got: "epoch 2" (whole epochs) or "epoch 3, step 17"."""
+        return f"epoch {self.epoch}" if self.step == 0 else \
+            f"epoch {self.epoch + 1}, step {self.step}"
+
     # -- checkpoints ---------------------------------------------------------------------
 
     def save_checkpoint(self, path: str | Path) -> None:
@@ -115,7 +120,7 @@ class TrainState:
         bad = [k for k, v in params.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
         if bad:
             raise TrainingDiverged(
-                f"the weights hold NaN or infinite values after {self.where()} ('{bad[0]}'); "
+                f"the weights hold NaN or infinite values after {self.done()} ('{bad[0]}'); "
                 f"{path} was not written. {self._last_good()}",
                 hint="lower the learning rate (--lr), or look for bad values in the data")
         meta = {
@@ -132,9 +137,7 @@ class TrainState:
         }
         arrays = {cb.name: cb.arrays() for cb in self.callbacks if cb.arrays()}
         save_checkpoint(path, Checkpoint(params, self.model.optimizer_state(), arrays, meta))
-        at = f"epoch {self.epoch}" if self.step == 0 else \
-            f"epoch {self.epoch + 1}, step {self.step}"
-        self.last_checkpoint = f"{path} (after {at})"
+        self.last_checkpoint = f"{path} (after {self.done()})"
 
     def _last_good(self) -> str:
         if self.last_checkpoint is None:
@@ -171,8 +174,7 @@ class TrainState:
         for cb in self.callbacks:
             if cb.name in m["callbacks"]:
                 cb.load_state(m["callbacks"][cb.name], ckpt.callbacks.get(cb.name, {}))
-        self.last_checkpoint = f"{path} (after epoch {self.epoch})" if self.step == 0 else \
-            f"{path} (after epoch {self.epoch + 1}, step {self.step})"
+        self.last_checkpoint = f"{path} (after {self.done()})"
 
 
 def as_split(data: Split | tuple[np.ndarray, np.ndarray], what: str = "data") -> Split:

@@ -33,8 +33,8 @@ def check_classes(source: DataSource, graph: Graph) -> None:
     if source.num_classes > can:
         names = ", ".join(source.classes[:5]) + (", ..." if source.num_classes > 5 else "")
         raise DataError(f"the data from {source.origin} has {source.num_classes} classes "
-                        f"({names}), but the network's output '{graph.outputs[0].name}' has {units} "
-                        f"unit{'s' if units > 1 else ''}, enough for {can}.",
+                        f"({names}), but the network's output '{graph.outputs[0].name}' has "
+                        f"{units} unit{'s' if units > 1 else ''}, enough for {can}.",
                         hint="make the last layer as wide as the number of classes")
 
 

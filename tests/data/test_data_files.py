@@ -189,6 +189,9 @@ def test_npz_refuses_object_arrays_and_bad_labels(tmp_path):
     path.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match="corrupt or truncated"):
         load_npz(path)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(DataError, match="not a .npz file"):
+        load_npz(tmp_path / "one.npy")
 
 
 def test_registry_resolves_relative_paths_and_reports_spans(tmp_path):

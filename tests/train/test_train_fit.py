@@ -200,3 +200,22 @@ def test_curves_png(tmp_path):
         validation_split=0.25, callbacks=[CurvesPlot(tmp_path / "curves.png")])
     with Image.open(tmp_path / "curves.png") as img:
         assert img.format == "PNG" and img.size[0] > img.size[1] > 100
+
+
+class _Poison(Callback):
+    """Puts a NaN into a weight at the end of epoch 2, before the checkpoints are saved."""
+
+    priority = 5
+
+    def on_epoch_end(self, state, logs):
+        if state.epoch == 2:
+            state.model.parameters["dense.bias"][1] = np.nan
+
+
+def test_nan_weights_are_never_checkpointed(tmp_path):
+    x, y = separable(64)
+    with pytest.raises(TrainingDiverged, match=r"(?s)after epoch 2 \('dense.bias'\).*best.npz "
+                                               r"was not written.*last.npz \(after epoch 1\)"):
+        fit(SoftmaxRegression((1, 4, 4), 3), (x, y), epochs=3, batch_size=16, seed=0,
+            progress="quiet", callbacks=[_Poison(), Checkpoints(tmp_path)])
+    assert read_checkpoint(tmp_path / "last.npz").meta["epoch"] == 1

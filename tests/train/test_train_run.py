@@ -1,5 +1,4 @@
 """End to end: the run / evaluate / predict commands on a real compiled network."""
-import argparse
 import io
 import json
 
@@ -7,6 +6,7 @@ import numpy as np
 import pytest
 
 import cnnc
+from cnnc.cli import build_parser
 from cnnc.errors import CheckpointError, CnncError, DataError
 from cnnc.train import commands, read_checkpoint
 
@@ -123,10 +123,8 @@ def test_bad_input_is_named(spec, tmp_path):
         commands.run(spec, out=tmp_path / "fresh", resume=True, quiet=True)
 
 
-def test_add_arguments_parses_the_flags():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    commands.add_arguments(sub)
+def test_cli_parses_the_flags():
+    parser = build_parser()
     a = parser.parse_args(["run", "x.cnn", "--epochs", "3", "--batch", "8", "--lr", "0.1",
                            "--threads", "2", "--seed", "5", "--data", "d", "--out", "o",
                            "--resume", "--set", "width=16", "--json"])

@@ -1,0 +1,295 @@
+"""cnnc against PyTorch, end to end: the same networks, the same optimizer, one process.
+
+    python benchmarks/compare_torch.py --json [--quick] [--threads N] [--models a,b]
+
+For LeNet-5 (1x28x28, batch 64), the seed tutorial's CNN (3x64x64, batch 32), ResNet-20
+(3x32x32, batch 64) and VGG-11 for CIFAR (3x32x32, batch 64) it builds the network in cnnc
+(from specs/) and in PyTorch (defined below; the trainable parameter counts are asserted
+equal), both trained with SGD (lr 0.01, momentum 0.9), and times three rows per network:
+a training step (forward, backward, update) at the network's batch, inference at that
+batch, and inference at batch 1. Within a row the contenders run alternately in short
+bursts (after a warm-up) and each keeps the median of its steps.
+
+PyTorch at its best: glibc's malloc thresholds are pinned for both sides (the script
+re-executes itself with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set, before
+anything is allocated; stock glibc returns PyTorch's large freed blocks to the kernel and
+re-faults them every step), and PyTorch runs each row in NCHW and in channels_last: the
+faster counts, and the row says which.
+
+Clock: with one thread, each step is timed by the process's CPU time, which preemptions
+on a shared machine do not inflate (both sides run on the calling thread only); with more
+threads, by wall-clock time. Output: one JSON object per row (``--json``), then a table.
+Without PyTorch installed the script says so and measures cnnc alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# 32 MiB is the largest mmap threshold glibc accepts; every tensor of these networks is
+# below it, so freed blocks stay in the heap, and the trim threshold keeps the heap whole.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+LR, MOMENTUM = 0.01, 0.9
+
+
+@dataclass(frozen=True)
+class Net:
+    """A benchmark network: its spec, batch, and the issue's target ratios (cnnc / torch)
+    for training, inference at the batch, inference at batch 1 (None: no target)."""
+
+    name: str
+    spec: str
+    batch: int
+    targets: tuple[float | None, float | None, float | None]
+
+
+NETS = {
+    "lenet5": Net("lenet5", "lenet5.cnn", 64, (2.0, 1.5, 3.0)),
+    "seed": Net("seed", "seed.cnn", 32, (1.5, 1.5, 3.0)),
+    "resnet20": Net("resnet20", "resnet20.cnn", 64, (1.5, 1.5, None)),
+    "vgg11": Net("vgg11", "vgg11_cifar.cnn", 64, (1.5, 1.5, None)),
+}
+
+
+def pin_malloc() -> None:
+    """Re-execute this script with the malloc thresholds in its environment (once)."""
+    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+        return
+    env = {**os.environ, **MALLOC_ENV}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+# ---- the networks in PyTorch ----------------------------------------------------------
+# Batchnorm takes Keras's defaults, as cnnc's batchnorm does (momentum 0.99 = PyTorch's
+# 0.01, epsilon 1e-3); losses take logits (cnnc feeds its loss the softmax's or the
+# sigmoid's input too).
+
+def torch_net(name: str):
+    """(module, loss function) of the network ``name`` in PyTorch."""
+    import torch.nn as nn
+
+    def bn(c):
+        return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+
+    if name == "lenet5":
+        net = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+        return net, nn.CrossEntropyLoss()
+    if name == "seed":
+        net = nn.Sequential(
+            nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(64 * 14 * 14, 128), nn.ReLU(), nn.Linear(128, 1), nn.Flatten(0))
+        return net, nn.BCEWithLogitsLoss()
+    if name == "resnet20":
+        class Basic(nn.Module):
+            def __init__(self, cin, c, stride):
+                super().__init__()
+                self.main = nn.Sequential(
+                    nn.Conv2d(cin, c, 3, stride, 1, bias=False), bn(c), nn.ReLU(),
+                    nn.Conv2d(c, c, 3, 1, 1, bias=False), bn(c))
+                self.skip = nn.Identity() if stride == 1 and cin == c else nn.Sequential(
+                    nn.Conv2d(cin, c, 1, stride, bias=False), bn(c))
+                self.relu = nn.ReLU()
+
+            def forward(self, x):
+                return self.relu(self.main(x) + self.skip(x))
+
+        layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), bn(16), nn.ReLU()]
+        cin = 16
+        for c, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                layers.append(Basic(cin, c, stride if i == 0 else 1))
+                cin = c
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+        return nn.Sequential(*layers), nn.CrossEntropyLoss()
+    if name == "vgg11":
+        layers, cin = [], 3
+        for c in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+            if c == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, c, 3, padding=1), bn(c), nn.ReLU()]
+                cin = c
+        layers += [nn.Flatten(), nn.Linear(512, 10)]
+        return nn.Sequential(*layers), nn.CrossEntropyLoss()
+    raise ValueError(f"no PyTorch definition of {name!r}")
+
+
+# ---- contenders: one step function per (framework, layout) ----------------------------
+
+def batch_for(net: Net, batch: int, seed: int = 0):
+    """Random inputs in [0, 1) and labels for ``net`` (numpy)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    shape = {"lenet5": (1, 28, 28), "seed": (3, 64, 64)}.get(net.name, (3, 32, 32))
+    x = rng.random((batch,) + shape, dtype=np.float32)
+    y = rng.integers(0, 2 if net.name == "seed" else 10, batch)
+    return x, y
+
+
+def cnnc_model(net: Net):
+    import cnnc
+    from cnnc.dsl import Option
+    return cnnc.compile(ROOT / "specs" / net.spec, batch=net.batch, seed=0,
+                        optimizer=Option("sgd", {"lr": LR, "momentum": MOMENTUM}))
+
+
+def cnnc_step(model, mode: str, x, y) -> Callable[[], object]:
+    if mode == "train":
+        return lambda: model.train_step(x, y)
+    return lambda: model.forward(x)
+
+
+def torch_step(net: Net, mode: str, x, y, channels_last: bool) -> Callable[[], object]:
+    import torch
+    module, loss_fn = torch_net(net.name)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(memory_format=fmt)
+    tx = torch.from_numpy(x).contiguous(memory_format=fmt)
+    ty = torch.from_numpy(y).float() if net.name == "seed" else torch.from_numpy(y)
+    if mode == "infer":
+        module.eval()
+
+        def infer():
+            with torch.inference_mode():
+                return module(tx)
+        return infer
+    module.train()
+    opt = torch.optim.SGD(module.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(module(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss
+    return train
+
+
+def check_params(net: Net, model) -> int:
+    """The trainable parameter count, asserted equal on both sides."""
+    from cnnc.ir.summary import summarize
+    ours = summarize(model.graph)["trainable_params"]
+    module, _ = torch_net(net.name)
+    theirs = sum(p.numel() for p in module.parameters())
+    assert ours == theirs, f"{net.name}: cnnc has {ours:,} parameters, PyTorch {theirs:,}"
+    return ours
+
+
+# ---- timing ---------------------------------------------------------------------------
+
+def time_alternately(steps: dict[str, Callable[[], object]], clock: Callable[[], float],
+                     warmup: int, min_steps: int, budget_s: float, burst: int = 2
+                     ) -> dict[str, float]:
+    """Median seconds per step of each contender: warm-up, then rounds in which each runs
+    ``burst`` timed steps in turn, until each has ``min_steps`` and the row has used
+    ``budget_s`` of the clock (or 20x min_steps steps)."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    start = clock()
+    while True:
+        for key, step in steps.items():
+            for _ in range(burst):
+                t = clock()
+                step()
+                times[key].append(clock() - t)
+        done = min(len(t) for t in times.values())
+        if done >= min_steps and (clock() - start >= budget_s or done >= 20 * min_steps):
+            break
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_net(net: Net, threads: int, quick: bool, have_torch: bool) -> list[dict]:
+    clock = time.process_time if threads == 1 else time.perf_counter
+    warmup, min_steps, budget = (1, 4, 1.0) if quick else (3, 10, 6.0)
+    model = cnnc_model(net)
+    params = check_params(net, model) if have_torch else None
+    rows = []
+    for mode, batch, target in (("train", net.batch, net.targets[0]),
+                                ("infer", net.batch, net.targets[1]),
+                                ("infer", 1, net.targets[2])):
+        x, y = batch_for(net, batch)
+        steps = {"cnnc": cnnc_step(model, mode, x, y)}
+        if have_torch:
+            steps["torch_nchw"] = torch_step(net, mode, x, y, channels_last=False)
+            steps["torch_cl"] = torch_step(net, mode, x, y, channels_last=True)
+        med = time_alternately(steps, clock, warmup, min_steps, budget)
+        ips = {k: batch / s for k, s in med.items()}
+        row = {"model": net.name, "mode": mode, "batch": batch, "threads": threads,
+               "params": params, "clock": "cpu" if threads == 1 else "wall",
+               "cnnc_img_s": ips["cnnc"], "torch_img_s": None, "ratio": None,
+               "target": target}
+        if have_torch:
+            layout = max(("torch_nchw", "torch_cl"), key=ips.get)
+            row.update(torch_img_s=ips[layout], ratio=ips["cnnc"] / ips[layout],
+                       torch_layout="channels_last" if layout == "torch_cl" else "nchw",
+                       torch_nchw_img_s=ips["torch_nchw"], torch_cl_img_s=ips["torch_cl"])
+            row["meets_target"] = None if target is None else row["ratio"] >= target
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'model':<9} {'mode':<6} {'batch':>5} {'thr':>3} {'cnnc img/s':>11} "
+            f"{'torch img/s':>12} {'layout':<13} {'ratio':>6} {'target':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        torch_s = f"{r['torch_img_s']:>12,.0f}" if r["torch_img_s"] else f"{'-':>12}"
+        ratio = f"{r['ratio']:>6.2f}" if r["ratio"] else f"{'-':>6}"
+        target = f"{r['target']:>5.1f}x" if r["target"] else f"{'-':>6}"
+        lines.append(f"{r['model']:<9} {r['mode']:<6} {r['batch']:>5} {r['threads']:>3} "
+                     f"{r['cnnc_img_s']:>11,.0f} {torch_s} {r.get('torch_layout', '-'):<13} "
+                     f"{ratio} {target}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="one JSON object per row, then the table")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter runs (< 2 minutes)")
+    p.add_argument("--threads", type=int, default=1, help="threads for both (default 1)")
+    p.add_argument("--models", default=",".join(NETS),
+                   help=f"comma-separated subset of {','.join(NETS)}")
+    args = p.parse_args(argv)
+    names = [m for m in args.models.split(",") if m]
+    unknown = [m for m in names if m not in NETS]
+    if unknown:
+        p.error(f"unknown model {unknown[0]!r}; choose from {', '.join(NETS)}")
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    pin_malloc()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("PyTorch is not installed (pip install torch==2.13.0): measuring cnnc alone",
+              file=sys.stderr)
+    import cnnc
+    cnnc.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for name in names:
+        for row in run_net(NETS[name], args.threads, args.quick, torch is not None):
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
