@@ -1,14 +1,16 @@
 """cnnc against PyTorch, end to end: the same networks, the same optimizer, one process.
 
     python benchmarks/compare_torch.py --json [--quick] [--threads N] [--models a,b]
+    python benchmarks/compare_torch.py --scaling [--threads 2] [--quick]
 
 For LeNet-5 (1x28x28, batch 64), the seed tutorial's CNN (3x64x64, batch 32), ResNet-20
 (3x32x32, batch 64) and VGG-11 for CIFAR (3x32x32, batch 64) it builds the network in cnnc
 (from specs/) and in PyTorch (defined below; the trainable parameter counts are asserted
 equal), both trained with SGD (lr 0.01, momentum 0.9), and times three rows per network:
 a training step (forward, backward, update) at the network's batch, inference at that
-batch, and inference at batch 1. Within a row the contenders run alternately in short
-bursts (after a warm-up) and each keeps the median of its steps.
+batch, and inference at batch 1. Within a row the contenders run alternately in bursts of
+about 50 ms (after a warm-up; the first step of each burst, which refills the caches the
+other contender emptied, is not kept) and each keeps the median of its steps.
 
 PyTorch at its best: glibc's malloc thresholds are pinned for both sides (the script
 re-executes itself with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set, before
@@ -190,19 +192,26 @@ def check_params(net: Net, model) -> int:
 # ---- timing ---------------------------------------------------------------------------
 
 def time_alternately(steps: dict[str, Callable[[], object]], clock: Callable[[], float],
-                     warmup: int, min_steps: int, budget_s: float, burst: int = 2
+                     warmup: int, min_steps: int, budget_s: float, burst_s: float = 0.05
                      ) -> dict[str, float]:
-    """Median seconds per step of each contender: warm-up, then rounds in which each runs
-    ``burst`` timed steps in turn, until each has ``min_steps`` and the row has used
+    """Median seconds per step of each contender. After ``warmup`` steps each, rounds in
+    which each contender runs a burst of about ``burst_s`` (2 steps at least) in turn; the
+    first step of a burst refills the caches the other contenders emptied and is not
+    kept. Rounds go on until each has ``min_steps`` kept steps and the row has used
     ``budget_s`` of the clock (or 20x min_steps steps)."""
-    for step in steps.values():
-        for _ in range(warmup):
+    bursts = {}
+    for key, step in steps.items():
+        for _ in range(max(warmup, 1)):
+            t = clock()
             step()
+            took = clock() - t
+        bursts[key] = max(2, min(50, round(burst_s / max(took, 1e-6))))
     times: dict[str, list[float]] = {k: [] for k in steps}
     start = clock()
     while True:
         for key, step in steps.items():
-            for _ in range(burst):
+            step()
+            for _ in range(bursts[key]):
                 t = clock()
                 step()
                 times[key].append(clock() - t)
@@ -242,11 +251,53 @@ def run_net(net: Net, threads: int, quick: bool, have_torch: bool) -> list[dict]
     return rows
 
 
+def _with_threads(n: int, step: Callable[[], object], have_torch: bool
+                  ) -> Callable[[], object]:
+    """``step`` run with ``n`` threads (cnnc keeps one plan per thread count)."""
+    import cnnc
+
+    def run():
+        cnnc.set_num_threads(n)
+        if have_torch:
+            import torch
+            torch.set_num_threads(n)
+        return step()
+    return run
+
+
+def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
+    """Training at 1 and at ``threads`` threads, alternately (wall clock): each
+    framework's speed-up over its own one-thread figure."""
+    warmup, min_steps, budget = (1, 4, 2.0) if quick else (2, 10, 8.0)
+    x, y = batch_for(net, net.batch)
+    model = cnnc_model(net)
+    steps = {}
+    for n in (1, threads):
+        steps[f"cnnc_{n}"] = _with_threads(n, cnnc_step(model, "train", x, y), have_torch)
+        if have_torch:
+            steps[f"torch_{n}"] = _with_threads(
+                n, torch_step(net, "train", x, y, channels_last=True), have_torch)
+    med = time_alternately(steps, time.perf_counter, warmup, min_steps, budget)
+    row = {"model": net.name, "mode": "train", "batch": net.batch, "threads": threads,
+           "scaling": True, "target": 1.8}
+    for fw in ("cnnc", "torch") if have_torch else ("cnnc",):
+        row[f"{fw}_img_s_1"] = net.batch / med[f"{fw}_1"]
+        row[f"{fw}_img_s_{threads}"] = net.batch / med[f"{fw}_{threads}"]
+        row[f"{fw}_speedup"] = med[f"{fw}_1"] / med[f"{fw}_{threads}"]
+    return row
+
+
 def table(rows: list[dict]) -> str:
     head = (f"{'model':<9} {'mode':<6} {'batch':>5} {'thr':>3} {'cnnc img/s':>11} "
             f"{'torch img/s':>12} {'layout':<13} {'ratio':>6} {'target':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        if r.get("scaling"):
+            torch_x = f", PyTorch {r['torch_speedup']:.2f}x" if "torch_speedup" in r else ""
+            lines.append(f"{r['model']:<9} train {r['batch']:>6}: {r['threads']} threads vs 1: "
+                         f"cnnc {r['cnnc_speedup']:.2f}x{torch_x} (target cnnc >= "
+                         f"{r['target']}x; wall clock)")
+            continue
         torch_s = f"{r['torch_img_s']:>12,.0f}" if r["torch_img_s"] else f"{'-':>12}"
         ratio = f"{r['ratio']:>6.2f}" if r["ratio"] else f"{'-':>6}"
         target = f"{r['target']:>5.1f}x" if r["target"] else f"{'-':>6}"
@@ -261,15 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per row, then the table")
     p.add_argument("--quick", action="store_true", help="fewer, shorter runs (< 2 minutes)")
     p.add_argument("--threads", type=int, default=1, help="threads for both (default 1)")
-    p.add_argument("--models", default=",".join(NETS),
+    p.add_argument("--scaling", action="store_true",
+                   help="instead: training at 1 and --threads threads, alternately "
+                        "(default 2 threads; ResNet-20 and VGG-11 unless --models)")
+    p.add_argument("--models", default=None,
                    help=f"comma-separated subset of {','.join(NETS)}")
     args = p.parse_args(argv)
-    names = [m for m in args.models.split(",") if m]
+    default = "resnet20,vgg11" if args.scaling else ",".join(NETS)
+    names = [m for m in (args.models or default).split(",") if m]
     unknown = [m for m in names if m not in NETS]
     if unknown:
         p.error(f"unknown model {unknown[0]!r}; choose from {', '.join(NETS)}")
     if args.threads < 1:
         p.error("--threads must be >= 1")
+    if args.scaling and args.threads == 1:
+        args.threads = 2
     pin_malloc()
     try:
         import torch
@@ -283,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     rows = []
     for name in names:
-        for row in run_net(NETS[name], args.threads, args.quick, torch is not None):
+        if args.scaling:
+            found = [run_scaling(NETS[name], args.threads, args.quick, torch is not None)]
+        else:
+            found = run_net(NETS[name], args.threads, args.quick, torch is not None)
+        for row in found:
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)

@@ -2,25 +2,31 @@
 
 Every kernel takes an explicit ``n_threads``; callers ask :func:`get_num_threads`.
 The default is all usable cores, overridden by ``CNNC_NUM_THREADS`` or, failing that,
-``OMP_NUM_THREADS``; :func:`set_num_threads` overrides both.
+``OMP_NUM_THREADS`` (read once per process); :func:`set_num_threads` overrides both.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from cnnc._kernels import threads as _threads
 
 _chosen: int | None = None
+_OPENMP = _threads.openmp_enabled()
 
 
+@functools.cache
 def _usable_cores() -> int:
+    """Cores this process may run on (read once: kernels ask on every call)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
 
+@functools.cache
 def _from_env() -> int | None:
+    """The count the environment asks for, read once (as OpenMP reads OMP_NUM_THREADS)."""
     for name in ("CNNC_NUM_THREADS", "OMP_NUM_THREADS"):
         raw = os.environ.get(name, "").split(",")[0].strip()
         if raw:
@@ -33,7 +39,7 @@ def _from_env() -> int | None:
 
 def effective_n_threads(n: int | None = None) -> int:
     """Resolve a requested thread count: None = default, negative = all cores but |n|-1."""
-    if not _threads.openmp_enabled():
+    if not _OPENMP:
         return 1
     cores = _usable_cores()
     if n is None:

@@ -56,7 +56,7 @@ cdef enum:
     FLIP_MIN_CHANNELS = 16
     CHUNK_COLS = 512  # images share a chunk until their output pixels reach this
     WINO_COLS = 512  # Winograd tiles per chunk
-    WINO_MIN_CHANNELS = 32  # below this the 16 GEMMs are too thin to beat im2col
+    WINO_MIN_CHANNELS = 64  # below this the 16 GEMMs are too thin to beat im2col
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -140,17 +140,18 @@ cdef void _finish(Geom* g) noexcept nogil:
     cdef Py_ssize_t P = g.oh * g.ow
     g.mg = g.m // g.groups
     g.kdim = g.cg * g.kh * g.kw
-    g.tile = min(P, max(1, COL_TILE // g.kdim))
-    g.ipt = max(1, min(g.n, CHUNK_COLS // P, COL_TILE // (g.kdim * P), COL_TILE // (g.mg * P)))
-    g.workers = max(1, min(g.threads, (g.n + g.ipt - 1) // g.ipt))
     if (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
             and g.oh == g.h and g.ow == g.w):
         g.path = PATH_1X1
-        g.ipt = 1
     elif g.groups > 1 and g.cg == 1 and g.groups == g.c:
         g.path = PATH_DEPTHWISE
     else:
         g.path = PATH_IM2COL
+    g.tile = min(P, max(1, COL_TILE // g.kdim))
+    g.ipt = max(1, min(g.n, CHUNK_COLS // P, COL_TILE // (g.kdim * P), COL_TILE // (g.mg * P)))
+    if g.path == PATH_1X1:
+        g.ipt = 1
+    g.workers = max(1, min(g.threads, (g.n + g.ipt - 1) // g.ipt))
     # im2col columns, plus gathered dy / GEMM output when images share a chunk
     g.ws1 = g.kdim * g.tile if g.ipt == 1 else (g.kdim + g.mg) * g.ipt * P
     g.wino = _wino_ok(g)

@@ -22,5 +22,8 @@ def test_zero_rejected():
 def test_env_respected(monkeypatch):
     monkeypatch.setattr(threads, "_chosen", None)
     monkeypatch.setenv("CNNC_NUM_THREADS", "1")
+    threads._from_env.cache_clear()  # the environment is read once per process
     if threads._threads.openmp_enabled():
         assert cnnc.get_num_threads() == 1
+    monkeypatch.undo()
+    threads._from_env.cache_clear()

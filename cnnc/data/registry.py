@@ -13,8 +13,9 @@ the matching loader. Calls and what they load:
 ``npz(path, layout="nchw")``                       arrays x, y (x_test, y_test, classes)
 =================================================  ==========================================
 
-A relative path is taken from the spec file's folder (``base_dir``); a CLI ``--data PATH``
-override replaces ``args[0]`` before the call.
+A relative path is taken from the spec file's folder (``base_dir``). A CLI ``--data PATH``
+is passed as ``data_path``: it replaces the spec's path (and is taken as given, relative to
+the working directory).
 """
 from __future__ import annotations
 
@@ -53,11 +54,12 @@ SOURCES: dict[str, tuple[Callable[..., DataSource], bool]] = {
 
 
 def load_source(kind: str, args: list, kwargs: dict, base_dir: str | Path = ".",
-                span: Span | None = None) -> DataSource:
+                span: Span | None = None, data_path: str | Path | None = None) -> DataSource:
     """Load the data source a spec names: ``kind(*args, **kwargs)``.
 
-    Raises SpecError for an unknown source or arguments it does not take (with ``span``),
-    DataError when the data is missing or bad (with ``span`` where the error has none).
+    ``data_path`` (the CLI's ``--data``) overrides the path argument. Raises SpecError for
+    an unknown source or arguments it does not take (with ``span``), DataError when the
+    data is missing or bad (with ``span`` where the error has none).
     """
     if kind not in SOURCES:
         near = difflib.get_close_matches(kind, SOURCES, n=1)
@@ -65,8 +67,15 @@ def load_source(kind: str, args: list, kwargs: dict, base_dir: str | Path = ".",
         raise SpecError(f"unknown data source {kind!r}; known: {', '.join(SOURCES)}",
                         span=span, hint=hint)
     loader, takes_path = SOURCES[kind]
+    if data_path is not None and not takes_path:
+        raise DataError(f"--data {data_path} was given, but {kind}(...) reads no files; "
+                        "drop --data or name a file-based source in the spec.", span=span)
     args = list(args)
     params = inspect.signature(loader).parameters
+    if data_path is not None:  # as if the spec had named this path (absolute: base ignored)
+        first = next(iter(params))
+        kwargs = {k: v for k, v in kwargs.items() if k != first}
+        args = [str(Path(data_path).resolve())] + args[1:]
     try:
         bound = inspect.signature(loader).bind(*args, **kwargs)
     except TypeError as err:

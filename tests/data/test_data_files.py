@@ -207,3 +207,13 @@ def test_registry_resolves_relative_paths_and_reports_spans(tmp_path):
         load_source("shapes", [], {"clases": 2})
     with pytest.raises(SpecError, match="path"):
         load_source("folder", [], {"size": 3})
+
+
+def test_registry_data_path_override(tmp_path, monkeypatch):
+    np.savez(tmp_path / "real.npz", x=np.zeros((3, 1, 2, 2), np.float32), y=np.array([0, 1, 0]))
+    monkeypatch.chdir(tmp_path)
+    src = load_source("npz", [], {"path": "spec-relative.npz"}, base_dir="/elsewhere",
+                      data_path="real.npz")
+    assert len(src.train) == 3 and src.origin == str(tmp_path / "real.npz")
+    with pytest.raises(DataError, match="reads no files"):
+        load_source("shapes", [], {}, data_path="real.npz")

@@ -87,9 +87,9 @@ CONV_CASES = [
     (1, 2, 17, 17, 3, (3, 3), 2, 2, 2, 1),                 # dilation 2, padding 2
     (1, 5, 33, 3, 2, (5, 3), (3, 1), (2, 0, 1, 1), (1, 2), 1),
     (2, 6, 5, 4, 4, (2, 3), (1, 2), 1, 1, 2),
-    (3, 32, 31, 31, 32, (3, 3), 1, 1, 1, 1),               # Winograd, chunks span images
-    (1, 33, 6, 5, 40, (3, 3), 1, (0, 2, 1, 0), 1, 1),      # Winograd, asymmetric, odd sizes
-    (2, 32, 3, 3, 32, (3, 3), 1, 0, 1, 1),                 # Winograd, kernel == input
+    (3, 64, 31, 31, 64, (3, 3), 1, 1, 1, 1),               # Winograd, chunks span images
+    (1, 65, 6, 5, 64, (3, 3), 1, (0, 2, 1, 0), 1, 1),      # Winograd, asymmetric, odd sizes
+    (2, 64, 3, 3, 64, (3, 3), 1, 0, 1, 1),                 # Winograd, kernel == input
 ]
 
 
@@ -259,7 +259,7 @@ def test_conv_small_batches(case, n):
         assert not dw.any() and not db.any()
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12)])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12, 15, 16)])
 @pytest.mark.parametrize("n", [1, 3, 23])
 def test_conv_threads_bitwise_equal(case, n):
     """n = 23 splits small images into several multi-image chunks shared by the threads."""
