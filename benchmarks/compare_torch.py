@@ -9,8 +9,8 @@ For LeNet-5 (1x28x28, batch 64), the seed tutorial's CNN (3x64x64, batch 32), Re
 equal), both trained with SGD (lr 0.01, momentum 0.9), and times three rows per network:
 a training step (forward, backward, update) at the network's batch, inference at that
 batch, and inference at batch 1. Within a row the contenders run alternately in bursts of
-about 50 ms (after a warm-up; the first step of each burst, which refills the caches the
-other contender emptied, is not kept) and each keeps the median of its steps.
+about 50 ms (after a warm-up; short steps get one untimed step first, to refill the caches
+the other contender emptied) and each keeps the median of its steps.
 
 PyTorch at its best: glibc's malloc thresholds are pinned for both sides (the script
 re-executes itself with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set, before
@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -195,22 +196,24 @@ def time_alternately(steps: dict[str, Callable[[], object]], clock: Callable[[],
                      warmup: int, min_steps: int, budget_s: float, burst_s: float = 0.05
                      ) -> dict[str, float]:
     """Median seconds per step of each contender. After ``warmup`` steps each, rounds in
-    which each contender runs a burst of about ``burst_s`` (2 steps at least) in turn; the
-    first step of a burst refills the caches the other contenders emptied and is not
-    kept. Rounds go on until each has ``min_steps`` kept steps and the row has used
+    which each contender runs a burst of about ``burst_s`` (2 steps at least) in turn; for
+    steps shorter than ``burst_s``, a first untimed step refills the caches the other
+    contenders emptied. Rounds go on until each has ``min_steps`` kept steps and the row has used
     ``budget_s`` of the clock (or 20x min_steps steps)."""
-    bursts = {}
+    bursts, refill = {}, {}
     for key, step in steps.items():
         for _ in range(max(warmup, 1)):
             t = clock()
             step()
             took = clock() - t
         bursts[key] = max(2, min(50, round(burst_s / max(took, 1e-6))))
+        refill[key] = took < burst_s
     times: dict[str, list[float]] = {k: [] for k in steps}
     start = clock()
     while True:
         for key, step in steps.items():
-            step()
+            if refill[key]:
+                step()
             for _ in range(bursts[key]):
                 t = clock()
                 step()
@@ -239,6 +242,7 @@ def run_net(net: Net, threads: int, quick: bool, have_torch: bool) -> list[dict]
         ips = {k: batch / s for k, s in med.items()}
         row = {"model": net.name, "mode": mode, "batch": batch, "threads": threads,
                "params": params, "clock": "cpu" if threads == 1 else "wall",
+               "load": os.getloadavg()[0],
                "cnnc_img_s": ips["cnnc"], "torch_img_s": None, "ratio": None,
                "target": target}
         if have_torch:
@@ -251,39 +255,62 @@ def run_net(net: Net, threads: int, quick: bool, have_torch: bool) -> list[dict]
     return rows
 
 
-def _with_threads(n: int, step: Callable[[], object], have_torch: bool
-                  ) -> Callable[[], object]:
-    """``step`` run with ``n`` threads (cnnc keeps one plan per thread count)."""
+def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict[str, float]:
+    """Images/s of ``framework`` training ``net`` (wall clock): cnnc at 1 and at
+    ``threads`` threads alternately (it keeps a plan per thread count, so switching is
+    free); PyTorch at ``threads`` only (it slows down many times when its thread count
+    changes between steps)."""
     import cnnc
+    warmup, min_steps, budget = (1, 4, 2.0) if quick else (2, 10, 6.0)
+    x, y = batch_for(net, net.batch)
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        step = torch_step(net, "train", x, y, channels_last=True)
+        med = time_alternately({threads: step}, time.perf_counter, warmup, min_steps, budget)
+    else:
+        step = cnnc_step(cnnc_model(net), "train", x, y)
 
-    def run():
-        cnnc.set_num_threads(n)
-        if have_torch:
-            import torch
-            torch.set_num_threads(n)
-        return step()
-    return run
+        def at(n):
+            def run():
+                cnnc.set_num_threads(n)
+                return step()
+            return run
+        med = time_alternately({n: at(n) for n in (1, threads)}, time.perf_counter, warmup,
+                               min_steps, budget)
+    return {str(n): net.batch / s for n, s in med.items()}
+
+
+def _worker(framework: str, net: Net, threads: int, quick: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--scaling-worker", framework, "--models", net.name,
+           "--threads", str(threads)] + (["--quick"] if quick else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
-    """Training at 1 and at ``threads`` threads, alternately (wall clock): each
-    framework's speed-up over its own one-thread figure."""
-    warmup, min_steps, budget = (1, 4, 2.0) if quick else (2, 10, 8.0)
-    x, y = batch_for(net, net.batch)
-    model = cnnc_model(net)
-    steps = {}
-    for n in (1, threads):
-        steps[f"cnnc_{n}"] = _with_threads(n, cnnc_step(model, "train", x, y), have_torch)
-        if have_torch:
-            steps[f"torch_{n}"] = _with_threads(
-                n, torch_step(net, "train", x, y, channels_last=True), have_torch)
-    med = time_alternately(steps, time.perf_counter, warmup, min_steps, budget)
+    """Each framework's training speed-up at ``threads`` threads over its own one-thread
+    figure, the median over rounds (2 with --quick, else 3). Each framework runs in
+    processes of its own: two OpenMP runtimes in one process (PyTorch's and cnnc's) keep
+    each other's idle threads spinning. A round is one cnnc process (both thread counts,
+    alternately) and, with PyTorch, one process per thread count."""
     row = {"model": net.name, "mode": "train", "batch": net.batch, "threads": threads,
-           "scaling": True, "target": 1.8}
+           "scaling": True, "target": 1.8, "load_before": os.getloadavg()[0]}
+    found: dict[tuple[str, str], list[float]] = {}
+    for _ in range(2 if quick else 3):
+        runs = [("cnnc", _worker("cnnc", net, threads, quick))]
+        if have_torch:
+            runs += [("torch", _worker("torch", net, n, quick)) for n in (1, threads)]
+        for fw, ips in runs:
+            for n, v in ips.items():
+                found.setdefault((fw, n), []).append(v)
     for fw in ("cnnc", "torch") if have_torch else ("cnnc",):
-        row[f"{fw}_img_s_1"] = net.batch / med[f"{fw}_1"]
-        row[f"{fw}_img_s_{threads}"] = net.batch / med[f"{fw}_{threads}"]
-        row[f"{fw}_speedup"] = med[f"{fw}_1"] / med[f"{fw}_{threads}"]
+        one, many = (statistics.median(found[fw, str(n)]) for n in (1, threads))
+        row.update({f"{fw}_img_s_1": one, f"{fw}_img_s_{threads}": many,
+                    f"{fw}_speedup": many / one,
+                    f"{fw}_speedups": [b / a for a, b in zip(found[fw, "1"],
+                                                             found[fw, str(threads)])]})
+    row["load_after"] = os.getloadavg()[0]
     return row
 
 
@@ -296,7 +323,8 @@ def table(rows: list[dict]) -> str:
             torch_x = f", PyTorch {r['torch_speedup']:.2f}x" if "torch_speedup" in r else ""
             lines.append(f"{r['model']:<9} train {r['batch']:>6}: {r['threads']} threads vs 1: "
                          f"cnnc {r['cnnc_speedup']:.2f}x{torch_x} (target cnnc >= "
-                         f"{r['target']}x; wall clock)")
+                         f"{r['target']}x; wall clock; load average "
+                         f"{r['load_before']:.1f} -> {r['load_after']:.1f})")
             continue
         torch_s = f"{r['torch_img_s']:>12,.0f}" if r["torch_img_s"] else f"{'-':>12}"
         ratio = f"{r['ratio']:>6.2f}" if r["ratio"] else f"{'-':>6}"
@@ -315,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling", action="store_true",
                    help="instead: training at 1 and --threads threads, alternately "
                         "(default 2 threads; ResNet-20 and VGG-11 unless --models)")
+    p.add_argument("--scaling-worker", choices=("cnnc", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--models", default=None,
                    help=f"comma-separated subset of {','.join(NETS)}")
     args = p.parse_args(argv)
@@ -325,9 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown model {unknown[0]!r}; choose from {', '.join(NETS)}")
     if args.threads < 1:
         p.error("--threads must be >= 1")
-    if args.scaling and args.threads == 1:
+    if args.scaling and not args.scaling_worker and args.threads == 1:
         args.threads = 2
     pin_malloc()
+    if args.scaling_worker:
+        print(json.dumps(scaling_worker(NETS[names[0]], args.scaling_worker, args.threads,
+                                        args.quick)))
+        return 0
     try:
         import torch
     except ImportError:

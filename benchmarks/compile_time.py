@@ -4,14 +4,15 @@
 
 Calls the functions ``cnnc.compile`` and ``Model`` call, in their order, and times each:
 
-* parse: read the file, parse it (lark), follow its includes (``load_program``);
-* elaborate: AST -> Graph, with every layer's shape rule run as it is added;
-* train section: the rest of ``cnnc.dsl.load`` (the train section's schema);
+* load: ``cnnc.dsl.load``: parse (lark; informative, timed alone: ``load_program``,
+  includes followed), elaborate (AST -> Graph, every layer's shape rule run as it is
+  added; informative, timed alone), and the train section's schema;
 * forward copy: ``copy_forward`` (the Model's own float32 copy of the graph);
 * autodiff: ``build_training_graph`` (loss, backward nodes, SGD updates);
 * passes: ``fuse`` then ``optimize_training`` (dce, in-place);
 * plan: ``runtime.Plan`` (schedule, usage records, memory plan, arena views, kernel
-  binding); its scheduling part is also timed on its own (``schedule``, informative).
+  binding); its scheduling and its memory planning (``plan_memory`` over the plan's
+  usage records) are also timed on their own (informative).
 
 ``shape inference`` (informative) re-runs every shape rule of the forward graph
 (``Graph.infer_shapes``), which elaboration already did once. The total is the sum of
@@ -37,7 +38,8 @@ from cnnc.dsl.elaborate import elaborate
 from cnnc.dsl.parser import read_spec
 from cnnc.dsl.program import load_program
 from cnnc.dsl.train import Option
-from cnnc.runtime import Plan
+from cnnc.memory import plan_memory
+from cnnc.runtime import ALIGNMENT, Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 0.5
@@ -49,14 +51,14 @@ def phases(path: Path, batch: int) -> dict[str, float]:
     t = {}
     clock = time.perf_counter
     start = clock()
+    spec = load(path)  # parse + elaborate + train section, as cnnc.compile does
+    t["load"] = clock() - start
+    start = clock()
     program = load_program(read_spec(path), str(path), path.resolve().parent)
-    t["parse"] = clock() - start
+    t["parse (in load)"] = clock() - start
     start = clock()
     graph = elaborate(program, {}).graph
-    t["elaborate"] = clock() - start
-    start = clock()
-    spec = load(path)  # parse + elaborate + train section, as cnnc.compile does
-    t["train section"] = max(clock() - start - t["parse"] - t["elaborate"], 0.0)
+    t["elaborate (in load)"] = clock() - start
     start = clock()
     graph.infer_shapes()
     t["shape inference (again)"] = clock() - start
@@ -79,11 +81,15 @@ def phases(path: Path, batch: int) -> dict[str, float]:
     start = clock()
     plan = Plan(train, batch, storage, np.zeros(1, np.int64), np.zeros(1), mode="train")
     t["plan"] = clock() - start
+    start = clock()
+    plan_memory(plan.records, alignment=ALIGNMENT)
+    t["memory planning (in plan)"] = clock() - start
     t["ops"] = len(plan.order)
     return t
 
 
-INFORMATIVE = ("shape inference (again)", "schedule (in plan)", "ops")
+INFORMATIVE = ("parse (in load)", "elaborate (in load)", "shape inference (again)",
+               "schedule (in plan)", "memory planning (in plan)", "ops")
 
 
 def end_to_end(path: Path, batch: int) -> float:

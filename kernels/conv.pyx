@@ -19,14 +19,16 @@ the forward's and no col2im scatter. Images whose output has few pixels (P < 512
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
 
 Winograd F(2x2, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 stride-1 ungrouped
-layers with >= 32 input and output channels, forward and flipped backward-data.
+layers with >= 64 input and output channels, forward and flipped backward-data (the
+benchmark: 1.3-1.7x faster there; slower at 16-32 channels, where its 16 GEMMs are thin).
 
 Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
 alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements.
-So ``conv2d_workspace_size`` <= n_threads * max(2**20, K) + 3*M*K elements (the last
-term: transformed or flipped weights). VGG-16's conv1_2 (K = 576, P = 50176: 115 MB of
-columns per image un-tiled) needs 4 MiB per thread and 0.4 MiB of weights.
+So ``conv2d_workspace_size`` <= n_threads * max(2**20, K) + 4*M*K elements (the last
+term: transformed or flipped weights, or up to 4 partial weight gradients). VGG-16's
+conv1_2 (K = 576, P = 50176: 115 MB of columns per image un-tiled) needs 4 MiB per thread
+and 0.4 MiB of weights.
 
 conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
 backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
@@ -35,9 +37,10 @@ output).
 
 Determinism: chunks depend on the shapes only. Forward and backward-data give each chunk
 one owner (its GEMMs on one thread) or, with a single worker, run the threads inside the
-GEMM, which is bitwise identical for any thread count; the weight gradient walks chunks
-and tiles in a fixed order with the threads inside the GEMM; each bias-gradient channel
-and each depthwise plane has one owner. Results are bitwise identical for any n_threads.
+GEMM, which is bitwise identical for any thread count; the weight gradient sums chunks
+in a fixed order, either into 4 fixed partial sums (one thread each) added in order, or
+with the threads inside the GEMM; each bias-gradient channel and each depthwise plane has
+one owner. Results are bitwise identical for any n_threads.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -56,6 +59,9 @@ cdef enum:
     FLIP_MIN_CHANNELS = 16
     CHUNK_COLS = 512  # images share a chunk until their output pixels reach this
     WINO_COLS = 512  # Winograd tiles per chunk
+    PARALLEL_MIN_ELEMS = 65536  # smaller im2col / col2im copies run on one thread
+    WGRAD_SLOTS = 4  # partial weight gradients (see _gemm_bwd_weight)
+    WGRAD_SLOT_MAX_ELEMS = 262144  # ... for weights up to this size
     WINO_MIN_CHANNELS = 64  # below this the 16 GEMMs are too thin to beat im2col
 
 COL_TILE_ELEMS = COL_TILE
@@ -188,6 +194,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     if g.path != PATH_IM2COL:
         return 0
     need = max(_fwd_elems(g), g.workers * g.ws1)
+    if _wgrad_slots(g) > 1:
+        need = max(need, g.workers * g.ws1 + _wgrad_slots(g) * g.m * g.kdim)
     if _flips(g):
         f = _flipped(g)
         need = max(need, g.m * g.kdim + _fwd_elems(&f))
@@ -216,7 +224,7 @@ def conv2d_workspace_size(x_shape, w_shape, stride=1, padding=0, dilation=1, gro
                           n_threads=1) -> int:
     """Elements of workspace (dtype of x) that conv2d_forward/backward_* need for these shapes.
 
-    At most ``n_threads * max(2**20, K) + 3*M*K`` with K = C/groups*kh*kw (see the module
+    At most ``n_threads * max(2**20, K) + 4*M*K`` with K = C/groups*kh*kw (see the module
     docstring); 0 for the 1x1 and depthwise paths. The same size serves forward,
     backward_data and backward_weight.
     """
@@ -356,27 +364,39 @@ cdef void _col2im_channel(const floating* col, Py_ssize_t ldcol, floating* x, co
 
 
 cdef void _im2col(const floating* x, floating* col, Py_ssize_t ldcol, const Geom* g,
-                  Py_ssize_t p0, Py_ssize_t np_, int n_threads) noexcept nogil:
-    """col[r, 0:np_] (rows ldcol apart) = im2col of one image for pixels p0 .. p0 + np_."""
-    cdef Py_ssize_t r
-    if n_threads > 1:
-        for r in prange(g.kdim, num_threads=n_threads, schedule="static"):
-            _im2col_row(x, col + r * ldcol, g, r, p0, np_)
+                  Py_ssize_t nb, Py_ssize_t gi, Py_ssize_t p0, Py_ssize_t np_,
+                  int n_threads) noexcept nogil:
+    """Columns of group gi for pixels p0 .. p0 + np_ of nb images, side by side: image b's
+    at col[:, b*np_ : (b+1)*np_], rows ldcol apart. Threads only for large copies: under
+    load every parallel region costs a barrier that may wait a whole time slice."""
+    cdef Py_ssize_t rb, b, r, hw = g.h * g.w
+    if n_threads > 1 and nb * g.kdim * np_ >= PARALLEL_MIN_ELEMS:
+        for rb in prange(nb * g.kdim, num_threads=n_threads, schedule="static"):
+            b = rb // g.kdim
+            r = rb - b * g.kdim
+            _im2col_row(x + (b * g.c + gi * g.cg) * hw, col + r * ldcol + b * np_, g, r, p0, np_)
     else:
-        for r in range(g.kdim):
-            _im2col_row(x, col + r * ldcol, g, r, p0, np_)
+        for b in range(nb):
+            for r in range(g.kdim):
+                _im2col_row(x + (b * g.c + gi * g.cg) * hw, col + r * ldcol + b * np_, g, r,
+                            p0, np_)
 
 
 cdef void _col2im(const floating* col, Py_ssize_t ldcol, floating* x, const Geom* g,
-                  Py_ssize_t p0, Py_ssize_t np_, int n_threads) noexcept nogil:
-    """x += col2im of col[:, 0:np_] (rows ldcol apart) for pixels p0 .. p0 + np_."""
-    cdef Py_ssize_t c
-    if n_threads > 1:  # channel c's rows write only channel c: one owner each
-        for c in prange(g.cg, num_threads=n_threads, schedule="static"):
-            _col2im_channel(col, ldcol, x, g, c, p0, np_)
+                  Py_ssize_t nb, Py_ssize_t gi, Py_ssize_t p0, Py_ssize_t np_,
+                  int n_threads) noexcept nogil:
+    """x[b, group gi] += col2im of the layout _im2col writes (one owner per channel plane)."""
+    cdef Py_ssize_t bc, b, c, hw = g.h * g.w
+    if n_threads > 1 and nb * g.kdim * np_ >= PARALLEL_MIN_ELEMS:
+        for bc in prange(nb * g.cg, num_threads=n_threads, schedule="static"):
+            b = bc // g.cg
+            c = bc - b * g.cg
+            _col2im_channel(col + b * np_, ldcol, x + (b * g.c + gi * g.cg) * hw, g, c, p0, np_)
     else:
-        for c in range(g.cg):
-            _col2im_channel(col, ldcol, x, g, c, p0, np_)
+        for b in range(nb):
+            for c in range(g.cg):
+                _col2im_channel(col + b * np_, ldcol, x + (b * g.c + gi * g.cg) * hw, g, c,
+                                p0, np_)
 
 
 cdef void _flip_weights(const floating* w, floating* wf, const Geom* g) noexcept nogil:
@@ -435,8 +455,7 @@ cdef void _fwd_chunk(const floating* x, const floating* w, const floating* bias,
             gemm(False, False, g.mg, P, g.cg, 1, wg, g.cg, x + gi * g.cg * hw, hw, 0,
                  y + gi * g.mg * P, P, bg, bias_mode, act, act_param, n_threads)
         elif g.ipt > 1:
-            for b in range(nb):
-                _im2col(x + (b * g.c + gi * g.cg) * hw, ws + b * P, cols, g, 0, P, n_threads)
+            _im2col(x, ws, cols, g, nb, gi, 0, P, n_threads)
             gemm(False, False, g.mg, cols, g.kdim, 1, wg, g.kdim, ws, cols, 0, out, cols,
                  bg, bias_mode, act, act_param, n_threads)
             _scatter(out, y, g, nb, gi)
@@ -444,7 +463,7 @@ cdef void _fwd_chunk(const floating* x, const floating* w, const floating* bias,
             for t in range((P + g.tile - 1) // g.tile):
                 p0 = t * g.tile
                 np_ = min(g.tile, P - p0)
-                _im2col(x + gi * g.cg * hw, ws, np_, g, p0, np_, n_threads)
+                _im2col(x, ws, np_, g, 1, gi, p0, np_, n_threads)
                 gemm(False, False, g.mg, np_, g.kdim, 1, wg, g.kdim, ws, np_, 0,
                      y + gi * g.mg * P + p0, P, bg, bias_mode, act, act_param, n_threads)
 
@@ -466,15 +485,14 @@ cdef void _bwd_data_chunk(const floating* dy, const floating* w, floating* dx, f
             _gather(dy, dyc, g, nb, gi)
             gemm(True, False, g.kdim, cols, g.mg, 1, wg, g.kdim, dyc, cols, 0, ws, cols,
                  NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
-            for b in range(nb):
-                _col2im(ws + b * P, cols, dx + (b * g.c + gi * g.cg) * hw, g, 0, P, n_threads)
+            _col2im(ws, cols, dx, g, nb, gi, 0, P, n_threads)
         else:
             for t in range((P + g.tile - 1) // g.tile):
                 p0 = t * g.tile
                 np_ = min(g.tile, P - p0)
                 gemm(True, False, g.kdim, np_, g.mg, 1, wg, g.kdim, dy + gi * g.mg * P + p0, P,
                      0, ws, np_, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
-                _col2im(ws, np_, dx + gi * g.cg * hw, g, p0, np_, n_threads)
+                _col2im(ws, np_, dx, g, 1, gi, p0, np_, n_threads)
 
 
 cdef void _bwd_weight_chunk(const floating* x, const floating* dy, floating* dw, floating* ws,
@@ -495,8 +513,7 @@ cdef void _bwd_weight_chunk(const floating* x, const floating* dy, floating* dw,
                      ACT_NONE, 0, n_threads)
                 beta = 1
         elif g.ipt > 1:
-            for b in range(nb):
-                _im2col(x + (b * g.c + gi * g.cg) * hw, ws + b * P, cols, g, 0, P, n_threads)
+            _im2col(x, ws, cols, g, nb, gi, 0, P, n_threads)
             _gather(dy, dyc, g, nb, gi)
             gemm(False, True, g.mg, g.kdim, cols, 1, dyc, cols, ws, cols, beta, dwg, g.kdim,
                  NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
@@ -504,7 +521,7 @@ cdef void _bwd_weight_chunk(const floating* x, const floating* dy, floating* dw,
             for t in range((P + g.tile - 1) // g.tile):
                 p0 = t * g.tile
                 np_ = min(g.tile, P - p0)
-                _im2col(x + gi * g.cg * hw, ws, np_, g, p0, np_, n_threads)
+                _im2col(x, ws, np_, g, 1, gi, p0, np_, n_threads)
                 gemm(False, True, g.mg, g.kdim, np_, 1, dy + gi * g.mg * P + p0, P, ws, np_,
                      beta, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
                 beta = 1
@@ -544,13 +561,46 @@ cdef void _gemm_bwd_data(const floating* dy, const floating* w, floating* dx, fl
                             min(g.ipt, g.n - k * g.ipt), n_threads)
 
 
+cdef inline Py_ssize_t _wgrad_slots(const Geom* g) noexcept nogil:
+    """Partial weight gradients summed separately (a fixed number, whatever n_threads)."""
+    cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt
+    if g.path != PATH_IM2COL or g.m * g.kdim > WGRAD_SLOT_MAX_ELEMS:
+        return 1
+    return max(1, min(WGRAD_SLOTS, chunks))
+
+
 cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, floating* ws,
                            const Geom* g, bint accumulate, int n_threads) noexcept nogil:
-    """dW (+)= sum over chunks, in order, of their sums; threads work inside the GEMM."""
-    cdef Py_ssize_t k, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
-    for k in range((g.n + g.ipt - 1) // g.ipt):
-        _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys, dw, ws, g,
-                          min(g.ipt, g.n - k * g.ipt), k == 0 and not accumulate, n_threads)
+    """dW (+)= the sum over chunks of their dy @ col(x)^T, in a fixed order.
+
+    Small dW (most layers with small GEMMs): chunks fall into WGRAD_SLOTS fixed runs, each
+    summed by one thread into its own partial, then the partials are added in slot order.
+    Large dW: chunks in order, with the threads inside each (large) GEMM.
+    """
+    cdef Py_ssize_t k, s, e, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt, slots = _wgrad_slots(g)
+    cdef Py_ssize_t size = g.m * g.kdim
+    cdef floating* parts = ws + g.workers * g.ws1
+    cdef floating v
+    if slots == 1:
+        for k in range(chunks):
+            _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys, dw, ws, g,
+                              min(g.ipt, g.n - k * g.ipt), k == 0 and not accumulate,
+                              n_threads)
+        return
+    with parallel(num_threads=min(g.workers, slots)):
+        tid = threadid()
+        for s in prange(slots, schedule="static"):
+            for k in range(s * chunks // slots, (s + 1) * chunks // slots):
+                _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys, parts + s * size,
+                                  ws + tid * g.ws1, g, min(g.ipt, g.n - k * g.ipt),
+                                  k == s * chunks // slots, 1)
+    for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
+                    schedule="static"):
+        v = dw[e] if accumulate else 0
+        for s in range(slots):
+            v = v + parts[s * size + e]
+        dw[e] = v
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,14 +9,13 @@ kernel, so each window holds at least one input element.
 
 Max-pool backward: saved argmax or recompute? ``maxpool2d_forward`` can save, per output,
 the int32 index of the winner inside its input plane (the first maximum in row-major
-window order). Backward with it is one pass over dy (a scatter-add), and x need not be kept
-alive; the cost is 4 bytes per output element, i.e. the size of y in float32, a quarter of x
-for a 2x2/2 pool. Recomputing from x instead rescans every window (k*k reads per output)
-but keeps x alive, which a network usually does anyway (the conv before the pool needs it
-for its weight gradient only when x is the conv's *input*, not its output, so often x is
-free to drop). Both are offered: the executor saves argmax by default (backward is about
-k*k times less work) and recomputes when the memory plan is tight. The two give identical
-gradients because they share one window-argmax routine.
+window order; NaN wins). Backward from it is one pass over dy (a scatter-add), and x need
+not stay alive until the backward pass; the price is 4 bytes per output element (the size
+of y in float32, a quarter of x for a 2x2 stride-2 pool). Recomputing from x instead
+rescans every window (kh*kw reads per output) and keeps x alive. Both are offered, and give
+identical gradients because they share one window-argmax routine: save argmax by default
+(about kh*kw times less backward work, and x can be freed early), recompute when x is kept
+alive anyway and the memory plan is tight.
 
 Work is split over the N*C planes with a static schedule; a plane has one owner and is
 processed in a fixed order, so results are bitwise identical for any thread count.
