@@ -20,7 +20,10 @@ faster counts, and the row says which.
 
 Clock: with one thread, each step is timed by the process's CPU time, which preemptions
 on a shared machine do not inflate (both sides run on the calling thread only); with more
-threads, by wall-clock time. Output: one JSON object per row (``--json``), then a table.
+threads, by wall-clock time (the two OpenMP runtimes then share the cores; thread
+scaling is measured by ``--scaling``, which runs each framework in processes of its own
+and reports each one's training speed-up at ``--threads`` (default 2) over 1 thread).
+Output: one JSON object per row (``--json``), then a table.
 Without PyTorch installed the script says so and measures cnnc alone.
 """
 from __future__ import annotations
@@ -317,7 +320,7 @@ def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
 def table(rows: list[dict]) -> str:
     head = (f"{'model':<9} {'mode':<6} {'batch':>5} {'thr':>3} {'cnnc img/s':>11} "
             f"{'torch img/s':>12} {'layout':<13} {'ratio':>6} {'target':>6}")
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head)] if any(not r.get("scaling") for r in rows) else []
     for r in rows:
         if r.get("scaling"):
             torch_x = f", PyTorch {r['torch_speedup']:.2f}x" if "torch_speedup" in r else ""
@@ -341,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer, shorter runs (< 2 minutes)")
     p.add_argument("--threads", type=int, default=1, help="threads for both (default 1)")
     p.add_argument("--scaling", action="store_true",
-                   help="instead: training at 1 and --threads threads, alternately "
-                        "(default 2 threads; ResNet-20 and VGG-11 unless --models)")
+                   help="instead: each framework's training speed-up at --threads "
+                        "(default 2) over 1 thread; ResNet-20 and VGG-11 unless --models")
     p.add_argument("--scaling-worker", choices=("cnnc", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--models", default=None,
                    help=f"comma-separated subset of {','.join(NETS)}")

@@ -117,7 +117,7 @@ def test_syntax_errors_use_no_lark_terminal_names():
     (b"\x7fELF\x02\x01\x01\x00\x00\x00", "binary file"),
     (b"network \xff\xfe", "not UTF-8 text"),
     (b"#" * 10_000_001, "too large"),
-])
+], ids=["empty", "comment-only", "binary", "not-utf8", "10MB"])
 def test_input_that_is_not_a_spec(tmp_path, data, phrase):
     from cnnc.dsl import load_file
     path = tmp_path / "x.cnn"
