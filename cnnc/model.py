@@ -22,7 +22,7 @@ targets shaped like the output (one-hot, probabilities) for categorical_crossent
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -385,6 +385,42 @@ class Model:
         plan.run()
         self._last_output = plan.array(plan.graph.outputs[-1])
         return float(plan.array(plan.graph.outputs[0])[0])
+
+    def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            callbacks: Sequence[Any] = (), metrics: Sequence[str] | None = None,
+            seed: int | None = None, shuffle: bool = True, progress: str = "bar") -> Any:
+        """Train on (x, y) for ``epochs`` epochs, Keras style; returns the History
+        (``history.history`` holds per-epoch lists: loss, accuracy, val_loss, ...).
+
+        batch_size, metrics, seed default to the spec's train section (else 32,
+        ["accuracy"], 0). callbacks: cnnc.train callbacks (EarlyStopping, Checkpoints,
+        HistoryFiles, CurvesPlot). progress: "bar", "quiet" or "json".
+        """
+        from cnnc.train.fit import fit
+        from cnnc.train.from_spec import outputs_logits
+        train = self.train_config
+        return fit(self, (x, y), epochs=epochs,
+                   batch_size=batch_size or (train.batch if train else DEFAULT_BATCH),
+                   validation_data=validation_data, validation_split=validation_split,
+                   metrics=self._metrics(metrics), from_logits=outputs_logits(self.graph),
+                   callbacks=callbacks, shuffle=shuffle, progress=progress,
+                   seed=seed if seed is not None else self.seed)
+
+    def evaluate(self, x: Any, y: Any, *, batch_size: int | None = None,
+                 metrics: Sequence[str] | None = None) -> dict[str, float]:
+        """The mean loss and metrics (inference mode) over (x, y), e.g.
+        {"loss": 0.31, "accuracy": 0.91}."""
+        from cnnc.train.fit import evaluate
+        from cnnc.train.from_spec import outputs_logits
+        return evaluate(self, (x, y), batch_size=batch_size or self.batch,
+                        metrics=self._metrics(metrics), from_logits=outputs_logits(self.graph))
+
+    def _metrics(self, metrics: Sequence[str] | None) -> Sequence[str]:
+        if metrics is not None:
+            return metrics
+        train = self.train_config
+        return train.metrics if train and train.metrics else ("accuracy",)
 
     @property
     def steps_done(self) -> int:

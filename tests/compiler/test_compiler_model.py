@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import cnnc
+from cnnc.dsl import Option
 from cnnc.errors import CheckpointError, SpecError
 
 from compiler_nets import NETS, SEED, batch_for
@@ -238,3 +239,20 @@ def test_frozen_batchnorm_keeps_its_running_statistics():
         assert np.array_equal(after[name], before[name]), name
     assert not np.array_equal(after["batchnorm_2.running_mean"],
                               before["batchnorm_2.running_mean"])
+
+
+def test_fit_and_evaluate_learn_a_separable_task():
+    """Model.fit / Model.evaluate (Keras style) on a task a small MLP must learn."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    model = cnnc.compile("network Sep\ninput x: [5]\nlayers { dense(16) relu dense(2) }",
+                         seed=3, optimizer=Option("adam", {"lr": 0.01}))
+    before = model.evaluate(x, y)
+    history = model.fit(x, y, epochs=8, batch_size=32, validation_split=0.25,
+                        progress="quiet")
+    after = model.evaluate(x, y)
+    assert set(history.history) >= {"loss", "val_loss", "val_accuracy"}
+    assert len(history.history["loss"]) == 8
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert after["loss"] < before["loss"] and after["accuracy"] > 0.9
