@@ -9,8 +9,8 @@ itself taken out of the per-call times. A second figure, the time of a whole ste
 by its calls, bounds the cost per op from above (at this size the kernels do almost no
 work, so it is mostly argument checking in the kernels' ``def`` entry points).
 
-Memory: arena, lower bound and naive bytes of the training and inference plans of a few
-specs at batch 1 and 64 (no step runs; planning only).
+Memory: arena, lower bound and naive bytes of the training and inference plans of every
+spec in specs/ at batch 1 and 64 (no step runs; planning only).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ layers {
     dense(1) sigmoid
 }
 """
-SPECS = ("seed", "lenet5", "resnet20", "unet")
+SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.cnn"))
 
 
 def _best(f, repeats: int) -> float:

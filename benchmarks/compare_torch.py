@@ -183,10 +183,12 @@ def torch_step(net: Net, mode: str, x, y, channels_last: bool) -> Callable[[], o
     return train
 
 
-def check_params(net: Net, model) -> int:
+def check_params(net: Net, model, have_torch: bool) -> int:
     """The trainable parameter count, asserted equal on both sides."""
     from cnnc.ir.summary import summarize
     ours = summarize(model.graph)["trainable_params"]
+    if not have_torch:
+        return ours
     module, _ = torch_net(net.name)
     theirs = sum(p.numel() for p in module.parameters())
     assert ours == theirs, f"{net.name}: cnnc has {ours:,} parameters, PyTorch {theirs:,}"
@@ -231,7 +233,7 @@ def run_net(net: Net, threads: int, quick: bool, have_torch: bool) -> list[dict]
     clock = time.process_time if threads == 1 else time.perf_counter
     warmup, min_steps, budget = (1, 4, 1.0) if quick else (3, 10, 6.0)
     model = cnnc_model(net)
-    params = check_params(net, model) if have_torch else None
+    params = check_params(net, model, have_torch)
     rows = []
     for mode, batch, target in (("train", net.batch, net.targets[0]),
                                 ("infer", net.batch, net.targets[1]),

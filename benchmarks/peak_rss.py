@@ -14,6 +14,7 @@ training plan's arena, its lower bound, and the parameter and optimizer-state by
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -93,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, names[0], args.steps, args.threads)))
         return 0
-    try:
-        import importlib.util
-        frameworks = FRAMEWORKS if importlib.util.find_spec("torch") else ("cnnc",)
-    except ValueError:
-        frameworks = ("cnnc",)
+    frameworks = FRAMEWORKS if importlib.util.find_spec("torch") is not None else ("cnnc",)
     if frameworks == ("cnnc",):
         print("PyTorch is not installed: measuring cnnc alone", file=sys.stderr)
     lines = [f"{'model':<9} {'framework':<10} {'peak MiB':>9} {'baseline':>9} {'growth':>8} "

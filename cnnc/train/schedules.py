@@ -180,12 +180,11 @@ class ReduceOnPlateau(Schedule):
 def make_schedule(name: str, args: Mapping[str, Any], lr: float, epochs: int,
                   steps_per_epoch: int) -> Schedule:
     """The schedule a spec names (``schedule = cosine(min_lr=1e-5, warmup=2)``) for a base
-    rate ``lr``. Every schedule takes ``warmup`` (epochs of linear warmup before it)."""
+    rate ``lr``. Every schedule takes ``warmup`` (epochs of linear warmup before it; at
+    most ``epochs - 1``)."""
     args = dict(args)
-    warmup = int(args.pop("warmup", 0) or 0)
-    if warmup >= epochs and warmup > 0:
-        raise CnncError(f"schedule {name}: warmup={warmup} epochs leaves none of the "
-                        f"{epochs} epochs for the schedule itself")
+    # A run shortened with --epochs keeps at least one epoch for the schedule itself.
+    warmup = min(int(args.pop("warmup", 0) or 0), max(epochs - 1, 0))
     if name == "constant":
         inner: Schedule = Constant(lr)
     elif name == "step":

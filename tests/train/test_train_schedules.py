@@ -41,8 +41,6 @@ def test_make_schedule_cosine_with_warmup_spans_the_rest():
     assert s.lr_at(2, 0) == pytest.approx(1.0)
     assert s.lr_at(4, 0) == pytest.approx(0.5)     # half of the 4 cosine epochs
     assert s.lr_at(6, 0) == pytest.approx(0.0)
-    with pytest.raises(CnncError, match="warmup"):
-        make_schedule("cosine", {"warmup": 6}, lr=1.0, epochs=6, steps_per_epoch=10)
     with pytest.raises(CnncError, match="unknown learning-rate schedule"):
         make_schedule("cosin", {}, lr=1.0, epochs=6, steps_per_epoch=10)
 
@@ -89,3 +87,10 @@ def test_reduce_on_plateau_after_warmup():
     s.on_epoch_end({"val_loss": 1.0})
     s.on_epoch_end({"val_loss": 1.0})
     assert s.lr_at(2, 0) == 0.5
+
+
+def test_warmup_is_shortened_to_leave_the_schedule_an_epoch():
+    one = make_schedule("cosine", {"warmup": 3}, 0.1, epochs=1, steps_per_epoch=4)
+    assert one.lr_at(0, 0) == pytest.approx(0.1)  # no warmup left: cosine from the top
+    two = make_schedule("cosine", {"warmup": 3}, 0.1, epochs=2, steps_per_epoch=4)
+    assert two.lr_at(0, 0) == pytest.approx(0.1 / 4)  # one epoch of warmup
