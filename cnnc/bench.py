@@ -5,7 +5,9 @@
 Throughput is the batch size over the median time of whole steps through the public API
 (``Model.train_step`` / ``Model.forward``: feeding the inputs included). The profile comes
 from separate runs of the same plan, alternating with the timed steps, in which every
-bound kernel call (``Plan.calls``) is timed on its own with ``time.perf_counter``. Per call
+bound kernel call (``Plan.calls``) is timed on its own (``time.perf_counter``, or with
+``--clock cpu`` the process's CPU time, which other processes' load does not inflate when
+one thread runs). Per call
 the median over the runs is kept; the Python overhead is the median step time minus the sum
 of those medians (the executor's loop, the kernels' argument checks before they release
 the GIL, feeding the batch).
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from cnnc.autodiff import LOSSES
+from cnnc.cli_args import add_set, count
 from cnnc.ir.types import Node
 from cnnc.model import Model
 from cnnc.model import compile as compile_model
@@ -230,7 +233,7 @@ def format_report(r: dict[str, Any], top: int = 10) -> str:
     for o in r["ops"]:
         lines.append(f"  {o['op']:<28} {o['calls']:>5} {o['ms']:>9.3f} {o['share']:>6.1%} "
                      f"{_gflops(o)} {o['gb_s']:>6.1f}")
-    lines += ["", f"  slowest calls", f"  {'node':<28} {'op':<22} {'output':<18} "
+    lines += ["", "  slowest calls", f"  {'node':<28} {'op':<22} {'output':<18} "
               f"{'ms':>8} {'share':>6} {'GFLOP/s':>8} {'GB/s':>6}"]
     for n in r["nodes"][:top]:
         shape = "x".join(map(str, n["shape"]))
@@ -245,41 +248,26 @@ def _gflops(row: dict[str, Any]) -> str:
 
 # ---- command line ----------------------------------------------------------------------
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """argparse type: a whole number >= ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            n = minimum - 1
-        if n < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}; "
-                                             f"got '{text}'")
-        return n
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``cnnc bench``."""
-    from cnnc.cli import _add_set
     parser.add_argument("spec", metavar="SPEC", help="a .cnn file")
-    parser.add_argument("--batch", type=_count(1), metavar="N",
+    parser.add_argument("--batch", type=count(1), metavar="N",
                         help="batch size (default the spec's train batch, else 32)")
     parser.add_argument("--mode", choices=MODES, default="train",
                         help="a training step (forward, backward, update) or inference")
-    parser.add_argument("--threads", type=_count(1), metavar="N",
+    parser.add_argument("--threads", type=count(1), metavar="N",
                         help="kernel threads (default: cnnc's thread policy)")
-    parser.add_argument("--steps", type=_count(1), default=20, metavar="K",
+    parser.add_argument("--steps", type=count(1), default=20, metavar="K",
                         help="timed steps, and as many profiled ones (default 20)")
-    parser.add_argument("--warmup", type=_count(0), default=3, metavar="K",
+    parser.add_argument("--warmup", type=count(0), default=3, metavar="K",
                         help="untimed steps first (default 3)")
-    parser.add_argument("--top", type=_count(1), default=10, metavar="K",
+    parser.add_argument("--top", type=count(1), default=10, metavar="K",
                         help="how many of the slowest calls to list (default 10)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: the process's CPU time, steadier "
                              "on a busy machine (one thread only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_set(parser)
+    add_set(parser)
 
 
 def run(args: argparse.Namespace) -> int:

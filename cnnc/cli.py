@@ -1,4 +1,5 @@
-"""The ``cnnc`` command line: ``cnnc check | summary | graph | run | evaluate | predict``.
+"""The ``cnnc`` command line: ``cnnc check | summary | graph | run | evaluate | predict |
+bench``.
 
 Each subcommand is a pair in COMMANDS: a function adding its arguments to its argparse
 subparser, and a function running it that returns the exit status. Exit statuses: 0 fine,
@@ -15,35 +16,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cnnc.cli_args import add_set, positive_int
 from cnnc.errors import CnncError
 
 EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _assignment(text: str) -> tuple[str, Any]:
-    """argparse type of ``--set name=value``."""
-    from cnnc.dsl import parse_assignment
-    try:
-        return parse_assignment(text)
-    except CnncError as err:
-        raise argparse.ArgumentTypeError(err.message) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got '{text}'")
-    return n
-
-
-def _add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", metavar="NAME=VALUE", action="append",
-                        type=_assignment, default=[],
-                        help="give a param or search space this value (repeatable); "
-                             "otherwise each search space takes its first value")
 
 
 def _load(path: str, overrides: list[tuple[str, Any]]):
@@ -60,7 +36,7 @@ def _print_notes(spec) -> None:
 
 def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC", help=".cnn files to check")
-    _add_set(p)
+    add_set(p)
 
 
 def _count_params(graph) -> tuple[int, int]:
@@ -101,10 +77,10 @@ def _check(args: argparse.Namespace) -> int:
 def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a .cnn file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch", type=_positive_int, metavar="N",
+    p.add_argument("--batch", type=positive_int, metavar="N",
                    help="show shapes for batch size N instead of the symbolic N, and the "
                         "memory plans of inference and of a training step at that batch")
-    _add_set(p)
+    add_set(p)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -152,7 +128,7 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE.dot",
                    help="write the DOT text here instead of printing it")
     p.add_argument("--params", action="store_true", help="draw parameters too")
-    _add_set(p)
+    add_set(p)
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -180,9 +156,10 @@ COMMANDS: list[Command] = [
 
 
 def _commands() -> list[Command]:
-    """COMMANDS, then the training commands (run, evaluate, predict)."""
+    """COMMANDS, then the training commands (run, evaluate, predict) and bench."""
+    from cnnc import bench
     from cnnc.train.commands import SUBCOMMANDS
-    return COMMANDS + list(SUBCOMMANDS)
+    return COMMANDS + list(SUBCOMMANDS) + [("bench", bench.add_arguments, bench.run)]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from cnnc.cli_args import assignment, positive_int
 from cnnc.data import DataSource, check_fits
-from cnnc.dsl import Option, Spec, load_file, parse_assignment
+from cnnc.dsl import Option, Spec, load_file
 from cnnc.errors import CheckpointError, CnncError, DataError
 from cnnc.threads import get_num_threads, set_num_threads
 from cnnc.train.callbacks import Checkpoints, CurvesPlot, EarlyStopping, HistoryFiles
@@ -255,27 +256,10 @@ def _probabilities(outputs: np.ndarray, from_logits: bool) -> np.ndarray:
 
 # ---- argparse -------------------------------------------------------------------------
 
-def _assignment(text: str) -> tuple[str, Any]:
-    try:
-        return parse_assignment(text)
-    except CnncError as err:
-        raise argparse.ArgumentTypeError(err.message) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got '{text}'")
-    return n
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a .cnn file")
     p.add_argument("--set", dest="sets", metavar="NAME=VALUE", action="append",
-                   type=_assignment, default=[],
+                   type=assignment, default=[],
                    help="give a spec param or search space this value (repeatable)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="kernel threads (default: all cores, or CNNC_NUM_THREADS)")
@@ -283,8 +267,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
-    p.add_argument("--batch", type=_positive_int, metavar="N", help="override train.batch")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="override train.epochs")
+    p.add_argument("--batch", type=positive_int, metavar="N", help="override train.batch")
     p.add_argument("--lr", type=float, metavar="RATE", help="override the optimizer's lr")
     p.add_argument("--seed", type=int, metavar="N",
                    help="override train.seed (the same seed gives the same run, bit for bit)")
@@ -309,7 +293,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, metavar="FILE",
                    help="a weights or checkpoint .npz (e.g. runs/<network>/best.npz)")
     p.add_argument("--data", metavar="PATH", help="override the data's path")
-    p.add_argument("--batch", type=_positive_int, metavar="N", help="batch size")
+    p.add_argument("--batch", type=positive_int, metavar="N", help="batch size")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -332,7 +316,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG ...)")
     p.add_argument("--weights", required=True, metavar="FILE",
                    help="a weights or checkpoint .npz (e.g. runs/<network>/best.npz)")
-    p.add_argument("--top", type=_positive_int, default=5, metavar="K",
+    p.add_argument("--top", type=positive_int, default=5, metavar="K",
                    help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
 
