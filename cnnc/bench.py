@@ -7,10 +7,9 @@ Throughput is the batch size over the median time of whole steps through the pub
 from separate runs of the same plan, alternating with the timed steps, in which every
 bound kernel call (``Plan.calls``) is timed on its own (``time.perf_counter``, or with
 ``--clock cpu`` the process's CPU time, which other processes' load does not inflate when
-one thread runs). Per call
-the median over the runs is kept; the Python overhead is the median step time minus the sum
-of those medians (the executor's loop, the kernels' argument checks before they release
-the GIL, feeding the batch).
+one thread runs). Per call the median over the runs is kept; the Python overhead is the
+median step time minus the sum of those medians (the executor's loop, the kernels'
+argument checks before they release the GIL, feeding the batch).
 
 FLOPs are 2 x the multiply-accumulates each kernel call performs, from its shapes: a conv,
 conv_transpose or dense node counts its forward MACs (the op's MAC rule), each of their

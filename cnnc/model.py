@@ -40,10 +40,11 @@ from cnnc.ops.init import initialise
 from cnnc.ops.optim import update_op
 from cnnc.ops.registry import get_op
 from cnnc.runtime import ALIGNMENT, Plan, aligned_empty, view
+from cnnc.train.checkpoint import (Checkpoint, assign_arrays, read_checkpoint,
+                                   save_checkpoint)
 from cnnc.threads import get_num_threads
 
 DEFAULT_BATCH = 32
-_NETWORK_KEY = "__cnnc_network__"
 
 
 def compile(spec: str | os.PathLike, *, batch: int | None = None, dtype: str = "float32",
@@ -430,45 +431,22 @@ class Model:
     # -- weights -------------------------------------------------------------------------
 
     def save_weights(self, path: str | os.PathLike) -> None:
-        """Save every parameter and layer state to an .npz file (no pickle)."""
-        arrays = {name: np.ascontiguousarray(a) for name, a in self._params.items()}
-        arrays[_NETWORK_KEY] = np.array(self.graph.name)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        """Save every parameter and layer state to an .npz file (no pickle), atomically: a
+        failed write leaves any previous file at ``path`` as it was."""
+        save_checkpoint(path, Checkpoint(self._params, meta={"network": self.graph.name}))
 
     def load_weights(self, path: str | os.PathLike) -> None:
-        """Load parameters saved by :meth:`save_weights` (never unpickles). Raises
+        """Load parameters saved by :meth:`save_weights`, or the weights of a training
+        checkpoint (``cnnc run``'s last.npz / best.npz); never unpickles. Raises
         CheckpointError naming the first missing or mis-shaped tensor, or the network the
         file was saved from when it is another one; the model is unchanged then."""
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a weights file ({err})") from None
-        with data:
-            keys = set(data.files)
-            if _NETWORK_KEY in keys:
-                saved = str(_read(data, _NETWORK_KEY, path))
-                if saved != self.graph.name:
-                    raise CheckpointError(f"{path} holds weights of network '{saved}', "
-                                          f"not '{self.graph.name}'")
-            loaded = {}
-            for name, arr in self._params.items():
-                if name not in keys:
-                    raise CheckpointError(f"{path} has no tensor '{name}'",
-                                          hint="was it saved from this network?")
-                value = _read(data, name, path)
-                if value.shape != arr.shape:
-                    raise CheckpointError(f"{path}: tensor '{name}' has shape "
-                                          f"{list(value.shape)}; the model's is "
-                                          f"{list(arr.shape)}")
-                loaded[name] = value
-            extra = sorted(keys - set(self._params) - {_NETWORK_KEY})
-            if extra:
-                raise CheckpointError(f"{path} has tensor '{extra[0]}', which this network "
-                                      "does not have", hint="was it saved from another "
-                                      "network?")
-        for name, value in loaded.items():
-            self._params[name][...] = value
+        checkpoint = read_checkpoint(path)
+        saved = checkpoint.meta.get("network", self.graph.name)
+        if saved != self.graph.name:
+            raise CheckpointError(f"{path} holds weights of network '{saved}', not "
+                                  f"'{self.graph.name}'")
+        assign_arrays(self._params, checkpoint.weights, path,
+                      network=f"network '{self.graph.name}'")
 
     # -- reports -------------------------------------------------------------------------
 
@@ -501,15 +479,6 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({self.graph.name!r}, input {list(self.input_shape)}, output "
                 f"{list(self.output_shape)}, {self.dtype})")
-
-
-def _read(data: Any, name: str, path: Any) -> np.ndarray:
-    """Tensor ``name`` of an open .npz, or CheckpointError (e.g. an object array, which
-    would need unpickling)."""
-    try:
-        return data[name]
-    except ValueError as err:
-        raise CheckpointError(f"{path}: tensor '{name}' cannot be read ({err})") from None
 
 
 def _nbytes(v: Value) -> int:

@@ -130,12 +130,16 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if magic != b"PK\x03\x04":
         raise CheckpointError(f"{path}: not an .npz weights file (it does not start with "
                               "the zip signature 'PK')")
+    name = None
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            arrays = {}
+            for name in archive.files:
+                arrays[name] = archive[name]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable weights file ({_reason(err)}). It may "
-                              "be truncated or damaged.") from None
+        which = f"tensor '{name}'" if name else "it"
+        raise CheckpointError(f"{path}: not a readable weights file ({which}: "
+                              f"{_reason(err)}). It may be truncated or damaged.") from None
     meta: dict[str, Any] = {}
     if META_KEY in arrays:
         try:

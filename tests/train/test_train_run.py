@@ -83,6 +83,10 @@ def test_evaluate_and_predict(spec, tmp_path):
     scores = commands.evaluate(spec, best)
     assert scores["split"] == "test" and scores["images"] == 48
     assert {"loss", "accuracy", "precision"} <= set(scores)
+    model = cnnc.compile(spec)  # a run's checkpoint is also a weights file for the API
+    model.load_weights(best)
+    assert np.array_equal(model.parameters[next(iter(model.parameters))],
+                          read_checkpoint(best).weights[next(iter(model.parameters))])
 
     rng = np.random.default_rng(0)
     rgb, grey = tmp_path / "a.png", tmp_path / "b.jpg"
