@@ -63,6 +63,7 @@ cdef enum:
     WGRAD_SLOTS = 4  # partial weight gradients (see _gemm_bwd_weight)
     WGRAD_SLOT_MAX_ELEMS = 262144  # ... for weights up to this size
     WINO_MIN_CHANNELS = 64  # below this the 16 GEMMs are too thin to beat im2col
+    WINO_MIN_TILES = 100000
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,

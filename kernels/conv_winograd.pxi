@@ -10,7 +10,7 @@
 cdef inline bint _wino_ok(const Geom* g) noexcept nogil:
     return (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
             and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.c >= WINO_MIN_CHANNELS
-            and g.m >= WINO_MIN_CHANNELS)
+            and g.m >= WINO_MIN_CHANNELS and g.n * _wino_tiles(g) >= WINO_MIN_TILES)
 
 
 cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:
