@@ -252,8 +252,13 @@ def _name_gradient(g: Graph, value: Value, grad: Value, taken: set[int]) -> Valu
 
 
 def add_updates(g: Graph, grads: Sequence[tuple[Value, Value]], optimizer: Option) -> None:
-    """One update node per (parameter, gradient), with zeroed state values of its own."""
+    """One update node per (parameter, gradient), with zeroed state values of its own;
+    with ``clipnorm`` the gradients first pass through one ``clip_grad_norm`` node."""
     op, attrs = update_op(optimizer.name, optimizer.args)
+    if attrs.clipnorm > 0 and grads:  # every update waits for the global norm
+        clip = g.add_node("clip_grad_norm", [d for _, d in grads],
+                          get_op("clip_grad_norm").attrs(attrs.clipnorm), "clip_grad_norm")
+        grads = [(p, d) for (p, _), d in zip(grads, clip.outputs)]
     for param, grad in grads:
         states = [g.add_value(state_name(param.name, s), param.type, "state")
                   for s in state_names(op, attrs)]

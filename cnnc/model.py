@@ -87,8 +87,10 @@ class Model:
         self.graph: Graph = copy_forward(spec.graph, training=False, dtype=dtype)
         self._input: Value = self.graph.inputs[0]
         self._output: Value = self.graph.outputs[0]
-        self._loss = self._loss_spec(loss if loss is not None else
-                                     (train.loss if train else default_loss(self.graph)))
+        if loss is None:
+            loss = (LossSpec(train.loss, train.label_smoothing) if train else
+                    default_loss(self.graph))
+        self._loss = self._loss_spec(loss)
         self._optimizer = optimizer or (train.optimizer if train else
                                         Option("adam", {"lr": 0.001}))
         self._counter = np.zeros(1, dtype=np.int64)

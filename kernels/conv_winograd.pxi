@@ -29,23 +29,34 @@ cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
 
 
 cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
-    """u[e, o, i] = (G w[o, i] G^T)[e], e = 4 * row + column."""
-    cdef Py_ssize_t o, i, r, k
+    """u[e, o, i] = (G w[o, i] G^T)[e], e = 4 * row + column.
+
+    The 16 outputs of one (o, i) lie m*c apart (a power of two for most layers: the same
+    cache set), so a run of WINO_W_RUN input channels is transformed into `blk` first and
+    written out as 16 contiguous runs.
+    """
+    cdef Py_ssize_t o, ib, i0, i, r, k, e, n, n_run = WINO_W_RUN
     cdef double t[4][3]
+    cdef floating blk[16][WINO_W_RUN]
     cdef const floating* k3
     for o in range(m):
-        for i in range(c):
-            k3 = w + (o * c + i) * 9
-            for k in range(3):
-                t[0][k] = k3[k]
-                t[1][k] = (k3[k] + k3[3 + k] + k3[6 + k]) * 0.5
-                t[2][k] = (k3[k] - k3[3 + k] + k3[6 + k]) * 0.5
-                t[3][k] = k3[6 + k]
-            for r in range(4):
-                u[((4 * r) * m + o) * c + i] = <floating>t[r][0]
-                u[((4 * r + 1) * m + o) * c + i] = <floating>((t[r][0] + t[r][1] + t[r][2]) * 0.5)
-                u[((4 * r + 2) * m + o) * c + i] = <floating>((t[r][0] - t[r][1] + t[r][2]) * 0.5)
-                u[((4 * r + 3) * m + o) * c + i] = <floating>t[r][2]
+        for ib in range((c + n_run - 1) // n_run):
+            i0 = ib * n_run
+            n = min(n_run, c - i0)
+            for i in range(n):
+                k3 = w + (o * c + i0 + i) * 9
+                for k in range(3):
+                    t[0][k] = k3[k]
+                    t[1][k] = (k3[k] + k3[3 + k] + k3[6 + k]) * 0.5
+                    t[2][k] = (k3[k] - k3[3 + k] + k3[6 + k]) * 0.5
+                    t[3][k] = k3[6 + k]
+                for r in range(4):
+                    blk[4 * r][i] = <floating>t[r][0]
+                    blk[4 * r + 1][i] = <floating>((t[r][0] + t[r][1] + t[r][2]) * 0.5)
+                    blk[4 * r + 2][i] = <floating>((t[r][0] - t[r][1] + t[r][2]) * 0.5)
+                    blk[4 * r + 3][i] = <floating>t[r][2]
+            for e in range(16):
+                memcpy(u + (e * m + o) * c + i0, &blk[e][0], n * sizeof(floating))
 
 
 cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom* g,

@@ -71,8 +71,16 @@ def _pool_args(x, y_name: str, y, kernel, stride, padding, ceil_mode, n_threads)
 
 
 cdef struct Geom:
-    # one input plane [h, w] pooled to [oh, ow]
-    Py_ssize_t h, w, oh, ow, kh, kw, sh, sw, pt, pl
+    # one input plane [h, w] pooled to [oh, ow]; the windows of output rows [i_lo, i_hi)
+    # and columns [j_lo, j_hi) lie entirely inside the plane
+    Py_ssize_t h, w, oh, ow, kh, kw, sh, sw, pt, pl, i_lo, i_hi, j_lo, j_hi
+
+
+def _inside(n_out: int, n: int, k: int, s: int, lo: int) -> tuple:
+    """Outputs [first, last) along one axis whose windows need no clipping."""
+    first = min(-(-lo // s), n_out)
+    last = min(n_out, (n + lo - k) // s + 1) if n + lo >= k else 0
+    return first, max(first, last)
 
 
 cdef Geom _geom(x, y, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -80,62 +88,254 @@ cdef Geom _geom(x, y, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw
     cdef Geom g
     g.h, g.w, g.oh, g.ow = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
     g.kh, g.kw, g.sh, g.sw, g.pt, g.pl = kh, kw, sh, sw, pt, pl
+    g.i_lo, g.i_hi = _inside(g.oh, g.h, kh, sh, pt)
+    g.j_lo, g.j_hi = _inside(g.ow, g.w, kw, sw, pl)
     return g
+
+
+cdef inline bint _wins(floating v, floating top) noexcept nogil:
+    """Whether v replaces the running maximum top: larger, or NaN (a NaN result stays).
+    Written as a conditional: gcc 12 vectorises that, not ``(v > top) | (v != v)``."""
+    return True if v > top else v != v
+
+
+cdef inline bint _is_2x2(const Geom* g) noexcept nogil:
+    return g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2
 
 
 cdef inline Py_ssize_t _window_argmax(const floating* x, const Geom* g, Py_ssize_t o_h,
                                       Py_ssize_t o_w) noexcept nogil:
-    """Index in the plane of the first maximum (NaN wins) of window (o_h, o_w)."""
+    """Index in the plane of the first maximum (the last NaN if any) of window (o_h, o_w),
+    clipped to the plane."""
     cdef Py_ssize_t h0 = o_h * g.sh - g.pt, w0 = o_w * g.sw - g.pl
     cdef Py_ssize_t h1 = min(h0 + g.kh, g.h), w1 = min(w0 + g.kw, g.w)
     cdef Py_ssize_t i, j, best
-    cdef floating v, top
     h0 = max(h0, 0)
     w0 = max(w0, 0)
     best = h0 * g.w + w0
-    top = x[best]
     for i in range(h0, h1):
         for j in range(w0, w1):
-            v = x[i * g.w + j]
-            if v > top or v != v:
-                top = v
+            if _wins(x[i * g.w + j], x[best]):
                 best = i * g.w + j
     return best
+
+
+cdef inline bint _in_window(Py_ssize_t k, const Geom* g, Py_ssize_t o_h,
+                            Py_ssize_t o_w) noexcept nogil:
+    """Whether plane index k lies in window (o_h, o_w) clipped to the plane."""
+    cdef Py_ssize_t h0 = o_h * g.sh - g.pt, w0 = o_w * g.sw - g.pl, r, c
+    if k < 0 or k >= g.h * g.w:
+        return False
+    r = k // g.w
+    c = k - r * g.w
+    return max(h0, 0) <= r < min(h0 + g.kh, g.h) and max(w0, 0) <= c < min(w0 + g.kw, g.w)
+
+
+cdef void _max_clipped(const floating* x, floating* y, int32_t* am, const Geom* g,
+                       Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Outputs (i, j0..j1) of a plane by the clipping loop (windows at the edges)."""
+    cdef Py_ssize_t j, k
+    for j in range(j0, j1):
+        k = _window_argmax(x, g, i, j)
+        y[i * g.ow + j] = x[k]
+        if am != NULL:
+            am[i * g.ow + j] = <int32_t>k
+
+
+cdef void _max_row_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating* y,
+                       int32_t* am, Py_ssize_t n) noexcept nogil:
+    """n adjacent 2x2 windows inside the plane, the first with top-left r0 (plane index
+    base): max of each row pair, then of the two rows, which keeps the row-major
+    first-maximum and last-NaN rule. Branch-free, so the loops vectorise."""
+    cdef const floating* r1 = r0 + w
+    cdef Py_ssize_t j
+    cdef floating a, b, c, d, m0, m1
+    cdef bint t0, t1, t
+    if am == NULL:
+        for j in range(n):
+            a, b, c, d = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+            m0 = b if _wins(b, a) else a
+            m1 = d if _wins(d, c) else c
+            y[j] = m1 if _wins(m1, m0) else m0
+        return
+    for j in range(n):
+        a, b, c, d = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+        t0 = _wins(b, a)
+        t1 = _wins(d, c)
+        m0 = b if t0 else a
+        m1 = d if t1 else c
+        t = _wins(m1, m0)
+        y[j] = m1 if t else m0
+        am[j] = base + 2 * <int32_t>j + <int32_t>t0 + <int32_t>t * (<int32_t>w + t1 - t0)
+
+
+cdef void _max_row_inside(const floating* x, const Geom* g, Py_ssize_t i, floating* y,
+                          int32_t* am) noexcept nogil:
+    """Outputs (i, j_lo..j_hi) of a plane, windows inside it: y (and am) hold the running
+    maxima while the window's offsets are visited in row-major order, each offset a pass
+    over the row (vectorised when the stride is 1)."""
+    cdef Py_ssize_t n = g.j_hi - g.j_lo, s = g.sw, a, b, j, off
+    cdef Py_ssize_t start = (i * g.sh - g.pt) * g.w + g.j_lo * s - g.pl
+    cdef floating v
+    cdef bint t
+    for j in range(n):
+        y[j] = x[start + j * s]
+        if am != NULL:
+            am[j] = <int32_t>(start + j * s)
+    for a in range(g.kh):
+        for b in range(g.kw):
+            if a == 0 and b == 0:
+                continue
+            off = start + a * g.w + b
+            if am == NULL:
+                for j in range(n):
+                    v = x[off + j * s]
+                    y[j] = v if _wins(v, y[j]) else y[j]
+            else:
+                for j in range(n):
+                    v = x[off + j * s]
+                    t = _wins(v, y[j])
+                    y[j] = v if t else y[j]
+                    am[j] = <int32_t>(off + j * s) if t else am[j]
+
+
+cdef void _maxpool_fwd_plane(const floating* x, floating* y, int32_t* am,
+                             const Geom* g) noexcept nogil:
+    """One plane: interior windows by the fast rows, edge windows by the clipping loop."""
+    cdef Py_ssize_t i, row, start
+    cdef int32_t* amr = NULL
+    for i in range(g.oh):
+        if i < g.i_lo or i >= g.i_hi:
+            _max_clipped(x, y, am, g, i, 0, g.ow)
+            continue
+        _max_clipped(x, y, am, g, i, 0, g.j_lo)
+        row = i * g.ow + g.j_lo
+        if am != NULL:
+            amr = am + row
+        if _is_2x2(g):
+            start = (2 * i - g.pt) * g.w + 2 * g.j_lo - g.pl
+            _max_row_2x2(x + start, g.w, <int32_t>start, y + row, amr, g.j_hi - g.j_lo)
+        else:
+            _max_row_inside(x, g, i, y + row, amr)
+        _max_clipped(x, y, am, g, i, g.j_hi, g.ow)
 
 
 cdef void _maxpool_fwd(const floating* x, floating* y, int32_t* argmax, Py_ssize_t planes,
                        Geom g, int n_threads) noexcept nogil:
     """y = max over each window; argmax (if not NULL) = its index in the plane."""
-    cdef Py_ssize_t p, i, j, k, out = g.oh * g.ow
+    cdef Py_ssize_t p, out = g.oh * g.ow
     for p in prange(planes, nogil=True, num_threads=n_threads, schedule="static"):
-        for i in range(g.oh):
-            for j in range(g.ow):
-                k = _window_argmax(x + p * g.h * g.w, &g, i, j)
-                y[p * out + i * g.ow + j] = x[p * g.h * g.w + k]
-                if argmax != NULL:
-                    argmax[p * out + i * g.ow + j] = <int32_t>k
+        _maxpool_fwd_plane(x + p * g.h * g.w, y + p * out,
+                           argmax + p * out if argmax != NULL else NULL, &g)
+
+
+cdef inline Py_ssize_t _bwd_clipped(const floating* dy, const int32_t* am, const floating* x,
+                                    floating* dx, const Geom* g, Py_ssize_t i,
+                                    Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """dx[winner] += dy for windows (i, j0..j1); returns how many saved winners lay
+    outside their window (skipped)."""
+    cdef Py_ssize_t j, k, bad = 0
+    for j in range(j0, j1):
+        if am == NULL:
+            k = _window_argmax(x, g, i, j)
+        else:
+            k = am[i * g.ow + j]
+            if not _in_window(k, g, i, j):
+                bad += 1
+                continue
+        dx[k] += dy[i * g.ow + j]
+    return bad
+
+
+cdef Py_ssize_t _bwd_row_2x2(const floating* dy, const int32_t* am, const floating* r0,
+                             floating* d0, Py_ssize_t w, int32_t base,
+                             Py_ssize_t n) noexcept nogil:
+    """dx of n adjacent 2x2 windows inside the plane (top-left d0, plane index base):
+    windows do not overlap, so each element is written once, dy at the winner and 0
+    elsewhere (no memset pass). The winner comes from am, else from x (top-left r0)."""
+    cdef floating* d1 = d0 + w
+    cdef const floating* r1 = r0 + w
+    cdef Py_ssize_t j, bad = 0
+    cdef int32_t k, w32 = <int32_t>w
+    cdef bint t0, t1
+    cdef floating a, b, c, d
+    if am != NULL:
+        for j in range(n):
+            k = am[j] - base - 2 * <int32_t>j
+            bad += (k != 0) & (k != 1) & (k != w32) & (k != w32 + 1)
+            _put_2x2(d0, d1, j, k, w32, dy[j])
+        return bad
+    for j in range(n):
+        a, b, c, d = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+        t0 = _wins(b, a)
+        t1 = _wins(d, c)
+        k = w32 + <int32_t>t1 if _wins(d if t1 else c, b if t0 else a) else <int32_t>t0
+        _put_2x2(d0, d1, j, k, w32, dy[j])
+    return bad
+
+
+cdef inline void _put_2x2(floating* d0, floating* d1, Py_ssize_t j, int32_t k, int32_t w,
+                          floating d) noexcept nogil:
+    """Window j's gradient: d at offset k (0, 1, w or w + 1 from its top-left), 0 around."""
+    d0[2 * j] = d if k == 0 else 0
+    d0[2 * j + 1] = d if k == 1 else 0
+    d1[2 * j] = d if k == w else 0
+    d1[2 * j + 1] = d if k == w + 1 else 0
+
+
+cdef inline void _zero(floating* a, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    if stop > start:
+        memset(a + start, 0, (stop - start) * sizeof(floating))
+
+
+cdef Py_ssize_t _bwd_plane_2x2(const floating* dy, const int32_t* am, const floating* x,
+                               floating* dx, const Geom* g) noexcept nogil:
+    """One plane of a 2x2 stride-2 pool: the rows of interior windows written directly,
+    the rest zeroed and scattered to by the clipping loop (windows never overlap)."""
+    cdef Py_ssize_t i, bad = 0, w = g.w, start
+    cdef Py_ssize_t r_lo = min(max(2 * g.i_lo - g.pt, 0), g.h)
+    cdef Py_ssize_t r_hi = min(max(2 * g.i_hi - g.pt, r_lo), g.h)
+    cdef Py_ssize_t c_lo = min(max(2 * g.j_lo - g.pl, 0), w)
+    cdef Py_ssize_t c_hi = min(max(2 * g.j_hi - g.pl, c_lo), w)
+    _zero(dx, 0, r_lo * w)
+    _zero(dx, r_hi * w, g.h * w)
+    for i in range(g.oh):
+        if i < g.i_lo or i >= g.i_hi:
+            bad += _bwd_clipped(dy, am, x, dx, g, i, 0, g.ow)
+            continue
+        start = (2 * i - g.pt) * w
+        _zero(dx, start, start + c_lo)
+        _zero(dx, start + c_hi, start + w + c_lo)
+        _zero(dx, start + w + c_hi, start + 2 * w)
+        start += c_lo
+        bad += _bwd_row_2x2(dy + i * g.ow + g.j_lo,
+                            am + i * g.ow + g.j_lo if am != NULL else NULL,
+                            x + start if am == NULL else NULL, dx + start, w,
+                            <int32_t>start, g.j_hi - g.j_lo)
+        bad += _bwd_clipped(dy, am, x, dx, g, i, 0, g.j_lo)
+        bad += _bwd_clipped(dy, am, x, dx, g, i, g.j_hi, g.ow)
+    return bad
 
 
 cdef Py_ssize_t _maxpool_bwd(const floating* dy, const int32_t* argmax, const floating* x,
                              floating* dx, Py_ssize_t planes, Geom g,
                              int n_threads) noexcept nogil:
-    """dx[winner] += dy per window (winner from argmax, else recomputed from x).
+    """dx = gradient of max pooling, winners from argmax, else recomputed from x.
 
-    Returns the number of argmax entries outside the plane (skipped, never written).
+    Returns the number of saved winners outside their window (skipped, never written).
     """
-    cdef Py_ssize_t p, i, j, k, bad = 0, out = g.oh * g.ow, plane = g.h * g.w
+    cdef Py_ssize_t p, i, bad = 0, out = g.oh * g.ow, plane = g.h * g.w
+    cdef const int32_t* am
+    cdef const floating* xp
     for p in prange(planes, nogil=True, num_threads=n_threads, schedule="static"):
-        memset(dx + p * plane, 0, plane * sizeof(floating))
-        for i in range(g.oh):
-            for j in range(g.ow):
-                if argmax != NULL:
-                    k = argmax[p * out + i * g.ow + j]
-                    if k < 0 or k >= plane:
-                        bad += 1
-                        continue
-                else:
-                    k = _window_argmax(x + p * plane, &g, i, j)
-                dx[p * plane + k] += dy[p * out + i * g.ow + j]
+        am = argmax + p * out if argmax != NULL else NULL
+        xp = x + p * plane if x != NULL else NULL
+        if _is_2x2(&g):
+            bad += _bwd_plane_2x2(dy + p * out, am, xp, dx + p * plane, &g)
+        else:
+            memset(dx + p * plane, 0, plane * sizeof(floating))
+            for i in range(g.oh):
+                bad += _bwd_clipped(dy + p * out, am, xp, dx + p * plane, &g, i, 0, g.ow)
     return bad
 
 

@@ -8,6 +8,7 @@ spaces in the section are named by their path (``batch``, ``optimizer.lr``,
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from cnnc.dsl import ast
 from cnnc.dsl.spaces import SpaceValue, resolve
 from cnnc.errors import Span, SpecError
 from cnnc.ops.attrs import BOOL, BadValue, Kind, choice_kind, float_kind, int_kind
+from cnnc.ops.optim import OPTIMIZER_ATTRS
 
 _REQUIRED = object()
 
@@ -79,20 +81,16 @@ DATA: Family = {
                ("limit", int_kind(1), None)],
     "npz": [("path", PATH, _REQUIRED), ("layout", choice_kind("nchw", "nhwc"), "nchw")],
 }
-_LR = ("lr", float_kind(0.0), 0.001)
-_EPS = ("eps", float_kind(0.0), 1e-7)
-_WD = ("weight_decay", float_kind(0.0), 0.0)
-OPTIMIZERS: Family = {
-    "sgd": [("lr", float_kind(0.0), 0.01), ("momentum", float_kind(0.0, 1.0, True), 0.0),
-            ("nesterov", BOOL, False), _WD],
-    "adam": [_LR, ("beta1", float_kind(0.0, 1.0, True), 0.9),
-             ("beta2", float_kind(0.0, 1.0, True), 0.999), _EPS, _WD],
-    "adamw": [_LR, ("beta1", float_kind(0.0, 1.0, True), 0.9),
-              ("beta2", float_kind(0.0, 1.0, True), 0.999), _EPS,
-              ("weight_decay", float_kind(0.0), 0.01)],
-    "rmsprop": [_LR, ("rho", float_kind(0.0, 1.0, True), 0.9),
-                ("momentum", float_kind(0.0, 1.0, True), 0.0), _EPS],
-}
+def _optimizer_family(name: str, attrs: type) -> list:
+    """A spec's arguments of optimizer ``name``: the fields of its update op's attrs."""
+    defaults = {"weight_decay": 0.01} if name == "adamw" else {}  # AdamW's usual default
+    return [(f.name, f.metadata["kind"], defaults.get(f.name, f.default))
+            for f in dataclasses.fields(attrs)]
+
+
+# The optimizers are the update ops of cnnc/ops/optim.py; their arguments are defined there.
+OPTIMIZERS: Family = {name: _optimizer_family(name, attrs)
+                      for name, attrs in OPTIMIZER_ATTRS.items()}
 _WARMUP = ("warmup", int_kind(0), 0)  # epochs of linear warmup, for every schedule
 _MONITOR = choice_kind("val_loss", "val_accuracy", "loss", "accuracy")
 SCHEDULES: Family = {
@@ -133,6 +131,7 @@ EARLY_STOPPING = {
 TRAIN: dict[str, Any] = {
     "data": DATA,
     "loss": choice_kind(*LOSSES),
+    "label_smoothing": float_kind(0.0, 1.0, True),
     "optimizer": OPTIMIZERS,
     "metrics": "metrics",
     "batch": int_kind(1),
@@ -155,6 +154,7 @@ class TrainConfig:
 
     data: Option
     loss: str
+    label_smoothing: float = 0.0   # categorical losses: targets (1 - e) one-hot + e / K
     optimizer: Option = field(default_factory=lambda: Option("adam", _defaults(
         OPTIMIZERS["adam"])))
     metrics: tuple[str, ...] = ()
@@ -226,6 +226,9 @@ def build_train_config(train: ast.Train, evaluate: Callable[[ast.Node], Any],
             raise SpecError(f"the train section needs `{key} = ...`", train.span,
                             hint="e.g. data = mnist(\"data/mnist\") and "
                             "loss = sparse_categorical_crossentropy")
+    if values.get("label_smoothing") and "categorical" not in values["loss"]:
+        raise SpecError(f"label_smoothing applies to the categorical cross-entropy losses, "
+                        f"not to {values['loss']}", spans["label_smoothing"])
     return TrainConfig(**values, spans=spans), reader
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cnnc._kernels import optim as _optim
 from cnnc.errors import SpecError
 from cnnc.ir.types import TensorType
@@ -29,6 +31,8 @@ class SgdAttrs:
     momentum: float = attr("momentum factor", float_kind(0.0, 1.0), 0.0)
     nesterov: bool = attr("Nesterov momentum", BOOL, False)
     weight_decay: float = attr("L2 penalty added to the gradient", float_kind(0.0), 0.0)
+    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
+                           "update (0: no clipping)", float_kind(0.0), 0.0)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class AdamAttrs:
     beta2: float = attr("decay of the second moment", float_kind(0.0, 1.0), 0.999)
     eps: float = attr("added to the denominator", float_kind(0.0), 1e-7)
     weight_decay: float = attr("weight decay", float_kind(0.0), 0.0)
+    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
+                           "update (0: no clipping)", float_kind(0.0), 0.0)
 
 
 @dataclass(frozen=True)
@@ -50,17 +56,19 @@ class RmspropAttrs:
     rho: float = attr("decay of the squared-gradient average", float_kind(0.0, 1.0), 0.9)
     momentum: float = attr("momentum factor", float_kind(0.0, 1.0), 0.0)
     eps: float = attr("added to the denominator", float_kind(0.0), 1e-7)
+    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
+                           "update (0: no clipping)", float_kind(0.0), 0.0)
 
 
-_ATTRS = {"sgd": SgdAttrs, "adam": AdamAttrs, "adamw": AdamAttrs, "rmsprop": RmspropAttrs}
+OPTIMIZER_ATTRS = {"sgd": SgdAttrs, "adam": AdamAttrs, "adamw": AdamAttrs, "rmsprop": RmspropAttrs}
 
 
 def update_op(name: str, args: Mapping[str, Any]) -> tuple[str, Any]:
     """(op, attrs) of the update for the optimizer ``name`` with ``args`` (the spec's
     option, or Model.set_optimizer's keywords). Unknown names/arguments: SpecError."""
-    cls = _ATTRS.get(name)
+    cls = OPTIMIZER_ATTRS.get(name)
     if cls is None:
-        raise SpecError(f"unknown optimizer '{name}'", hint="optimizers: " + ", ".join(_ATTRS))
+        raise SpecError(f"unknown optimizer '{name}'", hint="optimizers: " + ", ".join(OPTIMIZER_ATTRS))
     fields = cls.__dataclass_fields__
     unknown = sorted(set(args) - set(fields))
     if unknown:
@@ -131,10 +139,44 @@ def update_kernel(node, ctx) -> Callable[[], None]:
     return run
 
 
-for _name, _cls in _ATTRS.items():
+for _name, _cls in OPTIMIZER_ATTRS.items():
     register_op(OpDef(
         name=f"{_name}_update", attrs=_cls, positional=(), arity=None,
         shape_rule=update_shape,
         doc=f"{_name} step in place (inputs: param, grad, *state)", internal=True,
         kernel=update_kernel, writes=written,
     ))
+
+
+@dataclass(frozen=True)
+class ClipAttrs:
+    """Attributes of ``clip_grad_norm``."""
+
+    max_norm: float = attr("the largest global L2 norm the gradients may have",
+                           float_kind(0.0), 1.0)
+
+
+def clip_shape(ins: Sequence[TensorType], a: ClipAttrs) -> tuple[TensorType, ...]:
+    """The gradients in, the clipped gradients out (same types)."""
+    return tuple(ins)
+
+
+def clip_kernel(node, ctx) -> Callable[[], None]:
+    """Copy every gradient, then scale them all by max_norm / (global norm + 1e-6) when
+    the global norm exceeds max_norm (PyTorch's clip_grad_norm_)."""
+    src = [ctx.array(v).reshape(-1) for v in node.inputs]
+    dst = [ctx.array(v).reshape(-1) for v in node.outputs]
+    max_norm, n = node.attrs.max_norm, ctx.n_threads
+
+    def run() -> None:
+        for s, d in zip(src, dst):
+            np.copyto(d, s)
+        _optim.clip_by_global_norm(dst, max_norm, n)
+    return run
+
+
+register_op(OpDef(
+    name="clip_grad_norm", attrs=ClipAttrs, positional=(), arity=None, min_inputs=1,
+    shape_rule=clip_shape, doc="clip all gradients to one global L2 norm", internal=True,
+    kernel=clip_kernel,
+))

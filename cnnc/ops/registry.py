@@ -85,8 +85,8 @@ def no_macs(in_types: Sequence[TensorType], out_type: TensorType, attrs: Any) ->
 class OpDef:
     """Everything cnnc knows about one op.
 
-    ``arity`` is the number of data inputs, or ``None`` for a variadic op taking two or
-    more. ``positional`` names the attrs that may be given positionally, in order.
+    ``arity`` is the number of data inputs, or ``None`` for a variadic op taking
+    ``min_inputs`` (default two) or more. ``positional`` names the attrs that may be given positionally, in order.
     ``aliases`` maps other spellings of an argument (a Keras or PyTorch name) to the
     canonical field name. ``inplace_ok``: the output may share its first input's buffer.
     The run-time rules (``kernel`` ... ``writes``) are described in the module docstring.
@@ -108,16 +108,17 @@ class OpDef:
     training: Callable[[Any, int], tuple[str, Any]] | None = None
     writes: Callable[[Any], list] | None = None
     inplace_ok: bool = False
+    min_inputs: int = 2
 
     def arity_text(self) -> str:
         """The number of data inputs in words: "1 input", "2 or more inputs"."""
         if self.arity is None:
-            return "2 or more inputs"
+            return f"{self.min_inputs} or more inputs"
         return f"{self.arity} input" + ("" if self.arity == 1 else "s")
 
     def arity_ok(self, n: int) -> bool:
         """Whether ``n`` data inputs suit this op."""
-        return n >= 2 if self.arity is None else n == self.arity
+        return n >= self.min_inputs if self.arity is None else n == self.arity
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -112,6 +112,23 @@ def test_parameters_are_writable_views():
     assert np.array_equal(model.forward(x), np.zeros((3, 2)))
 
 
+@pytest.mark.parametrize("clipnorm", [0.05, 1e3])
+def test_clipnorm_scales_all_gradients_by_one_global_norm(clipnorm):
+    model = _mlp()
+    model.set_optimizer("sgd", lr=0.1, clipnorm=clipnorm)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((6, 5)), rng.standard_normal((6, 2))
+    _, grads = model.gradients(x, y)
+    norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    scale = min(1.0, clipnorm / (norm + 1e-6))  # PyTorch's clip_grad_norm_
+    assert (scale < 1.0) == (clipnorm < norm)
+    before = {k: v.copy() for k, v in model.parameters.items()}
+    model.train_step(x, y)
+    for k, g in grads.items():
+        np.testing.assert_allclose(model.parameters[k], before[k] - 0.1 * scale * g,
+                                   rtol=1e-12, atol=1e-14)
+
+
 def test_default_loss_follows_the_output():
     assert cnnc.compile(SEED).loss_name == "binary_crossentropy"
     assert cnnc.compile(NETS["lenet"][0]).loss_name == "sparse_categorical_crossentropy"
@@ -257,3 +274,16 @@ def test_fit_and_evaluate_learn_a_separable_task():
     assert len(history.history["loss"]) == 8
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert after["loss"] < before["loss"] and after["accuracy"] > 0.9
+
+
+def test_label_smoothing_from_the_train_section():
+    spec = ("network LS\ninput x: [4]\nlayers { dense(3) softmax }\ntrain {\n"
+            '  data = mnist("d")\n  loss = sparse_categorical_crossentropy\n'
+            "  label_smoothing = 0.2\n}\n")
+    smooth, plain = cnnc.compile(spec, dtype="float64"), cnnc.compile(spec, dtype="float64")
+    plain.set_loss("sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(6).standard_normal((5, 4)), np.array([0, 1, 2, 1, 0])
+    logp = np.log(plain.forward(x))
+    expected = -(0.8 * logp[np.arange(5), y] + 0.2 * logp.mean(axis=1)).mean()
+    assert smooth.loss(x, y) == pytest.approx(expected, rel=1e-12)
+    assert plain.loss(x, y) == pytest.approx(-logp[np.arange(5), y].mean(), rel=1e-12)

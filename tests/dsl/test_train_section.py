@@ -34,7 +34,7 @@ def test_full_section_is_validated_and_defaults_filled():
                                        "objects": 1, "noise": 0.05, "antialias": True})
     assert t.loss == "sparse_categorical_crossentropy"
     assert t.optimizer == Option("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True,
-                                         "weight_decay": 0.0})
+                                         "weight_decay": 0.0, "clipnorm": 0.0})
     assert t.metrics == ("accuracy", "top5_accuracy")
     assert (t.batch, t.epochs, t.validation_split, t.seed, t.shuffle) == (16, 3, 0.25, 7, False)
     assert t.schedule == Option("multistep", {"milestones": (2, 3), "gamma": 0.5,
@@ -119,7 +119,7 @@ def test_schema_matches_the_modules_that_execute_it():
     from cnnc.autodiff import LOSSES as EXECUTED_LOSSES
     from cnnc.data.registry import SOURCES
     from cnnc.dsl import train as schema
-    from cnnc.ops.optim import _ATTRS
+    from cnnc.ops.optim import OPTIMIZER_ATTRS
     from cnnc.train.metrics import make_metrics
     from cnnc.train.schedules import make_schedule
 
@@ -127,9 +127,9 @@ def test_schema_matches_the_modules_that_execute_it():
     for name, signature in schema.DATA.items():
         loader_args = set(inspect.signature(SOURCES[name][0]).parameters)
         assert {arg for arg, _, _ in signature} <= loader_args, name
-    assert set(schema.OPTIMIZERS) == set(_ATTRS)
+    assert set(schema.OPTIMIZERS) == set(OPTIMIZER_ATTRS)
     for name, signature in schema.OPTIMIZERS.items():
-        assert {arg for arg, _, _ in signature} == set(_ATTRS[name].__dataclass_fields__)
+        assert {arg for arg, _, _ in signature} == set(OPTIMIZER_ATTRS[name].__dataclass_fields__)
     assert set(schema.LOSSES) <= set(EXECUTED_LOSSES)
     assert len(make_metrics(schema.METRICS)) == len(schema.METRICS)
     for name in schema.SCHEDULES:
@@ -138,3 +138,12 @@ def test_schema_matches_the_modules_that_execute_it():
             else "(gamma=0.9)" if name == "exponential" else "")
         option = train(body).schedule
         make_schedule(option.name, option.args, lr=0.1, epochs=10, steps_per_epoch=3)
+
+
+def test_label_smoothing_and_clipnorm():
+    t = train('data = mnist("d")\nloss = sparse_categorical_crossentropy\n'
+              'label_smoothing = 0.1\noptimizer = adam(lr=1e-3, clipnorm=1.0)')
+    assert t.label_smoothing == 0.1 and t.optimizer.args["clipnorm"] == 1.0
+    with pytest.raises(SpecError, match="label_smoothing applies to the categorical") as info:
+        train('data = mnist("d")\nloss = mse\nlabel_smoothing = 0.1')
+    assert info.value.span.line == 7
