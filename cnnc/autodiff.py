@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cnnc.dsl.train import Option
@@ -253,16 +253,21 @@ def _name_gradient(g: Graph, value: Value, grad: Value, taken: set[int]) -> Valu
 
 def add_updates(g: Graph, grads: Sequence[tuple[Value, Value]], optimizer: Option) -> None:
     """One update node per (parameter, gradient), with zeroed state values of its own;
-    with ``clipnorm`` the gradients first pass through one ``clip_grad_norm`` node."""
+    a layer's own ``weight_decay`` replaces the optimizer's for its parameters; with
+    ``clipnorm`` the gradients first pass through one ``clip_grad_norm`` node."""
     op, attrs = update_op(optimizer.name, optimizer.args)
     if attrs.clipnorm > 0 and grads:  # every update waits for the global norm
         clip = g.add_node("clip_grad_norm", [d for _, d in grads],
                           get_op("clip_grad_norm").attrs(attrs.clipnorm), "clip_grad_norm")
         grads = [(p, d) for (p, _), d in zip(grads, clip.outputs)]
+    owner = {id(p): node for node in g.nodes for p in node.params.values()}
     for param, grad in grads:
+        layer_decay = getattr(owner[id(param)].attrs, "weight_decay", None)
+        param_attrs = attrs if layer_decay is None else replace(attrs,
+                                                                 weight_decay=layer_decay)
         states = [g.add_value(state_name(param.name, s), param.type, "state")
-                  for s in state_names(op, attrs)]
-        g.add_node(op, [param, grad, *states], attrs,
+                  for s in state_names(op, param_attrs)]
+        g.add_node(op, [param, grad, *states], param_attrs,
                    f"{param.name.replace('.', '/')}/update", None)
 
 

@@ -63,13 +63,11 @@ cdef enum:
     WGRAD_SLOTS = 4  # partial weight gradients (see _gemm_bwd_weight)
     WGRAD_SLOT_MAX_ELEMS = 262144  # ... for weights up to this size
     WINO_MIN_CHANNELS = 64  # below this the 16 GEMMs are too thin to beat im2col
+    WINO_MIN_TILES = 64  # fewer tiles (per call) do not pay for the weight transform ...
+    WINO_TILE_CHANNELS = 16384  # ... nor fewer than this / min(C, M) tiles
     WINO_W_RUN = 64  # input channels per block of the Winograd weight transform
 
 COL_TILE_ELEMS = COL_TILE
-cdef Py_ssize_t WINO_MIN_TILES = 1
-def _set_wmt(v):
-    global WINO_MIN_TILES
-    WINO_MIN_TILES = v
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
                "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH}
 

@@ -3,14 +3,20 @@
 # For a 2x2 output tile and its 4x4 input patch d, Y = A^T [(G g G^T) * (B^T d B)] A, so
 # the channel sums become 16 GEMMs U[e] @ V[e] ([M, C] @ [C, tiles], e = 4x4 position):
 # 16/36 of im2col's multiplies, and the input grows 4x instead of 9x. Used for 3x3 stride 1
-# dilation 1 ungrouped layers with enough channels (also for their flipped backward-data).
+# dilation 1 ungrouped layers with enough channels (also for their flipped backward-data)
+# and enough tiles in the call: the weight transform and the 16 packings of U cost about
+# 3x im2col's one packing of W, which a few tiles do not earn back (VGG at batch 1 on 2x2
+# and 4x4 inputs: Winograd 4-5x slower than im2col; break-even measured at 64 tiles with
+# 256-512 channels, 128 with 128, 256 with 64).
 # Tiles are numbered over (image, tile row, tile column); a chunk is a fixed run of
 # g.wcols of them, so chunking never depends on the thread count.
 
 cdef inline bint _wino_ok(const Geom* g) noexcept nogil:
     return (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
             and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.c >= WINO_MIN_CHANNELS
-            and g.m >= WINO_MIN_CHANNELS and g.n * _wino_tiles(g) >= WINO_MIN_TILES)
+            and g.m >= WINO_MIN_CHANNELS
+            and g.n * _wino_tiles(g) >= max(<Py_ssize_t> WINO_MIN_TILES,
+                                            WINO_TILE_CHANNELS // min(g.c, g.m)))
 
 
 cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:

@@ -23,7 +23,8 @@ import numpy as np
 from cnnc._kernels import conv as _conv
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import ACTIVATION, BOOL, PADDING, attr, float_kind, int_kind, pair_kind
+from cnnc.ops.attrs import (ACTIVATION, BOOL, PADDING, attr, float_kind, int_kind, optional,
+                             pair_kind)
 from cnnc.ops.checks import expect_4d
 from cnnc.ops.activation import unfuse_activation
 from cnnc.ops.registry import OpDef, ParamSpec, RuleError, register_op
@@ -54,6 +55,10 @@ class ConvAttrs:
                            ACTIVATION, "none")
     activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
                                    0.3)
+    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
+                                      "optimizer's (added to the gradient as "
+                                      "weight_decay * w; decoupled for adamw)",
+                                      optional(float_kind(0.0)), None)
 
 
 def conv_pads(t: TensorType, a: ConvAttrs) -> Pads:
@@ -109,6 +114,10 @@ class ConvTransposeAttrs:
                            ACTIVATION, "none")
     activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
                                    0.3)
+    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
+                                      "optimizer's (added to the gradient as "
+                                      "weight_decay * w; decoupled for adamw)",
+                                      optional(float_kind(0.0)), None)
 
 
 def conv_transpose_geometry(a: ConvTransposeAttrs) -> tuple[Pads, tuple[int, int]]:

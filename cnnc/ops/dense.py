@@ -15,7 +15,7 @@ from cnnc._kernels import elementwise as _ew
 from cnnc._kernels import gemm as _gemm
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import ACTIVATION, BOOL, attr, float_kind, int_kind
+from cnnc.ops.attrs import ACTIVATION, BOOL, attr, float_kind, int_kind, optional
 from cnnc.ops.checks import expect_rank
 from cnnc.ops.activation import unfuse_activation
 from cnnc.ops.registry import OpDef, ParamSpec, register_op
@@ -31,6 +31,10 @@ class DenseAttrs:
                            ACTIVATION, "none")
     activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
                                    0.3)
+    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
+                                      "optimizer's (added to the gradient as "
+                                      "weight_decay * w; decoupled for adamw)",
+                                      optional(float_kind(0.0)), None)
 
 
 def dense_shape(ins: Sequence[TensorType], a: DenseAttrs) -> TensorType:

@@ -56,6 +56,7 @@ class RmspropAttrs:
     rho: float = attr("decay of the squared-gradient average", float_kind(0.0, 1.0), 0.9)
     momentum: float = attr("momentum factor", float_kind(0.0, 1.0), 0.0)
     eps: float = attr("added to the denominator", float_kind(0.0), 1e-7)
+    weight_decay: float = attr("L2 penalty added to the gradient", float_kind(0.0), 0.0)
     clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
                            "update (0: no clipping)", float_kind(0.0), 0.0)
 
@@ -128,7 +129,8 @@ def update_kernel(node, ctx) -> Callable[[], None]:
 
         def run() -> None:
             _optim.rmsprop_step(p, g, state[0], buf, lr=float(lr[0]), alpha=a.rho,
-                                eps=a.eps, momentum=a.momentum, n_threads=n)
+                                eps=a.eps, weight_decay=a.weight_decay,
+                                momentum=a.momentum, n_threads=n)
     else:
         step = _optim.adam_step if node.op == "adam_update" else _optim.adamw_step
 

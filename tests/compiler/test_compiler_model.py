@@ -33,6 +33,7 @@ def numpy_update(name, args, p, g, state, t):
             g = g + mom * state["buf"] if args.get("nesterov") else state["buf"]
         return p - lr * g
     if name == "rmsprop":
+        g = g + wd * p
         rho, eps, mom = args.get("rho", 0.9), args.get("eps", 1e-7), args.get("momentum", 0)
         state["v"] = rho * state.get("v", 0) + (1 - rho) * g * g
         step = g / (np.sqrt(state["v"]) + eps)
@@ -110,6 +111,24 @@ def test_parameters_are_writable_views():
     for arr in model.parameters.values():
         arr[...] = 0.0
     assert np.array_equal(model.forward(x), np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop"])
+def test_a_layers_weight_decay_replaces_the_optimizers(name):
+    source = MLP.replace("dense(4) tanh", "dense(4, weight_decay=0.5) tanh").replace(
+        "trainable=frozen", "trainable=true")
+    model = cnnc.compile(source, dtype="float64", seed=9, loss="mse")
+    args = {"lr": 0.1, "weight_decay": 0.01}
+    model.set_optimizer(name, **args)
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((6, 5)), rng.standard_normal((6, 2))
+    _, grads = model.gradients(x, y)
+    before = {k: v.copy() for k, v in model.parameters.items()}
+    model.train_step(x, y)
+    for k, g in grads.items():
+        layer_args = {**args, "weight_decay": 0.5} if k.startswith("dense_1.") else args
+        expected = numpy_update(name, layer_args, before[k], g, {}, 1)
+        np.testing.assert_allclose(model.parameters[k], expected, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("clipnorm", [0.05, 1e3])
