@@ -93,10 +93,14 @@ cdef Geom _geom(x, y, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw
     return g
 
 
-cdef inline bint _wins(floating v, floating top) noexcept nogil:
-    """Whether v replaces the running maximum top: larger, or NaN (a NaN result stays).
-    Written as a conditional: gcc 12 vectorises that, not ``(v > top) | (v != v)``."""
-    return True if v > top else v != v
+cdef extern from *:
+    # Whether v replaces the running maximum top: larger, or NaN (a NaN result stays).
+    # A C conditional expression: gcc 12 vectorises loops using it, but neither
+    # ``(v > top) | (v != v)`` nor the if/else Cython makes of a bint expression.
+    """
+    #define CNNC_POOL_WINS(v, top) ((v) > (top) ? 1 : ((v) != (v)))
+    """
+    bint _wins "CNNC_POOL_WINS"(double v, double top) noexcept nogil
 
 
 cdef inline bint _is_2x2(const Geom* g) noexcept nogil:

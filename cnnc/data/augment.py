@@ -36,6 +36,11 @@ class Augmentation:
     horizontal_flip, vertical_flip: mirror half of the images, at random.
     fill_mode: "constant" (cval), "nearest", "reflect" or "wrap": what lies outside.
     interpolation: "bilinear" or "nearest" for images (masks are always nearest).
+    brightness_range: b adds one value uniform in [-b, b] to every pixel of an image.
+    contrast_range: c scales an image's deviation from its mean by a factor uniform in
+        [1 - c, 1 + c] (c < 1).
+    noise_std: standard deviation of Gaussian noise added to every pixel.
+    Colour changes follow the warp; masks are never changed by them.
     """
 
     rescale: float | None = None
@@ -49,6 +54,9 @@ class Augmentation:
     fill_mode: str = "nearest"
     cval: float = 0.0
     interpolation: str = "bilinear"
+    brightness_range: float = 0.0
+    contrast_range: float = 0.0
+    noise_std: float = 0.0
 
     def __post_init__(self):
         if self.fill_mode not in FILL_MODES:
@@ -57,11 +65,15 @@ class Augmentation:
         if self.interpolation not in ("bilinear", "nearest"):
             raise DataError("augmentation: interpolation must be \"bilinear\" or \"nearest\"; "
                             f"got {self.interpolation!r}")
-        for name in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range"):
+        for name in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range",
+                     "brightness_range", "contrast_range", "noise_std"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise DataError(f"augmentation: {name} must be a finite number >= 0; "
                                 f"got {value}")
+        if self.contrast_range >= 1:
+            raise DataError(f"augmentation: contrast_range must be below 1; got "
+                            f"{self.contrast_range}")
         lo, hi = self.zoom_bounds
         if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
             raise DataError(f"augmentation: zoom_range must give 0 < low <= high; got "
@@ -111,15 +123,21 @@ class Augmentation:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.rescale is not None:
             x = x * np.float32(self.rescale)
-        if not self.is_geometric:
-            return (x if self.rescale is not None else x.copy()), \
-                (None if masks is None else masks.copy())
+        if self.is_geometric:
+            x, masks = self._warp(rng, x, masks, effective_n_threads(n_threads))
+        else:
+            x = x if self.rescale is not None else x.copy()
+            masks = None if masks is None else masks.copy()
+        return self._recolour(rng, x), masks
+
+    def _warp(self, rng: np.random.Generator, x: np.ndarray, masks: np.ndarray | None,
+              threads: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Move the images (and masks) by one random affine transform each."""
         n, _, h, w = x.shape
         if masks is not None and masks.shape != (n, h, w):
             raise DataError(f"augmentation: masks must be [N, H, W] = {[n, h, w]}; "
                             f"got {list(masks.shape)}")
         mats = self.matrices(rng, n, h, w)
-        threads = effective_n_threads(n_threads)
         out = np.empty_like(x)
         warp_affine(x, out, mats, self.fill_mode, self.cval, self.interpolation == "bilinear",
                     threads)
@@ -129,6 +147,23 @@ class Augmentation:
         m_out = np.empty_like(m)
         warp_affine(m, m_out, mats, self.fill_mode, 0.0, False, threads)
         return out, m_out[:, 0]
+
+    def _recolour(self, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+        """Contrast, brightness and noise, in place on ``x`` (a fresh array); no draws
+        are made for settings that are off, so other settings' streams stay the same."""
+        per_image = (len(x), 1, 1, 1)
+        if self.contrast_range:
+            factor = rng.uniform(1 - self.contrast_range, 1 + self.contrast_range, per_image)
+            mean = x.mean(axis=(1, 2, 3), keepdims=True)
+            x -= mean
+            x *= factor.astype(np.float32)
+            x += mean
+        if self.brightness_range:
+            x += rng.uniform(-self.brightness_range, self.brightness_range,
+                             per_image).astype(np.float32)
+        if self.noise_std:
+            x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(self.noise_std)
+        return x
 
 
 def affine_matrices(n: int, height: int, width: int, rotation=0.0, shear=0.0, zoom_x=1.0,

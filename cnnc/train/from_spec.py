@@ -9,7 +9,7 @@ from typing import Any
 from cnnc.data import Augmentation, DataSource, load_source
 from cnnc.data.registry import SOURCES
 from cnnc.dsl import TrainConfig
-from cnnc.errors import CnncError, DataError, SpecError
+from cnnc.errors import CnncError, DataError
 from cnnc.ir import Graph
 
 PROBABILITY_OPS = ("softmax", "sigmoid")
@@ -77,18 +77,12 @@ def augmentation(config: TrainConfig, height: int, width: int) -> Augmentation |
 
     flip, rotation (degrees), shift (fraction), zoom, shear (degrees) keep Keras'
     meanings; ``crop = c`` (pad by c and crop back, as for CIFAR) becomes a random shift of
-    up to c pixels with zeros filled in.
+    up to c pixels with zeros filled in; brightness, contrast and noise change colours
+    (see :class:`cnnc.data.Augmentation`).
     """
     a = config.augment
     if not a:
         return None
-    unsupported = [k for k in ("brightness", "contrast", "noise") if a.get(k)]
-    if unsupported:
-        key = unsupported[0]
-        raise SpecError(f"augment setting '{key}' is not supported yet: the augmentation "
-                        "kernel warps images (flip, rotation, shift, zoom, shear, crop) but "
-                        "does not change their colours", config.spans.get(f"augment.{key}"),
-                        hint=f"remove '{key}' from the augment section")
     shift = float(a.get("shift", 0.0))
     crop = int(a.get("crop", 0))
     flip = a.get("flip", "none")
@@ -100,4 +94,7 @@ def augmentation(config: TrainConfig, height: int, width: int) -> Augmentation |
         zoom_range=float(a.get("zoom", 0.0)),
         horizontal_flip=flip in ("horizontal", "both"),
         vertical_flip=flip in ("vertical", "both"),
-        fill_mode="constant" if crop else "nearest")
+        fill_mode="constant" if crop else "nearest",
+        brightness_range=float(a.get("brightness", 0.0)),
+        contrast_range=float(a.get("contrast", 0.0)),
+        noise_std=float(a.get("noise", 0.0)))

@@ -198,7 +198,29 @@ def test_rescale_only_needs_no_warp():
 
 @pytest.mark.parametrize("bad", [dict(fill_mode="mirror"), dict(zoom_range=1.5),
                                  dict(rotation_range=-1), dict(interpolation="cubic"),
-                                 dict(zoom_range=(1.2, 0.8))])
+                                 dict(zoom_range=(1.2, 0.8)), dict(contrast_range=1.0),
+                                 dict(noise_std=-0.1)])
 def test_bad_augmentation_settings(bad):
     with pytest.raises(DataError):
         Augmentation(**bad)
+
+
+def test_colour_changes():
+    x = random_images((6, 3, 5, 7))
+    masks = np.random.default_rng(1).integers(0, 3, (6, 5, 7))
+    out, m = Augmentation(brightness_range=0.2).apply(np.random.default_rng(2), x, masks)
+    shift = (out - x).reshape(6, -1)
+    assert np.allclose(shift, shift[:, :1], atol=1e-6)          # one value per image
+    assert np.all(np.abs(shift[:, 0]) <= 0.2) and np.ptp(shift[:, 0]) > 0
+    assert np.array_equal(m, masks)                            # masks keep their labels
+    out, _ = Augmentation(contrast_range=0.5).apply(np.random.default_rng(3), x)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), atol=1e-6)
+    ratio = (out - out.mean(axis=(1, 2, 3), keepdims=True)) / \
+        (x - x.mean(axis=(1, 2, 3), keepdims=True))
+    factors = np.median(ratio.reshape(6, -1), axis=1)
+    assert np.all((factors >= 0.5 - 1e-4) & (factors <= 1.5 + 1e-4)) and np.ptp(factors) > 0
+    big = random_images((4, 3, 64, 64))
+    out, _ = Augmentation(noise_std=0.1).apply(np.random.default_rng(4), big)
+    assert abs(float((out - big).std()) - 0.1) < 0.005
+    again, _ = Augmentation(noise_std=0.1).apply(np.random.default_rng(4), big)
+    assert np.array_equal(out, again)                          # seeded: reproducible

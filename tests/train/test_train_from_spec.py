@@ -3,7 +3,7 @@ import pytest
 
 from cnnc.data import shapes
 from cnnc.dsl import load_text
-from cnnc.errors import CnncError, DataError, SpecError
+from cnnc.errors import CnncError, DataError
 from cnnc.train.from_spec import augmentation, check_classes, load_data, outputs_logits
 
 NET = """network N
@@ -35,10 +35,10 @@ def test_augmentation_from_the_spec():
     assert aug.height_shift_range == pytest.approx(0.125)     # crop 2 of 16
     assert aug.fill_mode == "constant"
     assert augmentation(_spec().train, 16, 20) is None
-    bad = _spec(extra="augment {\n flip = horizontal\n brightness = 0.2\n}")
-    with pytest.raises(SpecError, match="'brightness' is not supported") as info:
-        augmentation(bad.train, 16, 20)
-    assert info.value.span.line == 9 and "brightness" in info.value.span.line_text
+    colour = _spec(extra="augment {\n brightness = 0.2\n contrast = 0.3\n noise = 0.01\n}")
+    aug = augmentation(colour.train, 16, 20)
+    assert (aug.brightness_range, aug.contrast_range, aug.noise_std) == (0.2, 0.3, 0.01)
+    assert not aug.is_geometric
 
 
 def test_check_classes():
