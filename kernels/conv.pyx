@@ -83,6 +83,7 @@ cdef struct Geom:
     Py_ssize_t groups, cg, mg, kdim, tile, workers
     Py_ssize_t ipt  # images per chunk (> 1 only when one image's columns are few)
     Py_ssize_t ws1  # workspace elements per worker
+    Py_ssize_t xt  # weight gradient: channels-last copy of a chunk's x (0: not used)
     Py_ssize_t threads  # as requested
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
     int path, wino
@@ -163,6 +164,9 @@ cdef void _finish(Geom* g) noexcept nogil:
     g.workers = max(1, min(g.threads, (g.n + g.ipt - 1) // g.ipt))
     # im2col columns, plus gathered dy / GEMM output when images share a chunk
     g.ws1 = g.kdim * g.tile if g.ipt == 1 else (g.kdim + g.mg) * g.ipt * P
+    g.xt = g.ipt * g.cg * g.h * g.w
+    if g.path != PATH_IM2COL or g.xt > COL_TILE:
+        g.xt = 0
     g.wino = _wino_ok(g)
     g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS,
                          (2 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))))
@@ -197,8 +201,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     if g.path != PATH_IM2COL:
         return 0
     need = max(_fwd_elems(g), g.workers * g.ws1)
-    if _wgrad_slots(g) > 1:
-        need = max(need, g.workers * g.ws1 + _wgrad_slots(g) * g.m * g.kdim)
+    if _wgrad_slots(g) > 1 or g.xt:
+        need = max(need, g.workers * (g.ws1 + g.xt) + _wgrad_slots(g) * g.m * g.kdim)
     if _flips(g):
         f = _flipped(g)
         need = max(need, g.m * g.kdim + _fwd_elems(&f))
@@ -530,6 +534,69 @@ cdef void _bwd_weight_chunk(const floating* x, const floating* dy, floating* dw,
                 beta = 1
 
 
+cdef void _im2col_t(const floating* xt, floating* colt, const Geom* g, Py_ssize_t p0,
+                    Py_ssize_t np_, int n_threads) noexcept nogil:
+    """colt[q, (ki, kj, c)] = x[c, ih, iw] (0 outside) for pixels p0 .. p0 + np_ of one image,
+    from its channels-last copy xt[ih, iw, c]: runs of cg (kw * cg with dilation 1) values."""
+    cdef Py_ssize_t q, p, i, j, ki, kj, ih, iw0, lo, hi, cg = g.cg, run = g.kw * g.cg
+    cdef floating* row
+    for q in prange(np_, num_threads=n_threads if np_ * g.kdim >= PARALLEL_MIN_ELEMS else 1,
+                    schedule="static"):
+        p = p0 + q
+        i = p // g.ow
+        j = p - i * g.ow
+        iw0 = j * g.sw - g.pl
+        _tap_range(iw0, g.dw, g.kw, g.w, &lo, &hi)
+        for ki in range(g.kh):
+            row = colt + q * g.kdim + ki * run
+            ih = i * g.sh - g.pt + ki * g.dh
+            if ih < 0 or ih >= g.h or lo == hi:
+                memset(row, 0, run * sizeof(floating))
+                continue
+            memset(row, 0, lo * cg * sizeof(floating))
+            memset(row + hi * cg, 0, (g.kw - hi) * cg * sizeof(floating))
+            if g.dw == 1:
+                memcpy(row + lo * cg, xt + (ih * g.w + iw0 + lo) * cg,
+                       (hi - lo) * cg * sizeof(floating))
+            else:
+                for kj in range(lo, hi):
+                    memcpy(row + kj * cg, xt + (ih * g.w + iw0 + kj * g.dw) * cg,
+                           cg * sizeof(floating))
+
+
+cdef void _bwd_weight_chunk_t(const floating* x, const floating* dy, floating* dwt,
+                              floating* ws, const Geom* g, Py_ssize_t nb, bint overwrite,
+                              int n_threads) noexcept nogil:
+    """dWt (+)= dy[b] @ colt(x[b]) summed over the nb images of a chunk, in order, with dWt
+    in [M, kh, kw, C/groups] order. Building the columns transposed, from a channels-last
+    copy of x, lets the GEMM read them in place (its fast orientation) instead of
+    transposing every element of an im2col matrix while packing."""
+    cdef Py_ssize_t gi, b, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow, cols = nb * P
+    cdef floating* dwg
+    cdef floating* xt = ws + g.ws1
+    cdef floating* dyc = ws + g.kdim * g.ipt * P
+    cdef floating beta
+    for gi in range(g.groups):
+        dwg = dwt + gi * g.mg * g.kdim
+        beta = 0 if overwrite else 1
+        for b in range(nb):
+            _pack_rows(x + (b * g.c + gi * g.cg) * hw, hw, g.cg, g.cg, hw, xt + b * g.cg * hw)
+        if g.ipt > 1:
+            for b in range(nb):
+                _im2col_t(xt + b * g.cg * hw, ws + b * P * g.kdim, g, 0, P, n_threads)
+            _gather(dy, dyc, g, nb, gi)
+            gemm(False, False, g.mg, g.kdim, cols, 1, dyc, cols, ws, g.kdim, beta, dwg, g.kdim,
+                 NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+        else:
+            for t in range((P + g.tile - 1) // g.tile):
+                p0 = t * g.tile
+                np_ = min(g.tile, P - p0)
+                _im2col_t(xt, ws, g, p0, np_, n_threads)
+                gemm(False, False, g.mg, g.kdim, np_, 1, dy + gi * g.mg * P + p0, P, ws, g.kdim,
+                     beta, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+                beta = 1
+
+
 cdef void _gemm_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
                     int n_threads) noexcept nogil:
@@ -578,31 +645,49 @@ cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, 
 
     Small dW (most layers with small GEMMs): chunks fall into WGRAD_SLOTS fixed runs, each
     summed by one thread into its own partial, then the partials are added in slot order.
-    Large dW: chunks in order, with the threads inside each (large) GEMM.
+    Large dW: chunks in order, with the threads inside each (large) GEMM. With g.xt the
+    chunks sum dW in [M, kh, kw, C/groups] order (see _bwd_weight_chunk_t) into the
+    partials, or the one buffer after the workers' scratch, which are then reordered.
     """
-    cdef Py_ssize_t k, s, e, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t k, s, e, o, r, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt, slots = _wgrad_slots(g)
-    cdef Py_ssize_t size = g.m * g.kdim
-    cdef floating* parts = ws + g.workers * g.ws1
+    cdef Py_ssize_t size = g.m * g.kdim, stride = g.ws1 + g.xt, taps = g.kh * g.kw
+    cdef floating* parts = ws + g.workers * stride
     cdef floating v
-    if slots == 1:
+    if slots == 1 and not g.xt:
         for k in range(chunks):
             _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys, dw, ws, g,
                               min(g.ipt, g.n - k * g.ipt), k == 0 and not accumulate,
                               n_threads)
         return
-    with parallel(num_threads=min(g.workers, slots)):
-        tid = threadid()
-        for s in prange(slots, schedule="static"):
-            for k in range(s * chunks // slots, (s + 1) * chunks // slots):
-                _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys, parts + s * size,
-                                  ws + tid * g.ws1, g, min(g.ipt, g.n - k * g.ipt),
-                                  k == s * chunks // slots, 1)
+    if slots == 1:
+        for k in range(chunks):
+            _bwd_weight_chunk_t(x + k * g.ipt * xs, dy + k * g.ipt * ys, parts, ws, g,
+                                min(g.ipt, g.n - k * g.ipt), k == 0, n_threads)
+    else:
+        with parallel(num_threads=min(g.workers, slots)):
+            tid = threadid()
+            for s in prange(slots, schedule="static"):
+                for k in range(s * chunks // slots, (s + 1) * chunks // slots):
+                    if g.xt:
+                        _bwd_weight_chunk_t(x + k * g.ipt * xs, dy + k * g.ipt * ys,
+                                            parts + s * size, ws + tid * stride, g,
+                                            min(g.ipt, g.n - k * g.ipt),
+                                            k == s * chunks // slots, 1)
+                    else:
+                        _bwd_weight_chunk(x + k * g.ipt * xs, dy + k * g.ipt * ys,
+                                          parts + s * size, ws + tid * stride, g,
+                                          min(g.ipt, g.n - k * g.ipt),
+                                          k == s * chunks // slots, 1)
     for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                     schedule="static"):
+        r = e
+        if g.xt:  # dw[o, c, tap] sits at parts[o, tap, c]
+            o = e // g.kdim
+            r = o * g.kdim + (e % taps) * g.cg + (e - o * g.kdim) // taps
         v = dw[e] if accumulate else 0
         for s in range(slots):
-            v = v + parts[s * size + e]
+            v = v + parts[s * size + r]
         dw[e] = v
 
 
