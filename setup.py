@@ -6,6 +6,7 @@ Environment knobs:
   CNNC_PORTABLE=1      no -march=native (the binary runs on any x86-64)
   CNNC_KERNELS=a,b     build only these kernel modules (development)
 """
+import json
 import os
 import subprocess
 import sys
@@ -97,18 +98,22 @@ def extensions() -> list:
         "embedsignature": True,
     }
     return cythonize(exts, compiler_directives=directives, include_path=[str(KERNELS)],
-                     quiet=True, force=_mode_changed(debug))
+                     quiet=True,
+                     force=_mode_changed(debug, [e.name.rsplit(".", 1)[1] for e in exts]))
 
 
-def _mode_changed(debug: bool) -> bool:
-    """True when the last build was made with the other CNNC_DEBUG_BUILD setting: the
-    generated C must then be regenerated (cythonize only looks at file times)."""
+def _mode_changed(debug: bool, modules: list) -> bool:
+    """True when one of ``modules`` was last built with the other CNNC_DEBUG_BUILD
+    setting: its C must then be regenerated (cythonize only looks at file times)."""
     stamp = KERNELS / ".build-mode"
+    try:
+        modes = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        modes = {}
     mode = "debug" if debug else "release"
-    old = stamp.read_text() if stamp.exists() else ""
-    if old != mode:
-        stamp.write_text(mode)
-    return old != mode
+    changed = any(modes.get(m) != mode for m in modules)
+    stamp.write_text(json.dumps({**modes, **{m: mode for m in modules}}))
+    return changed
 
 
 setup(ext_modules=extensions())

@@ -17,18 +17,33 @@ With stride 1 and >= 16 input channels per group, backward-data is instead the f
 conv of dy with the flipped, transposed weights (padding d*(k-1) - p): a GEMM as wide as
 the forward's and no col2im scatter. Images whose output has few pixels (P < 512) share
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
+A forward chunk of at most 4 output pixels in all (VGG's last layers at batch 1) skips the
+GEMM: each weight row is dotted with the few columns as it streams from memory
+(conv_dot.h), where the GEMM would pack all of W to fill 4 of its 16-32 columns.
+
+The weight gradient with kw * C/groups >= 16 and a small dW (<= 2**18 elements: the
+thin layers, where this GEMM was slowest) builds the columns transposed,
+colT[P, (kh, kw, C/groups)], from a channels-last copy of the chunk's x: runs of kw*C/groups
+contiguous values, and a GEMM dW'[M, K] += dy[M, P] @ colT that reads colT in place (its
+fast orientation) instead of transposing every im2col element while packing; dW' is
+reordered to OIHW when the partial sums are added. ResNet-20's 16-64 channel layers:
+1.2-1.5x faster than im2col + the transposed-B GEMM, LeNet-5's conv2 (6 channels, 5x5)
+1.5x; slower with 1-3 channel 3x3 or 5x5 inputs (runs of 3-15 values) and for VGG's
+0.6-2.4M-element dW (the reorder pass), so those keep im2col.
 
 Winograd F(2x2, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 stride-1 ungrouped
-layers with >= 64 input and output channels, forward and flipped backward-data (the
-benchmark: 1.3-1.7x faster there; slower at 16-32 channels, where its 16 GEMMs are thin).
+layers with >= 64 input and output channels and enough output tiles in the call to pay
+for transforming the weights, forward and flipped backward-data (the benchmark: 1.3-1.7x
+faster there; slower at 16-32 channels, where its 16 GEMMs are thin).
 
 Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
-alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements.
-So ``conv2d_workspace_size`` <= n_threads * max(2**20, K) + 4*M*K elements (the last
-term: transformed or flipped weights, or up to 4 partial weight gradients). VGG-16's
-conv1_2 (K = 576, P = 50176: 115 MB of columns per image un-tiled) needs 4 MiB per thread
-and 0.4 MiB of weights.
+alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements;
+the transposed weight gradient adds a channels-last copy of the chunk's x, used only when
+it holds at most 2**19 elements. So ``conv2d_workspace_size`` <= n_threads * (max(2**20,
+K) + 2**19) + 4*M*K elements (the last term: transformed or flipped weights, or up to 4
+partial weight gradients). VGG-16's conv1_2 (K = 576, P = 50176: 115 MB of columns per
+image un-tiled) needs 4 MiB per thread and 0.4 MiB of weights.
 
 conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
 backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
@@ -54,6 +69,12 @@ cnp.import_array()
 include "gemm_core.pxi"
 include "conv_args.pxi"
 
+cdef extern from "conv_dot.h" nogil:
+    void cnnc_dot_rows_s(const float* w, Py_ssize_t K, Py_ssize_t rows, const float* ct,
+                         int nq, float* out, Py_ssize_t ldo)
+    void cnnc_dot_rows_d(const double* w, Py_ssize_t K, Py_ssize_t rows, const double* ct,
+                         int nq, double* out, Py_ssize_t ldo)
+
 cdef enum:
     COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
     FLIP_MIN_CHANNELS = 16
@@ -62,6 +83,11 @@ cdef enum:
     PARALLEL_MIN_ELEMS = 65536  # smaller im2col / col2im copies run on one thread
     WGRAD_SLOTS = 4  # partial weight gradients (see _gemm_bwd_weight)
     WGRAD_SLOT_MAX_ELEMS = 262144  # ... for weights up to this size
+    WGRAD_T_ELEMS = 65536  # transposed columns built at once (see _bwd_weight_chunk_t) ...
+    WGRAD_T_ROWS = 256  # ... but at least this many pixels, for the GEMM's depth
+    WGRAD_T_MIN_RUN = 16  # kw * C/groups: shorter runs copy too slowly to beat im2col
+    DOT_MAX_COLS = 4  # forward chunks with at most this many output pixels: _dot_fwd
+    DOT_BLOCK = 64  # ... weight rows per block (one owner each)
     WINO_MIN_CHANNELS = 64  # below this the 16 GEMMs are too thin to beat im2col
     WINO_MIN_TILES = 64  # fewer tiles (per call) do not pay for the weight transform ...
     WINO_TILE_CHANNELS = 16384  # ... nor fewer than this / min(C, M) tiles
@@ -165,7 +191,8 @@ cdef void _finish(Geom* g) noexcept nogil:
     # im2col columns, plus gathered dy / GEMM output when images share a chunk
     g.ws1 = g.kdim * g.tile if g.ipt == 1 else (g.kdim + g.mg) * g.ipt * P
     g.xt = g.ipt * g.cg * g.h * g.w
-    if g.path != PATH_IM2COL or g.xt > COL_TILE:
+    if (g.path != PATH_IM2COL or g.xt > COL_TILE or g.kw * g.cg < WGRAD_T_MIN_RUN
+            or g.m * g.kdim > WGRAD_SLOT_MAX_ELEMS):
         g.xt = 0
     g.wino = _wino_ok(g)
     g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS,
@@ -231,9 +258,9 @@ def conv2d_workspace_size(x_shape, w_shape, stride=1, padding=0, dilation=1, gro
                           n_threads=1) -> int:
     """Elements of workspace (dtype of x) that conv2d_forward/backward_* need for these shapes.
 
-    At most ``n_threads * max(2**20, K) + 4*M*K`` with K = C/groups*kh*kw (see the module
-    docstring); 0 for the 1x1 and depthwise paths. The same size serves forward,
-    backward_data and backward_weight.
+    At most ``n_threads * (max(2**20, K) + 2**19) + 4*M*K`` with K = C/groups*kh*kw (see
+    the module docstring); 0 for the 1x1 and depthwise paths. The same size serves
+    forward, backward_data and backward_weight.
     """
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     groups = _conv_shapes(x_shape, w_shape, groups)
@@ -444,6 +471,48 @@ cdef void _scatter(const floating* src, floating* dst, const Geom* g, Py_ssize_t
                    P * sizeof(floating))
 
 
+cdef void _dot_block(const floating* wg, const floating* bg, const floating* ct, floating* y,
+                     const Geom* g, Py_ssize_t o0, Py_ssize_t cols, Py_ssize_t gi, int act,
+                     floating act_param) noexcept nogil:
+    """Rows o0 .. o0 + DOT_BLOCK of group gi's output by _dot_fwd (one owner)."""
+    cdef floating out[DOT_BLOCK * DOT_MAX_COLS]
+    cdef Py_ssize_t o, q, b, P = g.oh * g.ow, rows = min(<Py_ssize_t> DOT_BLOCK, g.mg - o0)
+    if floating is float:
+        cnnc_dot_rows_s(wg + o0 * g.kdim, g.kdim, rows, ct, <int> cols, out, cols)
+    else:
+        cnnc_dot_rows_d(wg + o0 * g.kdim, g.kdim, rows, ct, <int> cols, out, cols)
+    for o in range(rows):
+        for q in range(cols):
+            b = q // P
+            y[(b * g.m + gi * g.mg + o0 + o) * P + q - b * P] = _gemm_act(
+                out[o * cols + q] + (0 if bg == NULL else bg[o0 + o]), act, act_param)
+
+
+cdef void _dot_fwd(const floating* x, const floating* wg, const floating* bg, floating* y,
+                   floating* ct, const Geom* g, Py_ssize_t nb, Py_ssize_t gi, int act,
+                   floating act_param, int n_threads) noexcept nogil:
+    """y[b, group gi] = act(W_g @ col(x[b]) + bias) when the nb images have at most
+    DOT_MAX_COLS output pixels in all: the columns, transposed into ct, are dotted with
+    the weight rows as they stream (conv_dot.h) instead of packing W for a GEMM."""
+    cdef Py_ssize_t P = g.oh * g.ow, cols = nb * P, taps = g.kh * g.kw
+    cdef Py_ssize_t q, r, b, i, j, ih, iw, blk
+    cdef Py_ssize_t blocks = (g.mg + DOT_BLOCK - 1) // DOT_BLOCK
+    for q in range(cols):
+        b = q // P
+        i = (q - b * P) // g.ow
+        j = q - b * P - i * g.ow
+        for r in range(g.kdim):
+            ih = i * g.sh - g.pt + (r // g.kw) % g.kh * g.dh
+            iw = j * g.sw - g.pl + r % g.kw * g.dw
+            ct[q * g.kdim + r] = 0
+            if 0 <= ih < g.h and 0 <= iw < g.w:
+                ct[q * g.kdim + r] = x[((b * g.c + gi * g.cg + r // taps) * g.h + ih) * g.w + iw]
+    if 2.0 * g.mg * g.kdim * cols < GEMM_MIN_PARALLEL_FLOPS:
+        n_threads = 1
+    for blk in prange(blocks, num_threads=n_threads, schedule="static"):
+        _dot_block(wg, bg, ct, y, g, blk * DOT_BLOCK, cols, gi, act, act_param)
+
+
 cdef void _fwd_chunk(const floating* x, const floating* w, const floating* bias, floating* y,
                      floating* ws, const Geom* g, Py_ssize_t nb, int act, floating act_param,
                      int n_threads) noexcept nogil:
@@ -461,6 +530,8 @@ cdef void _fwd_chunk(const floating* x, const floating* w, const floating* bias,
         if g.path == PATH_1X1:  # col(x) is x itself
             gemm(False, False, g.mg, P, g.cg, 1, wg, g.cg, x + gi * g.cg * hw, hw, 0,
                  y + gi * g.mg * P, P, bg, bias_mode, act, act_param, n_threads)
+        elif cols <= DOT_MAX_COLS and g.tile == P:
+            _dot_fwd(x, wg, bg, y, ws, g, nb, gi, act, act_param, n_threads)
         elif g.ipt > 1:
             _im2col(x, ws, cols, g, nb, gi, 0, P, n_threads)
             gemm(False, False, g.mg, cols, g.kdim, 1, wg, g.kdim, ws, cols, 0, out, cols,
@@ -534,34 +605,42 @@ cdef void _bwd_weight_chunk(const floating* x, const floating* dy, floating* dw,
                 beta = 1
 
 
-cdef void _im2col_t(const floating* xt, floating* colt, const Geom* g, Py_ssize_t p0,
-                    Py_ssize_t np_, int n_threads) noexcept nogil:
-    """colt[q, (ki, kj, c)] = x[c, ih, iw] (0 outside) for pixels p0 .. p0 + np_ of one image,
-    from its channels-last copy xt[ih, iw, c]: runs of cg (kw * cg with dilation 1) values."""
-    cdef Py_ssize_t q, p, i, j, ki, kj, ih, iw0, lo, hi, cg = g.cg, run = g.kw * g.cg
-    cdef floating* row
-    for q in prange(np_, num_threads=n_threads if np_ * g.kdim >= PARALLEL_MIN_ELEMS else 1,
+cdef void _im2col_t_row(const floating* xt, floating* row, const Geom* g,
+                        Py_ssize_t r) noexcept nogil:
+    """row[(ki, kj, c)] = x[b, c, ih, iw] (0 outside) for row r = b * P + p of the chunk
+    (image b, pixel p), from the channels-last copy xt[b, ih, iw, c]: runs of cg values
+    (kw * cg with dilation 1)."""
+    cdef Py_ssize_t P = g.oh * g.ow, cg = g.cg, run = g.kw * g.cg
+    cdef Py_ssize_t b = r // P, i = (r - b * P) // g.ow, j = r - b * P - i * g.ow
+    cdef Py_ssize_t ki, kj, ih, lo, hi, iw0 = j * g.sw - g.pl
+    cdef floating* dst
+    cdef const floating* src
+    _tap_range(iw0, g.dw, g.kw, g.w, &lo, &hi)
+    for ki in range(g.kh):
+        dst = row + ki * run
+        ih = i * g.sh - g.pt + ki * g.dh
+        if ih < 0 or ih >= g.h or lo == hi:
+            memset(dst, 0, run * sizeof(floating))
+            continue
+        if lo > 0:
+            memset(dst, 0, lo * cg * sizeof(floating))
+        if hi < g.kw:
+            memset(dst + hi * cg, 0, (g.kw - hi) * cg * sizeof(floating))
+        src = xt + ((b * g.h + ih) * g.w + iw0) * cg
+        if g.dw == 1:
+            memcpy(dst + lo * cg, src + lo * cg, (hi - lo) * cg * sizeof(floating))
+        else:
+            for kj in range(lo, hi):
+                memcpy(dst + kj * cg, src + kj * g.dw * cg, cg * sizeof(floating))
+
+
+cdef void _im2col_t(const floating* xt, floating* colt, const Geom* g, Py_ssize_t r0,
+                    Py_ssize_t rows, int n_threads) noexcept nogil:
+    """Rows r0 .. r0 + rows of the chunk's transposed columns (see _im2col_t_row)."""
+    cdef Py_ssize_t q
+    for q in prange(rows, num_threads=n_threads if rows * g.kdim >= PARALLEL_MIN_ELEMS else 1,
                     schedule="static"):
-        p = p0 + q
-        i = p // g.ow
-        j = p - i * g.ow
-        iw0 = j * g.sw - g.pl
-        _tap_range(iw0, g.dw, g.kw, g.w, &lo, &hi)
-        for ki in range(g.kh):
-            row = colt + q * g.kdim + ki * run
-            ih = i * g.sh - g.pt + ki * g.dh
-            if ih < 0 or ih >= g.h or lo == hi:
-                memset(row, 0, run * sizeof(floating))
-                continue
-            memset(row, 0, lo * cg * sizeof(floating))
-            memset(row + hi * cg, 0, (g.kw - hi) * cg * sizeof(floating))
-            if g.dw == 1:
-                memcpy(row + lo * cg, xt + (ih * g.w + iw0 + lo) * cg,
-                       (hi - lo) * cg * sizeof(floating))
-            else:
-                for kj in range(lo, hi):
-                    memcpy(row + kj * cg, xt + (ih * g.w + iw0 + kj * g.dw) * cg,
-                           cg * sizeof(floating))
+        _im2col_t_row(xt, colt + q * g.kdim, g, r0 + q)
 
 
 cdef void _bwd_weight_chunk_t(const floating* x, const floating* dy, floating* dwt,
@@ -570,31 +649,32 @@ cdef void _bwd_weight_chunk_t(const floating* x, const floating* dy, floating* d
     """dWt (+)= dy[b] @ colt(x[b]) summed over the nb images of a chunk, in order, with dWt
     in [M, kh, kw, C/groups] order. Building the columns transposed, from a channels-last
     copy of x, lets the GEMM read them in place (its fast orientation) instead of
-    transposing every element of an im2col matrix while packing."""
-    cdef Py_ssize_t gi, b, t, p0, np_, hw = g.h * g.w, P = g.oh * g.ow, cols = nb * P
+    transposing every element of an im2col matrix while packing. The columns are built
+    WGRAD_T_ELEMS at a time, so that they are still in L2 when the GEMM reads them."""
+    cdef Py_ssize_t gi, b, t, r0, rows, hw = g.h * g.w, P = g.oh * g.ow, total = nb * P
+    cdef Py_ssize_t step = min(g.tile if g.ipt == 1 else total,
+                               max(<Py_ssize_t> WGRAD_T_ROWS, WGRAD_T_ELEMS // g.kdim))
     cdef floating* dwg
     cdef floating* xt = ws + g.ws1
     cdef floating* dyc = ws + g.kdim * g.ipt * P
-    cdef floating beta
+    cdef const floating* a
+    cdef Py_ssize_t lda = total if g.ipt > 1 else P
     for gi in range(g.groups):
         dwg = dwt + gi * g.mg * g.kdim
-        beta = 0 if overwrite else 1
         for b in range(nb):
             _pack_rows(x + (b * g.c + gi * g.cg) * hw, hw, g.cg, g.cg, hw, xt + b * g.cg * hw)
         if g.ipt > 1:
-            for b in range(nb):
-                _im2col_t(xt + b * g.cg * hw, ws + b * P * g.kdim, g, 0, P, n_threads)
             _gather(dy, dyc, g, nb, gi)
-            gemm(False, False, g.mg, g.kdim, cols, 1, dyc, cols, ws, g.kdim, beta, dwg, g.kdim,
-                 NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+            a = dyc
         else:
-            for t in range((P + g.tile - 1) // g.tile):
-                p0 = t * g.tile
-                np_ = min(g.tile, P - p0)
-                _im2col_t(xt, ws, g, p0, np_, n_threads)
-                gemm(False, False, g.mg, g.kdim, np_, 1, dy + gi * g.mg * P + p0, P, ws, g.kdim,
-                     beta, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
-                beta = 1
+            a = dy + gi * g.mg * P
+        for t in range((total + step - 1) // step):
+            r0 = t * step
+            rows = min(step, total - r0)
+            _im2col_t(xt, ws, g, r0, rows, n_threads)
+            gemm(False, False, g.mg, g.kdim, rows, 1, a + r0, lda, ws, g.kdim,
+                 0 if overwrite and r0 == 0 else 1, dwg, g.kdim, NULL, BIAS_NONE, ACT_NONE,
+                 0, n_threads)
 
 
 cdef void _gemm_fwd(const floating* x, const floating* w, const floating* bias, floating* y,

@@ -87,9 +87,28 @@ CONV_CASES = [
     (1, 2, 17, 17, 3, (3, 3), 2, 2, 2, 1),                 # dilation 2, padding 2
     (1, 5, 33, 3, 2, (5, 3), (3, 1), (2, 0, 1, 1), (1, 2), 1),
     (2, 6, 5, 4, 4, (2, 3), (1, 2), 1, 1, 2),
+    # Winograd needs >= 256 output tiles per call at 64 channels (fewer: im2col)
     (3, 64, 31, 31, 64, (3, 3), 1, 1, 1, 1),               # Winograd, chunks span images
-    (1, 65, 6, 5, 64, (3, 3), 1, (0, 2, 1, 0), 1, 1),      # Winograd, asymmetric, odd sizes
-    (2, 64, 3, 3, 64, (3, 3), 1, 0, 1, 1),                 # Winograd, kernel == input
+    (29, 65, 6, 5, 64, (3, 3), 1, (0, 2, 1, 0), 1, 1),     # Winograd, asymmetric, odd sizes
+    (64, 64, 3, 3, 64, (3, 3), 1, 0, 1, 1),                # Winograd, kernel == input
+    # at most 4 output pixels in the call: weight rows dotted with the columns
+    (1, 20, 2, 2, 70, (3, 3), 1, 1, 1, 1),                 # row and K % 16 tails
+    (2, 6, 3, 2, 5, (2, 2), 1, 0, 1, 1),                   # two images share the columns
+    (1, 6, 3, 3, 4, (3, 3), 2, 1, 1, 2),                   # stride 2, groups 2
+    (1, 100, 2, 2, 300, (3, 3), 1, 1, 1, 1),               # row blocks on two threads
+]
+
+# Weight gradients from transposed columns (kw * C/groups >= 16, small dW):
+# images sharing a chunk, one image in several column tiles, stride, dilation, groups.
+WGRAD_T_CASES = [
+    (5, 8, 7, 6, 5, (3, 3), 1, (0, 2, 1, 0), 1, 1),
+    (2, 16, 30, 25, 6, (3, 3), 1, 1, 1, 1),
+    (3, 16, 9, 11, 4, (3, 2), 2, (1, 0, 0, 1), 1, 1),
+    (2, 8, 12, 13, 3, (3, 3), 1, 2, 2, 1),
+    (2, 24, 8, 9, 6, (2, 3), (2, 1), 1, (1, 2), 2),
+    (4, 9, 5, 5, 7, (5, 5), 1, 0, 1, 1),
+    (3, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1),                # LeNet-5's conv2
+    (2, 2, 9, 20, 3, (3, 9), 1, (1, 1, 4, 4), 1, 1),       # 2 channels, wide kernel
 ]
 
 
@@ -143,7 +162,7 @@ def test_conv_forward(case, dtype):
 
 
 @pytest.mark.parametrize("act", ["leaky_relu", "sigmoid", "tanh"])
-@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[2], CONV_CASES[6]])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 6, 17)])
 def test_conv_forward_activations(case, act):
     x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
     ref = ACTS[act](ref_conv(x, wt, b, kw["stride"], kw["padding"], kw["dilation"],
@@ -235,6 +254,43 @@ def test_conv_backward_finite_differences(case):
     np.testing.assert_allclose(db, _fd(f, b, dz), rtol=1e-6, atol=1e-8)
 
 
+def ref_weight_grad(x, dy, w_shape, stride, pad, dil, groups):
+    """Plain float64 weight gradient: per kernel tap, dy against the shifted input."""
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = _pair(stride), _pair(dil), _quad(pad)
+    m, cg, kh, kw = w_shape
+    mg, (oh, ow) = m // groups, dy.shape[2:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    grad = np.zeros(w_shape)
+    for g in range(groups):
+        xg, dyg = xp[:, g * cg:(g + 1) * cg], dy[:, g * mg:(g + 1) * mg].astype(np.float64)
+        for ki in range(kh):
+            for kj in range(kw):
+                patch = xg[:, :, ki * dh:ki * dh + (oh - 1) * sh + 1:sh,
+                           kj * dw:kj * dw + (ow - 1) * sw + 1:sw]
+                grad[g * mg:(g + 1) * mg, :, ki, kj] = np.einsum("nmij,ncij->mc", dyg, patch)
+    return grad
+
+
+@pytest.mark.parametrize("case", WGRAD_T_CASES + [CONV_CASES[i] for i in (1, 4, 14, 15)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_weight_gradient(case, dtype):
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    _, dw, db = backward(x, wt, dy, kw)
+    ref = ref_weight_grad(x, dy, wt.shape, kw["stride"], kw["padding"], kw["dilation"],
+                          kw["groups"])
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(dw, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=tol,
+                               atol=tol * y_shape[2] * y_shape[3])
+    # accumulate adds to what dw holds; results do not depend on the thread count
+    dw0 = RNG.standard_normal(wt.shape).astype(dtype)
+    _, dw2, _ = backward(x, wt, dy, kw, n_threads=2, accumulate=True, dw=dw0.copy())
+    np.testing.assert_allclose(dw2, dw0 + ref, rtol=tol, atol=tol * np.abs(ref).max())
+    _, dw1, _ = backward(x, wt, dy, kw, n_threads=1, accumulate=True, dw=dw0.copy())
+    assert dw1.tobytes() == dw2.tobytes()
+
+
 def test_backward_weight_accumulates():
     x, wt, b, y_shape, kw = _case_arrays(CONV_CASES[5], np.float64)
     dy = RNG.standard_normal(y_shape)
@@ -259,7 +315,8 @@ def test_conv_small_batches(case, n):
         assert not dw.any() and not db.any()
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12, 15, 16)])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12, 14, 15, 16, 18, 20)]
+                         + WGRAD_T_CASES[:2])
 @pytest.mark.parametrize("n", [1, 3, 23])
 def test_conv_threads_bitwise_equal(case, n):
     """n = 23 splits small images into several multi-image chunks shared by the threads."""
@@ -275,7 +332,7 @@ def test_conv_threads_bitwise_equal(case, n):
 
 def test_no_writes_outside_outputs():
     """Outputs carved from NaN-filled buffers: the borders stay NaN."""
-    for case in CONV_CASES[1:8]:
+    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2]:
         x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
         dy = RNG.standard_normal(y_shape).astype(np.float32)
         bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32)
@@ -297,15 +354,17 @@ def test_workspace_is_bounded_and_tiled():
     wt = RNG.standard_normal((8, 32, 3, 3)).astype(np.float32)
     kw = dict(stride=1, padding=1, dilation=1, groups=1)
     size = conv.conv2d_workspace_size(x.shape, wt.shape, n_threads=2, **kw)
-    assert size <= 2 * conv.COL_TILE_ELEMS + 4 * 8 * 288 < 2 * 32 * 9 * 64 * 64
-    # the documented bound, n_threads * max(2**20, K) + 4*M*K, on VGG-16 and ResNet-20 layers
+    # per thread: one im2col tile, and the channels-last copy of x the weight gradient uses
+    assert size <= 2 * (conv.COL_TILE_ELEMS + 32 * 64 * 64) + 4 * 8 * 288 < 2 * 32 * 9 * 64 * 64
+    # the documented bound, n_threads * (max(2**20, K) + 2**19) + 4*M*K, on VGG-16 and
+    # ResNet-20 layers
     for x_shape, w_shape, nt in [((1, 64, 224, 224), (64, 64, 3, 3), 2),
                                  ((8, 3, 224, 224), (64, 3, 3, 3), 2),
                                  ((64, 64, 8, 8), (64, 64, 3, 3), 2),
                                  ((64, 16, 32, 32), (32, 16, 3, 3), 4)]:
         k = w_shape[1] * w_shape[2] * w_shape[3]
         assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
-            nt * max(2 * conv.COL_TILE_ELEMS, k) + 4 * w_shape[0] * k)
+            nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS) + 4 * w_shape[0] * k)
     y = np.empty((2, 8, 64, 64), np.float32)
     conv.conv2d_forward(x, wt, None, y, workspace=np.empty(size, np.float32), n_threads=2, **kw)
     np.testing.assert_allclose(y, ref_conv(x, wt, None, 1, 1, 1, 1), rtol=1e-4, atol=1e-3)
