@@ -3,10 +3,14 @@
 Pools are left out of the MAC total (torchvision's ``_ops`` figures count only
 convolutions and dense layers).
 
-Kernels: ``cnnc._kernels.pool``. Max-pool backward recomputes each window's winner from
-the forward input x instead of saving int32 indices: in the usual conv -> relu -> maxpool
-x is the relu's output, which relu's own backward keeps alive anyway, so recomputing costs
-no memory while indices would cost 4 bytes per output element (same gradients either way).
+Kernels: ``cnnc._kernels.pool``. In a training graph each maxpool becomes the internal
+``maxpool_train``: outputs (y, int32 argmax, the winner's index in its input plane), and
+its backward ``maxpool_backward`` scatters dy through the saved argmax. Measured faster
+than recomputing the winners from x (benchmarks/RESULTS.md, "Max-pool": forward +
+backward 1.04x to 4.2x on the seed CNN's and LeNet-5's pools), for 4 bytes per output
+element kept until the backward step (the seed CNN's training arena: 36.2 -> 42.2 MB).
+``maxpool_backward`` also takes x instead of argmax (the winners recomputed, same
+gradients): the backward of an inference-form maxpool, whose graph saved nothing.
 """
 from __future__ import annotations
 
@@ -116,31 +120,43 @@ def _grad_attrs(node) -> PoolGradAttrs:
 
 
 def maxpool_kernel(node, ctx) -> Callable[[], None]:
-    """y = window maxima (no indices saved; see the module docstring)."""
+    """y = window maxima; maxpool_train also writes the argmax (its second output)."""
     a = node.attrs
     x = node.inputs[0]
-    return partial(_pool.maxpool2d_forward, ctx.array(x), ctx.array(node.output), None,
+    argmax = ctx.array(node.outputs[1]) if len(node.outputs) > 1 else None
+    return partial(_pool.maxpool2d_forward, ctx.array(x), ctx.array(node.outputs[0]), argmax,
                    a.size, pool_stride(a), pool_pads(x.type, a), a.ceil_mode, ctx.n_threads)
 
 
+def maxpool_training(node, seed: int) -> tuple[str, MaxPoolAttrs]:
+    """Training form: maxpool_train, which saves the argmax for the backward."""
+    return "maxpool_train", node.attrs
+
+
+def maxpool_train_shape(ins: Sequence[TensorType], a: MaxPoolAttrs
+                        ) -> tuple[TensorType, TensorType]:
+    """x -> (y, argmax: int32 of y's shape)."""
+    y = pool_shape(ins, a)
+    return y, TensorType(y.shape, "int32")
+
+
 def maxpool_vjp(gb, node, douts) -> list:
-    """dx = maxpool_backward(dy, x): the winners recomputed from x."""
+    """dx = maxpool_backward(dy, argmax) after maxpool_train, else (dy, x): the winners
+    recomputed from x."""
     if not gb.needs(node.inputs[0]):
         return [None]
-    return [gb.emit("maxpool_backward", [douts[0], node.inputs[0]], _grad_attrs(node),
+    winners = node.outputs[1] if len(node.outputs) > 1 else node.inputs[0]
+    return [gb.emit("maxpool_backward", [douts[0], winners], _grad_attrs(node),
                     "dx").outputs[0]]
 
 
-def maxpool_backward_shape(ins: Sequence[TensorType], a: PoolGradAttrs) -> TensorType:
-    """(dy, x) -> dx of x's type."""
-    return ins[1]
-
-
 def maxpool_backward_kernel(node, ctx) -> Callable[[], None]:
-    """dx = 0, then dy scattered to each window's winner."""
+    """dx: dy at each window's winner (from the argmax, or recomputed from x), 0 elsewhere."""
     a = node.attrs
-    dy, x = node.inputs
-    return partial(_pool.maxpool2d_backward, ctx.array(dy), None, ctx.array(x),
+    dy, winners = node.inputs
+    saved = winners.type.dtype == "int32"
+    argmax, x = (ctx.array(winners), None) if saved else (None, ctx.array(winners))
+    return partial(_pool.maxpool2d_backward, ctx.array(dy), argmax, x,
                    ctx.array(node.output), a.size, a.stride, a.pads, a.ceil_mode,
                    ctx.n_threads)
 
@@ -199,6 +215,12 @@ def global_avgpool_backward_kernel(node, ctx) -> Callable[[], None]:
 register_op(OpDef(
     name="maxpool", attrs=MaxPoolAttrs, positional=("size", "stride"), arity=1,
     shape_rule=pool_shape, doc="max over each window, per channel", aliases=POOL_ALIASES,
+    kernel=maxpool_kernel, vjp=maxpool_vjp, training=maxpool_training,
+))
+register_op(OpDef(
+    name="maxpool_train", attrs=MaxPoolAttrs, positional=(), arity=1,
+    shape_rule=maxpool_train_shape,
+    doc="maxpool in training: outputs (y, int32 argmax in the input plane)", internal=True,
     kernel=maxpool_kernel, vjp=maxpool_vjp,
 ))
 register_op(OpDef(
@@ -213,7 +235,7 @@ register_op(OpDef(
 ))
 register_op(OpDef(
     name="maxpool_backward", attrs=PoolGradAttrs, positional=(), arity=2,
-    shape_rule=maxpool_backward_shape, doc="gradient of maxpool (inputs: dy, x)",
+    shape_rule=input_shape, doc="gradient of maxpool (inputs: dy, and argmax or x)",
     internal=True, kernel=maxpool_backward_kernel,
 ))
 register_op(OpDef(

@@ -24,6 +24,24 @@ CASES = [
 ]
 
 
+# Max-pool fast paths: windows inside the input (any kernel, rows of outputs at once) and
+# 2x2 stride 2 (blocks of 16 outputs, the last block moved back; rows under 16 in one
+# loop); edge windows (padding, ceil mode) by the clipping loop. Widths give output rows
+# of < 8, 8-15, 16, 17 and 33 windows. (H, W, kernel, stride, padding, ceil_mode)
+FAST_CASES = [
+    (4, 10, 2, 2, (0, 0, 0, 0), False),      # 5 per row
+    (5, 29, 2, 2, (0, 0, 0, 0), False),      # 14, odd: last row and column unused
+    (6, 32, 2, 2, (0, 0, 0, 0), False),      # exactly one block of 16
+    (7, 35, 2, 2, (0, 0, 0, 0), True),       # 17 interior + a ceil-mode edge column
+    (9, 66, 2, 2, (1, 0, 1, 0), False),      # padded top and left edges
+    (8, 67, 2, 2, (0, 1, 1, 1), True),       # edges on three sides
+    (3, 3, 2, 2, (1, 1, 1, 1), False),       # every window at an edge
+    (11, 40, 3, 1, (1, 1, 1, 1), False),     # general interior path, stride 1
+    (9, 37, 3, 2, (0, 0, 0, 0), True),
+    (8, 41, (2, 3), (1, 2), (1, 0, 0, 1), False),
+]
+
+
 def _geom(kernel, stride):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
@@ -124,7 +142,7 @@ def _min_gap(x, case):
     return gap
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES + FAST_CASES)
 def test_maxpool_backward_finite_differences(case):
     h, w, k, s, pad, ceil_mode = case
     x = RNG.standard_normal((1, 2, h, w))
@@ -239,7 +257,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="exactly one"):
         pool.maxpool2d_backward(y, None, None, np.empty_like(x), 2)
     bad = np.full(y.shape, 36, np.int32)
-    with pytest.raises(ValueError, match="outside the input plane"):
+    with pytest.raises(ValueError, match="outside the input plane or their window"):
         pool.maxpool2d_backward(y, bad, None, np.empty_like(x), 2)
     with pytest.raises(ValueError, match="n_threads"):
         pool.avgpool2d_forward(x, y, 2, n_threads=0)
@@ -249,3 +267,92 @@ def test_bad_inputs_raise():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         pool.avgpool2d_forward(x, ro, 2)
+
+
+def ref_argmax(x, kernel, stride, pad, ceil_mode):
+    """Per output, the plane index of its window's first maximum in row-major order, or of
+    its last NaN when it has one (PyTorch's rule)."""
+    n, c, h, w = x.shape
+    oh, ow = pool.pool2d_output_size((h, w), kernel, stride, pad, ceil_mode)
+    am = np.empty((n, c, oh, ow), np.int64)
+    index = np.arange(h * w).reshape(h, w)
+    for i, j, rows, cols, _ in _windows(h, w, kernel, stride, pad, ceil_mode):
+        win = x[:, :, rows, cols].reshape(n, c, -1)
+        ids = index[rows, cols].reshape(-1)
+        nan = np.isnan(win)
+        last_nan = win.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+        first_max = np.argmax(np.where(nan, -np.inf, win), axis=2)
+        am[:, :, i, j] = ids[np.where(nan.any(axis=2), last_nan, first_max)]
+    return am
+
+
+def ref_backward(dy, am, x_shape):
+    """dx: each dy added at its window's winner."""
+    n, c, h, w = x_shape
+    dx = np.zeros((n * c, h * w))
+    np.add.at(dx, (np.arange(n * c)[:, None], am.reshape(n * c, -1)), dy.reshape(n * c, -1))
+    return dx.reshape(x_shape)
+
+
+def _draw(kind, shape, dtype):
+    if kind == "normal":
+        x = RNG.standard_normal(shape)
+    elif kind == "ties":  # few distinct values: most windows hold several maxima
+        x = RNG.integers(-1, 2, shape).astype(np.float64)
+        x[RNG.random(shape) < 0.1] = -0.0
+    else:  # NaN at random places, some windows holding two
+        x = RNG.standard_normal(shape)
+        x[RNG.random(shape) < 0.15] = np.nan
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", FAST_CASES)
+def test_maxpool_fast_paths(case, dtype, kind):
+    h, w, k, s, pad, ceil_mode = case
+    x = _draw(kind, (2, 3, h, w), dtype)
+    want_am = ref_argmax(x, k, s, pad, ceil_mode)
+    y, y_only = _out(x, k, s, pad, ceil_mode), _out(x, k, s, pad, ceil_mode)
+    am = np.empty(y.shape, np.int32)
+    pool.maxpool2d_forward(x, y, am, k, s, pad, ceil_mode, n_threads=2)
+    pool.maxpool2d_forward(x, y_only, None, k, s, pad, ceil_mode, n_threads=1)
+    np.testing.assert_array_equal(am, want_am)
+    planes = x.reshape(6, h * w)
+    want_y = np.take_along_axis(planes, want_am.reshape(6, -1), 1).reshape(y.shape)
+    assert y.tobytes() == want_y.tobytes() == y_only.tobytes()  # NaN payloads and -0.0 too
+    dy = RNG.standard_normal(y.shape).astype(dtype)
+    dx_saved, dx_recomputed = np.full_like(x, 7.0), np.full_like(x, 7.0)
+    pool.maxpool2d_backward(dy, am, None, dx_saved, k, s, pad, ceil_mode, n_threads=2)
+    pool.maxpool2d_backward(dy, None, x, dx_recomputed, k, s, pad, ceil_mode, n_threads=1)
+    np.testing.assert_array_equal(dx_saved, dx_recomputed)
+    tol = 1e-5 if dtype == np.float32 else 1e-13  # overlapping windows add in dx's dtype
+    np.testing.assert_allclose(dx_saved, ref_backward(dy.astype(np.float64), want_am, x.shape),
+                               rtol=tol, atol=tol)
+
+
+def test_maxpool_fast_paths_threads_bitwise_equal():
+    x = _draw("ties", (3, 5, 33, 66), np.float32)
+    for k, s, pad, ceil_mode in [(2, 2, (0, 1, 1, 0), True), (3, 1, (1, 1, 1, 1), False)]:
+        results = []
+        for nt in (1, 2):
+            y = _out(x, k, s, pad, ceil_mode)
+            am = np.empty(y.shape, np.int32)
+            pool.maxpool2d_forward(x, y, am, k, s, pad, ceil_mode, n_threads=nt)
+            dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+            dxa, dxx = np.empty_like(x), np.empty_like(x)
+            pool.maxpool2d_backward(dy, am, None, dxa, k, s, pad, ceil_mode, n_threads=nt)
+            pool.maxpool2d_backward(dy, None, x, dxx, k, s, pad, ceil_mode, n_threads=nt)
+            results.append((y, am, dxa, dxx))
+        for a, b in zip(*results):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_maxpool_backward_rejects_argmax_outside_its_window():
+    x = RNG.standard_normal((1, 2, 4, 34)).astype(np.float32)
+    y = np.empty((1, 2, 2, 17), np.float32)
+    am = np.empty(y.shape, np.int32)
+    pool.maxpool2d_forward(x, y, am, 2)
+    am[0, 1, 1, 9] = am[0, 1, 1, 8]  # inside the plane, but another window's element
+    with pytest.raises(ValueError, match="outside the input plane or their window"):
+        pool.maxpool2d_backward(y, am, None, np.empty_like(x), 2)
