@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from cnnc._kernels import batchnorm as B
+from kernel_checks import numeric_grad
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
@@ -12,20 +13,6 @@ SHAPES = [(2, 1), (3, 7), (65, 17), (2, 3, 1, 1), (1, 5, 3, 7), (4, 31, 2, 3), (
 
 def rand(rng, shape, dtype, scale=1.0, shift=0.0):
     return (rng.standard_normal(shape) * scale + shift).astype(dtype)
-
-
-def numeric_grad(loss, x, idx, h=1e-6):
-    """Central differences of the scalar loss() w.r.t. x.flat[i] for i in idx (x float64)."""
-    out = []
-    for i in idx:
-        old = x.flat[i]
-        x.flat[i] = old + h
-        up = loss()
-        x.flat[i] = old - h
-        down = loss()
-        x.flat[i] = old
-        out.append((up - down) / (2 * h))
-    return np.array(out)
 
 
 def axes(x):

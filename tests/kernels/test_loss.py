@@ -3,30 +3,13 @@ import numpy as np
 import pytest
 
 from cnnc._kernels import loss as L
+from kernel_checks import numeric_grad, rand
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 # (N, K) dense and (N, K, H, W) per-pixel scores
 SHAPES = [(1, 1), (1, 2), (3, 7), (17, 3), (2, 31), (65, 10), (1, 3, 4, 5), (2, 17, 3, 3),
           (3, 2, 1, 33), (2, 127, 1, 1)]
-
-
-def rand(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
-def numeric_grad(loss, x, idx, h=1e-6):
-    """Central differences of the scalar loss() w.r.t. x.flat[i] for i in idx (x float64)."""
-    out = []
-    for i in idx:
-        old = x.flat[i]
-        x.flat[i] = old + h
-        up = loss()
-        x.flat[i] = old - h
-        down = loss()
-        x.flat[i] = old
-        out.append((up - down) / (2 * h))
-    return np.array(out)
 
 
 def log_softmax(z):
