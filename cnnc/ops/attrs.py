@@ -119,10 +119,6 @@ PADDING = Kind("'valid', 'same', an int >= 0, a pair (height, width) "
                "or a quad (top, bottom, left, right)", _coerce_padding)
 
 
-# The activations a conv, conv_transpose or dense layer can apply in its own kernel.
-ACTIVATION = choice_kind("none", "relu", "leaky_relu", "sigmoid", "tanh")
-
-
 def optional(kind: Kind) -> Kind:
     """``kind`` or None (None meaning "derive it", e.g. a pool's stride from its size)."""
     return Kind(kind.describe + " (or none)",
@@ -139,10 +135,34 @@ class NoAttrs:
     """Attrs of ops that take no arguments."""
 
 
+# The activations a conv, conv_transpose or dense layer can apply in its own kernel.
+ACTIVATION = choice_kind("none", "relu", "leaky_relu", "sigmoid", "tanh")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightedLayerOptions:
+    """Options shared by the layers with weights (conv, conv_transpose, dense); their attrs
+    classes inherit them, keyword-only, after their own arguments."""
+
+    activation: str = attr("activation applied to the output, fused into the layer's kernel",
+                           ACTIVATION, "none")
+    activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
+                                   0.3)
+    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
+                                      "optimizer's (added to the gradient as "
+                                      "weight_decay * w; decoupled for adamw)",
+                                      optional(float_kind(0.0)), None)
+
+
+def attr_fields(attrs: type) -> list[dataclasses.Field]:
+    """An attrs class's fields: its own in order, then inherited keyword-only options."""
+    return sorted(dataclasses.fields(attrs), key=lambda f: f.kw_only)
+
+
 def describe_attrs(op: OpDef) -> list[tuple[str, str, Any, str]]:
     """(name, kind description, default or MISSING, description) for each of op's fields."""
     return [(f.name, f.metadata["kind"].describe, f.default, f.metadata["doc"])
-            for f in dataclasses.fields(op.attrs)]
+            for f in attr_fields(op.attrs)]
 
 
 def parse_attrs(op: OpDef, args: Sequence[Any] = (),
@@ -153,7 +173,7 @@ def parse_attrs(op: OpDef, args: Sequence[Any] = (),
     canonical field names or one of ``op.aliases``. Raises SpecError (without a span: the
     caller attaches the layer's) naming the argument and what it expects.
     """
-    fields = {f.name: f for f in dataclasses.fields(op.attrs)}
+    fields = {f.name: f for f in attr_fields(op.attrs)}
     takes = ", ".join(fields) if fields else "no arguments"
     if len(args) > len(op.positional):
         if not op.positional:

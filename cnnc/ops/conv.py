@@ -23,8 +23,7 @@ import numpy as np
 from cnnc._kernels import conv as _conv
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import (ACTIVATION, BOOL, PADDING, attr, float_kind, int_kind, optional,
-                             pair_kind)
+from cnnc.ops.attrs import BOOL, PADDING, WeightedLayerOptions, attr, int_kind, pair_kind
 from cnnc.ops.checks import expect_4d
 from cnnc.ops.activation import unfuse_activation
 from cnnc.ops.registry import OpDef, ParamSpec, RuleError, register_op
@@ -38,7 +37,7 @@ CONV_ALIASES = {
 
 
 @dataclass(frozen=True)
-class ConvAttrs:
+class ConvAttrs(WeightedLayerOptions):
     """Attributes of ``conv``."""
 
     filters: int = attr("number of output channels", int_kind(1))
@@ -51,14 +50,6 @@ class ConvAttrs:
     groups: int = attr("channel groups; groups = in channels makes it depthwise",
                        int_kind(1), 1)
     bias: bool = attr("add a learned per-channel bias", BOOL, True)
-    activation: str = attr("activation applied to the output, fused into the layer's kernel",
-                           ACTIVATION, "none")
-    activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
-                                   0.3)
-    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
-                                      "optimizer's (added to the gradient as "
-                                      "weight_decay * w; decoupled for adamw)",
-                                      optional(float_kind(0.0)), None)
 
 
 def conv_pads(t: TensorType, a: ConvAttrs) -> Pads:
@@ -99,7 +90,7 @@ def conv_macs(ins: Sequence[TensorType], out: TensorType, a: ConvAttrs) -> int:
 
 
 @dataclass(frozen=True)
-class ConvTransposeAttrs:
+class ConvTransposeAttrs(WeightedLayerOptions):
     """Attributes of ``conv_transpose``."""
 
     filters: int = attr("number of output channels", int_kind(1))
@@ -110,14 +101,6 @@ class ConvTransposeAttrs:
     output_padding: tuple[int, int] = attr("extra rows/columns at the bottom/right, "
                                            "< stride", pair_kind(0), (0, 0))
     bias: bool = attr("add a learned per-channel bias", BOOL, True)
-    activation: str = attr("activation applied to the output, fused into the layer's kernel",
-                           ACTIVATION, "none")
-    activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
-                                   0.3)
-    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
-                                      "optimizer's (added to the gradient as "
-                                      "weight_decay * w; decoupled for adamw)",
-                                      optional(float_kind(0.0)), None)
 
 
 def conv_transpose_geometry(a: ConvTransposeAttrs) -> tuple[Pads, tuple[int, int]]:

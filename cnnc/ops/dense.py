@@ -15,26 +15,18 @@ from cnnc._kernels import elementwise as _ew
 from cnnc._kernels import gemm as _gemm
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import ACTIVATION, BOOL, attr, float_kind, int_kind, optional
+from cnnc.ops.attrs import BOOL, WeightedLayerOptions, attr, int_kind
 from cnnc.ops.checks import expect_rank
 from cnnc.ops.activation import unfuse_activation
 from cnnc.ops.registry import OpDef, ParamSpec, register_op
 
 
 @dataclass(frozen=True)
-class DenseAttrs:
+class DenseAttrs(WeightedLayerOptions):
     """Attributes of ``dense``."""
 
     units: int = attr("number of outputs", int_kind(1))
     bias: bool = attr("add a learned bias", BOOL, True)
-    activation: str = attr("activation applied to the output, fused into the layer's kernel",
-                           ACTIVATION, "none")
-    activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
-                                   0.3)
-    weight_decay: float | None = attr("weight decay of this layer's parameters, replacing the "
-                                      "optimizer's (added to the gradient as "
-                                      "weight_decay * w; decoupled for adamw)",
-                                      optional(float_kind(0.0)), None)
 
 
 def dense_shape(ins: Sequence[TensorType], a: DenseAttrs) -> TensorType:

@@ -23,20 +23,26 @@ from cnnc.ops.attrs import BOOL, BadValue, attr, float_kind
 from cnnc.ops.registry import OpDef, RuleError, register_op
 
 
+@dataclass(frozen=True, kw_only=True)
+class UpdateOptions:
+    """What every optimizer takes besides its own arguments."""
+
+    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
+                           "update (0: no clipping)", float_kind(0.0), 0.0)
+
+
 @dataclass(frozen=True)
-class SgdAttrs:
+class SgdAttrs(UpdateOptions):
     """Attributes of ``sgd_update``."""
 
     lr: float = attr("learning rate", float_kind(0.0), 0.01)
     momentum: float = attr("momentum factor", float_kind(0.0, 1.0), 0.0)
     nesterov: bool = attr("Nesterov momentum", BOOL, False)
     weight_decay: float = attr("L2 penalty added to the gradient", float_kind(0.0), 0.0)
-    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
-                           "update (0: no clipping)", float_kind(0.0), 0.0)
 
 
 @dataclass(frozen=True)
-class AdamAttrs:
+class AdamAttrs(UpdateOptions):
     """Attributes of ``adam_update`` and ``adamw_update`` (decoupled weight decay)."""
 
     lr: float = attr("learning rate", float_kind(0.0), 0.001)
@@ -44,12 +50,10 @@ class AdamAttrs:
     beta2: float = attr("decay of the second moment", float_kind(0.0, 1.0), 0.999)
     eps: float = attr("added to the denominator", float_kind(0.0), 1e-7)
     weight_decay: float = attr("weight decay", float_kind(0.0), 0.0)
-    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
-                           "update (0: no clipping)", float_kind(0.0), 0.0)
 
 
 @dataclass(frozen=True)
-class RmspropAttrs:
+class RmspropAttrs(UpdateOptions):
     """Attributes of ``rmsprop_update``."""
 
     lr: float = attr("learning rate", float_kind(0.0), 0.001)
@@ -57,8 +61,6 @@ class RmspropAttrs:
     momentum: float = attr("momentum factor", float_kind(0.0, 1.0), 0.0)
     eps: float = attr("added to the denominator", float_kind(0.0), 1e-7)
     weight_decay: float = attr("L2 penalty added to the gradient", float_kind(0.0), 0.0)
-    clipnorm: float = attr("clip the global L2 norm of all gradients to this before the "
-                           "update (0: no clipping)", float_kind(0.0), 0.0)
 
 
 OPTIMIZER_ATTRS = {"sgd": SgdAttrs, "adam": AdamAttrs, "adamw": AdamAttrs, "rmsprop": RmspropAttrs}
