@@ -12,10 +12,14 @@ Conv as a GEMM, per image and group (P = OH*OW, K = C/groups * kh * kw):
     dW_g[., K]      += dy_g @ col(x_g)^T, summed over the batch in image order
 
 Paths, chosen from the shapes: 1x1 / stride 1 / no padding uses x itself as col (no
-workspace); depthwise (groups == C_in > 1) is a direct loop; the rest is im2col + GEMM.
-With stride 1 and >= 16 input channels per group, backward-data is instead the forward
-conv of dy with the flipped, transposed weights (padding d*(k-1) - p): a GEMM as wide as
-the forward's and no col2im scatter. Images whose output has few pixels (P < 512) share
+workspace); depthwise (groups == C_in > 1) is a direct loop; other ungrouped stride-1
+layers take the direct path (conv_direct.pxi: a zero-padded copy of x read in place by
+register-tiled micro-kernels, no im2col) unless Winograd applies; the rest is im2col +
+GEMM. With stride 1 and >= 16 input channels per group (>= 8 when the direct path takes
+it), backward-data is instead the forward conv of dy with the flipped, transposed weights
+(padding d*(k-1) - p): a GEMM as wide as the forward's and no col2im scatter. The weight
+gradient is direct for stride-1 layers with <= 16 input channels (measured: 1.1-1.5x
+im2col there, slower above). Images whose output has few pixels (P < 512) share
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
 A forward chunk of at most 4 output pixels in all (VGG's last layers at batch 1) skips the
 GEMM: each weight row is dotted with the few columns as it streams from memory
@@ -40,7 +44,8 @@ Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at 
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
 alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements;
 the transposed weight gradient adds a channels-last copy of the chunk's x, used only when
-it holds at most 2**19 elements. So ``conv2d_workspace_size`` <= n_threads * (max(2**20,
+it holds at most 2**19 elements; the direct path's padded copy of x (and, for its weight
+gradient, of dy) holds at most 2**20 + 2**19 elements per thread. So ``conv2d_workspace_size`` <= n_threads * (max(2**20,
 K) + 2**19) + 4*M*K elements (the last term: transformed or flipped weights, or up to 4
 partial weight gradients). VGG-16's conv1_2 (K = 576, P = 50176: 115 MB of columns per
 image un-tiled) needs 4 MiB per thread and 0.4 MiB of weights.
@@ -112,10 +117,11 @@ cdef struct Geom:
     Py_ssize_t xt  # weight gradient: channels-last copy of a chunk's x (0: not used)
     Py_ssize_t threads  # as requested
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
-    int path, wino
+    int path, wino, direct
 
 
 include "conv_winograd.pxi"
+include "conv_direct.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,12 +204,15 @@ cdef void _finish(Geom* g) noexcept nogil:
     g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS,
                          (2 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))))
     g.wworkers = max(1, min(g.threads, (g.n * _wino_tiles(g) + g.wcols - 1) // g.wcols))
+    g.direct = _direct_ok(g) and not g.wino
 
 
 cdef inline bint _flips(const Geom* g) noexcept nogil:
     """Backward-data runs as a forward conv of dy with flipped weights: stride 1 only, and
     only with enough input channels per group to make that GEMM's M worthwhile."""
-    return g.path == PATH_IM2COL and g.sh == 1 and g.sw == 1 and g.cg >= FLIP_MIN_CHANNELS
+    if g.path != PATH_IM2COL or g.sh != 1 or g.sw != 1:
+        return False
+    return g.cg >= FLIP_MIN_CHANNELS or (g.cg >= 8 and _flipped(g).direct)
 
 
 cdef Geom _flipped(const Geom* g) noexcept nogil:
@@ -218,6 +227,8 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
 
 
 cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
+    if g.direct:
+        return _direct_fwd_ws(g)
     return _wino_workspace(g) if g.wino else g.workers * g.ws1
 
 
@@ -233,6 +244,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     if _flips(g):
         f = _flipped(g)
         need = max(need, g.m * g.kdim + _fwd_elems(&f))
+    if _direct_wg_ok(g):
+        need = max(need, _direct_wg_ws(g))
     return need
 
 
@@ -910,6 +923,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
                     int n_threads) noexcept nogil:
     if g.path == PATH_DEPTHWISE:
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
+    elif g.direct:
+        _direct_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wino:
         _wino_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     else:
@@ -936,6 +951,8 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
     elif g.n == 0:
         if not accumulate:
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
+    elif _direct_wg_ok(g):
+        _direct_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     else:
         _gemm_bwd_weight(x, dy, dw, ws, g, accumulate, n_threads)
 

@@ -111,6 +111,20 @@ WGRAD_T_CASES = [
     (2, 2, 9, 20, 3, (3, 9), 1, (1, 1, 4, 4), 1, 1),       # 2 channels, wide kernel
 ]
 
+# The direct stride-1 path (conv_direct.pxi): thin inputs whose weight gradient is direct
+# too, summed by output rows (OW = 32, 28) or over the flattened padded chunk (OW = 40);
+# dilation; M not a multiple of the 8- or 4-row tiles; padding larger than the kernel
+# (the flipped backward-data then has negative padding); one image on several row blocks.
+DIRECT_CASES = [
+    (3, 3, 32, 32, 16, (3, 3), 1, 1, 1, 1),
+    (2, 1, 28, 28, 6, (5, 5), 1, 2, 1, 1),
+    (2, 4, 40, 40, 5, (3, 3), 1, 1, 1, 1),
+    (2, 3, 30, 30, 7, (3, 3), 1, 2, 2, 1),
+    (3, 16, 9, 13, 13, (3, 3), 1, (3, 0, 4, 1), 1, 1),
+    (1, 20, 11, 7, 9, (2, 3), 1, 0, 1, 1),
+    (1, 24, 12, 12, 40, (3, 3), 1, 1, 1, 1),
+]
+
 
 def _case_arrays(case, dtype, rng=RNG):
     n, c, h, w, m, k, stride, pad, dil, groups = case
@@ -236,7 +250,8 @@ def _fd(f, v, dy, eps=1e-6):
     return g
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 7)])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 7)]
+                         + [DIRECT_CASES[i] for i in (3, 4)])
 def test_conv_backward_finite_differences(case):
     """Through the fused bias + tanh epilogue: d tanh = 1 - y^2, then conv backward."""
     x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
@@ -271,7 +286,8 @@ def ref_weight_grad(x, dy, w_shape, stride, pad, dil, groups):
     return grad
 
 
-@pytest.mark.parametrize("case", WGRAD_T_CASES + [CONV_CASES[i] for i in (1, 4, 14, 15)])
+@pytest.mark.parametrize("case", WGRAD_T_CASES + [CONV_CASES[i] for i in (1, 4, 14, 15)]
+                         + DIRECT_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_weight_gradient(case, dtype):
     x, wt, b, y_shape, kw = _case_arrays(case, dtype)
@@ -316,7 +332,7 @@ def test_conv_small_batches(case, n):
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12, 14, 15, 16, 18, 20)]
-                         + WGRAD_T_CASES[:2])
+                         + WGRAD_T_CASES[:2] + DIRECT_CASES)
 @pytest.mark.parametrize("n", [1, 3, 23])
 def test_conv_threads_bitwise_equal(case, n):
     """n = 23 splits small images into several multi-image chunks shared by the threads."""
@@ -330,9 +346,29 @@ def test_conv_threads_bitwise_equal(case, n):
         assert a.tobytes() == b2.tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DIRECT_CASES)
+def test_direct_path_matches_im2col(case, dtype):
+    """The direct path against the reference, and against im2col + GEMM on every output."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    runs = []
+    for direct in (True, False):
+        conv._set_direct(direct)
+        try:
+            runs.append((forward(x, wt, b, y_shape, kw, "relu"),) + backward(x, wt, dy, kw))
+        finally:
+            conv._set_direct(True)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    ref = ACTS["relu"](ref_conv(x, wt, b, kw["stride"], kw["padding"], kw["dilation"], 1))
+    np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    for got, want in zip(*runs):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_no_writes_outside_outputs():
     """Outputs carved from NaN-filled buffers: the borders stay NaN."""
-    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2]:
+    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES:
         x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
         dy = RNG.standard_normal(y_shape).astype(np.float32)
         bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32)
