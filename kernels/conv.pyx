@@ -958,6 +958,80 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
 
 
 # ---------------------------------------------------------------------------------------
+# bound calls: an entry point validates its arguments, then runs (or returns) a _Call
+
+cdef enum:
+    CALL_FWD = 0  # conv2d forward: x, w, bias, y
+    CALL_DATA = 1  # conv2d backward-data: dy, w, -, dx
+    CALL_WEIGHT = 2  # conv2d backward-weight: x, dy, db, dw (db: channel sums of dy)
+    CALL_T_FWD = 3  # conv_transpose2d forward: x, w, bias, y (bias and act after)
+    CALL_T_DATA = 4  # conv_transpose2d backward-data: dy, w, -, dx
+    CALL_T_WEIGHT = 5  # conv_transpose2d backward-weight: dy, x, db, dw (db: sums of dy)
+
+
+cdef class _Call:
+    """One validated kernel call on fixed arrays: calling it runs the kernel again, with
+    no argument checks (the executor binds each op once per plan)."""
+    cdef Geom g
+    cdef int kind, act, nt
+    cdef bint dbl, accumulate
+    cdef double act_param
+    cdef void* p[5]
+    cdef Py_ssize_t n, m, plane  # channel sums of dy, or the transpose's bias/act pass
+    cdef tuple keep
+
+    def __call__(self) -> None:
+        with nogil:
+            if self.dbl:
+                _run_call[double](self, NULL)
+            else:
+                _run_call[float](self, NULL)
+
+
+cdef void _run_call(_Call call, floating* _dtype) noexcept nogil:
+    cdef const floating* a = <const floating*> call.p[0]
+    cdef const floating* b = <const floating*> call.p[1]
+    cdef floating* c = <floating*> call.p[2]
+    cdef floating* out = <floating*> call.p[3]
+    cdef floating* ws = <floating*> call.p[4]
+    if call.kind == CALL_FWD:
+        _conv_fwd(a, b, c, out, ws, &call.g, call.act, <floating> call.act_param, call.nt)
+    elif call.kind == CALL_DATA:
+        _conv_bwd_data(a, b, out, ws, &call.g, call.nt)
+    elif call.kind == CALL_T_DATA:
+        _conv_fwd(a, b, NULL, out, ws, &call.g, ACT_NONE, 0, call.nt)
+    elif call.kind == CALL_T_FWD:
+        _conv_bwd_data(a, b, out, ws, &call.g, call.nt)
+        if c != NULL or call.act != ACT_NONE:
+            _bias_act(out, c, call.n, call.m, call.plane, call.act, <floating> call.act_param,
+                      call.nt)
+    else:
+        _conv_bwd_weight(a, b, out, ws, &call.g, call.accumulate, call.nt)
+        if c != NULL:
+            _channel_sums(b if call.kind == CALL_WEIGHT else a, c, call.n, call.m, call.plane,
+                          call.accumulate, call.nt)
+
+
+cdef _Call _bound(int kind, Geom g, arrays, int act=ACT_NONE, double act_param=0,
+                  bint accumulate=False, Py_ssize_t n=0, Py_ssize_t m=0, Py_ssize_t plane=0):
+    """A _Call on `arrays` = (a, b, c, out, workspace), any of them None."""
+    cdef _Call call = _Call.__new__(_Call)
+    cdef int i
+    call.g = g
+    call.kind = kind
+    call.nt = <int> g.threads
+    call.act = act
+    call.act_param = act_param
+    call.accumulate = accumulate
+    call.n, call.m, call.plane = n, m, plane
+    call.keep = tuple(arrays)
+    call.dbl = arrays[0].dtype == np.float64
+    for i in range(5):
+        call.p[i] = _ptr(arrays[i])
+    return call
+
+
+# ---------------------------------------------------------------------------------------
 # Python entry points
 
 def _check_conv(x, w, y_name, y, stride, padding, dilation, groups, n_threads):
@@ -989,7 +1063,7 @@ def _check_bias(name, b, dtype, m):
 
 
 def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act=None,
-                   act_param=0.0, workspace=None, n_threads=1) -> None:
+                   act_param=0.0, workspace=None, n_threads=1, bind=False):
     """y = act(conv2d(x, w) + bias).
 
     Parameters
@@ -1005,6 +1079,9 @@ def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act
     workspace : 1-D, dtype of x, >= conv2d_workspace_size(...) elements, or None when that
         is 0; its contents are scratch
     n_threads : threads to use; results do not depend on it
+    bind : instead of running, return the validated call: calling it runs the kernel on
+        these arrays again without checking them (they must stay alive and unchanged in
+        shape; the executor binds each op once per plan). Every entry point takes it.
     """
     groups, nt = _check_conv(x, w, "y", y, stride, padding, dilation, groups, n_threads)
     _check_bias("bias", bias, x.dtype, w.shape[0])
@@ -1012,18 +1089,12 @@ def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act
     cdef Geom g = _geom(x.shape, w.shape, y.shape, stride, padding, dilation, groups, nt)
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"y": y, "workspace": workspace}, {"x": x, "w": w, "bias": bias})
-    if x.dtype == np.float32:
-        _conv_fwd[float](<const float*>_ptr(x), <const float*>_ptr(w),
-                         <const float*>_ptr(bias), <float*>_ptr(y), <float*>_ptr(workspace),
-                         &g, act_code, act_param, nt)
-    else:
-        _conv_fwd[double](<const double*>_ptr(x), <const double*>_ptr(w),
-                          <const double*>_ptr(bias), <double*>_ptr(y),
-                          <double*>_ptr(workspace), &g, act_code, act_param, nt)
+    call = _bound(CALL_FWD, g, (x, w, bias, y, workspace), act_code, act_param)
+    return call if bind else call()
 
 
 def conv2d_backward_data(dy, w, dx, stride=1, padding=0, dilation=1, groups=1,
-                         workspace=None, n_threads=1) -> None:
+                         workspace=None, n_threads=1, bind=False):
     """dx = the gradient of conv2d with respect to x, given dy (dx is overwritten).
 
     dy : (N, M, OH, OW), IN; w : (M, C/groups, kh, kw), IN; dx : (N, C, H, W), OUT;
@@ -1034,16 +1105,12 @@ def conv2d_backward_data(dy, w, dx, stride=1, padding=0, dilation=1, groups=1,
     cdef Geom g = _geom(dx.shape, w.shape, dy.shape, stride, padding, dilation, groups, nt)
     workspace = _workspace(workspace, dx.dtype, _workspace_elems(&g))
     _check_outputs({"dx": dx, "workspace": workspace}, {"dy": dy, "w": w})
-    if dx.dtype == np.float32:
-        _conv_bwd_data[float](<const float*>_ptr(dy), <const float*>_ptr(w),
-                              <float*>_ptr(dx), <float*>_ptr(workspace), &g, nt)
-    else:
-        _conv_bwd_data[double](<const double*>_ptr(dy), <const double*>_ptr(w),
-                               <double*>_ptr(dx), <double*>_ptr(workspace), &g, nt)
+    call = _bound(CALL_DATA, g, (dy, w, None, dx, workspace))
+    return call if bind else call()
 
 
 def conv2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0, dilation=1, groups=1,
-                           accumulate=False, workspace=None, n_threads=1) -> None:
+                           accumulate=False, workspace=None, n_threads=1, bind=False):
     """dw = sum over the batch of dy (x) col(x); db = sum of dy over N, OH, OW.
 
     x : (N, C, H, W), IN; dy : (N, M, OH, OW), IN; dw : (M, C/groups, kh, kw), OUT;
@@ -1056,29 +1123,14 @@ def conv2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0, dilation=1, 
     cdef Geom g = _geom(x.shape, dw.shape, dy.shape, stride, padding, dilation, groups, nt)
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"dw": dw, "db": db, "workspace": workspace}, {"x": x, "dy": dy})
-    _weight_grad(x, dy, dw, db, workspace, &g, accumulate, nt)
-
-
-cdef _weight_grad(x, dy, dw, db, workspace, const Geom* g, bint accumulate, int nt):
-    """Weight and bias gradients on the conv view; db sums dy over its channels."""
-    if x.dtype == np.float32:
-        _conv_bwd_weight[float](<const float*>_ptr(x), <const float*>_ptr(dy),
-                                <float*>_ptr(dw), <float*>_ptr(workspace), g, accumulate, nt)
-        if db is not None:
-            _channel_sums[float](<const float*>_ptr(dy), <float*>_ptr(db), dy.shape[0],
-                                 dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
-    else:
-        _conv_bwd_weight[double](<const double*>_ptr(x), <const double*>_ptr(dy),
-                                 <double*>_ptr(dw), <double*>_ptr(workspace), g, accumulate,
-                                 nt)
-        if db is not None:
-            _channel_sums[double](<const double*>_ptr(dy), <double*>_ptr(db), dy.shape[0],
-                                  dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
+    call = _bound(CALL_WEIGHT, g, (x, dy, db, dw, workspace), ACT_NONE, 0, accumulate,
+                  dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
+    return call if bind else call()
 
 
 def conv_transpose2d_forward(x, w, bias, y, stride=1, padding=0, output_padding=0,
                              dilation=1, groups=1, act=None, act_param=0.0, workspace=None,
-                             n_threads=1) -> None:
+                             n_threads=1, bind=False):
     """y = act(conv_transpose2d(x, w) + bias), PyTorch ConvTranspose2d semantics.
 
     x : (N, Cin, H, W) float32 or float64, IN; w : (Cin, Cout/groups, kh, kw), IN;
@@ -1095,24 +1147,14 @@ def conv_transpose2d_forward(x, w, bias, y, stride=1, padding=0, output_padding=
     cdef Geom g = _geom(y.shape, w.shape, x.shape, stride, padding, dilation, groups, nt)
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"y": y, "workspace": workspace}, {"x": x, "w": w, "bias": bias})
-    cdef Py_ssize_t planes = y.shape[0] * y.shape[1]
-    cdef bint epilogue = bias is not None or act_code != ACT_NONE
-    if x.dtype == np.float32:
-        _conv_bwd_data[float](<const float*>_ptr(x), <const float*>_ptr(w), <float*>_ptr(y),
-                              <float*>_ptr(workspace), &g, nt)
-        if epilogue:
-            _bias_act[float](<float*>_ptr(y), <const float*>_ptr(bias), planes, y.shape[1],
-                             g.h * g.w, act_code, act_param, nt)
-    else:
-        _conv_bwd_data[double](<const double*>_ptr(x), <const double*>_ptr(w),
-                               <double*>_ptr(y), <double*>_ptr(workspace), &g, nt)
-        if epilogue:
-            _bias_act[double](<double*>_ptr(y), <const double*>_ptr(bias), planes,
-                              y.shape[1], g.h * g.w, act_code, act_param, nt)
+    call = _bound(CALL_T_FWD, g, (x, w, bias, y, workspace), act_code, act_param, False,
+                  y.shape[0] * y.shape[1], y.shape[1], g.h * g.w)
+    return call if bind else call()
 
 
 def conv_transpose2d_backward_data(dy, w, dx, stride=1, padding=0, output_padding=0,
-                                   dilation=1, groups=1, workspace=None, n_threads=1) -> None:
+                                   dilation=1, groups=1, workspace=None, n_threads=1,
+                                   bind=False):
     """dx = the gradient of conv_transpose2d with respect to x (a conv2d of dy by w).
 
     dy : (N, Cout, OH, OW), IN; w : (Cin, Cout/groups, kh, kw), IN; dx : (N, Cin, H, W), OUT.
@@ -1123,17 +1165,13 @@ def conv_transpose2d_backward_data(dy, w, dx, stride=1, padding=0, output_paddin
     cdef Geom g = _geom(dy.shape, w.shape, dx.shape, stride, padding, dilation, groups, nt)
     workspace = _workspace(workspace, dx.dtype, _workspace_elems(&g))
     _check_outputs({"dx": dx, "workspace": workspace}, {"dy": dy, "w": w})
-    if dx.dtype == np.float32:
-        _conv_fwd[float](<const float*>_ptr(dy), <const float*>_ptr(w), NULL, <float*>_ptr(dx),
-                         <float*>_ptr(workspace), &g, ACT_NONE, 0, nt)
-    else:
-        _conv_fwd[double](<const double*>_ptr(dy), <const double*>_ptr(w), NULL,
-                          <double*>_ptr(dx), <double*>_ptr(workspace), &g, ACT_NONE, 0, nt)
+    call = _bound(CALL_T_DATA, g, (dy, w, None, dx, workspace))
+    return call if bind else call()
 
 
 def conv_transpose2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0,
                                      output_padding=0, dilation=1, groups=1, accumulate=False,
-                                     workspace=None, n_threads=1) -> None:
+                                     workspace=None, n_threads=1, bind=False):
     """dw, db = gradients of conv_transpose2d's weight and bias.
 
     x : (N, Cin, H, W), IN; dy : (N, Cout, OH, OW), IN; dw : (Cin, Cout/groups, kh, kw), OUT;
@@ -1147,14 +1185,9 @@ def conv_transpose2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0,
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"dw": dw, "db": db, "workspace": workspace}, {"x": x, "dy": dy})
     # conv view: the transpose's output gradient is the conv's input, x the conv's dy
-    _weight_grad(dy, x, dw, None, workspace, &g, accumulate, nt)
-    if db is not None:
-        if x.dtype == np.float32:
-            _channel_sums[float](<const float*>_ptr(dy), <float*>_ptr(db), dy.shape[0],
-                                 dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
-        else:
-            _channel_sums[double](<const double*>_ptr(dy), <double*>_ptr(db), dy.shape[0],
-                                  dy.shape[1], dy.shape[2] * dy.shape[3], accumulate, nt)
+    call = _bound(CALL_T_WEIGHT, g, (dy, x, db, dw, workspace), ACT_NONE, 0, accumulate,
+                  dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
+    return call if bind else call()
 
 
 # ---------------------------------------------------------------------------------------

@@ -471,11 +471,80 @@ cdef void _global_avg_bwd(const floating* dy, floating* dx, Py_ssize_t planes,
 
 
 cdef inline void* _ptr(a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# bound calls: an entry point validates its arguments, then runs (or returns) a _Call
+
+cdef enum:
+    CALL_MAX_FWD = 0  # x, y, argmax
+    CALL_MAX_BWD = 1  # dy, dx, argmax or x
+    CALL_AVG_FWD = 2  # x, y
+    CALL_AVG_BWD = 3  # dy, dx
+    CALL_GLOBAL_FWD = 4  # x, y
+    CALL_GLOBAL_BWD = 5  # dy, dx
+
+
+cdef class _Call:
+    """One validated kernel call on fixed arrays: calling it runs the kernel again, with
+    no argument checks (the executor binds each op once per plan)."""
+    cdef Geom g
+    cdef int kind, nt
+    cdef bint dbl, with_pad
+    cdef Py_ssize_t planes, plane, pb, pr
+    cdef void* src
+    cdef void* dst
+    cdef int32_t* am
+    cdef void* x  # maxpool backward without argmax: the forward input
+    cdef tuple keep
+
+    def __call__(self) -> None:
+        cdef Py_ssize_t bad
+        with nogil:
+            if self.dbl:
+                bad = _run_call[double](self, NULL)
+            else:
+                bad = _run_call[float](self, NULL)
+        if bad:
+            raise ValueError("maxpool2d_backward: argmax has entries outside the input plane "
+                             "or their window (was it made by maxpool2d_forward with these "
+                             "shapes?); dx is incomplete")
+
+
+cdef Py_ssize_t _run_call(_Call c, floating* _dtype) noexcept nogil:
+    """Runs the call; returns the number of bad argmax entries (maxpool backward)."""
+    cdef const floating* src = <const floating*> c.src
+    cdef floating* dst = <floating*> c.dst
+    if c.kind == CALL_MAX_FWD:
+        _maxpool_fwd(src, dst, c.am, c.planes, c.g, c.nt)
+    elif c.kind == CALL_MAX_BWD:
+        return _maxpool_bwd(src, c.am, <const floating*> c.x, dst, c.planes, c.g, c.nt)
+    elif c.kind == CALL_AVG_FWD:
+        _avgpool_fwd(src, dst, c.planes, c.g, c.with_pad, c.pb, c.pr, c.nt)
+    elif c.kind == CALL_AVG_BWD:
+        _avgpool_bwd(src, dst, c.planes, c.g, c.with_pad, c.pb, c.pr, c.nt)
+    elif c.kind == CALL_GLOBAL_FWD:
+        _global_avg_fwd(src, dst, c.planes, c.plane, c.nt)
+    else:
+        _global_avg_bwd(src, dst, c.planes, c.plane, c.nt)
+    return 0
+
+
+cdef _Call _bound(int kind, src, dst, Py_ssize_t planes, int nt, Geom g, argmax=None,
+                  x=None, bint with_pad=False, Py_ssize_t pb=0, Py_ssize_t pr=0,
+                  Py_ssize_t plane=0):
+    cdef _Call c = _Call.__new__(_Call)
+    c.kind, c.nt, c.planes, c.plane, c.g = kind, nt, planes, plane, g
+    c.with_pad, c.pb, c.pr = with_pad, pb, pr
+    c.dbl = dst.dtype == np.float64
+    c.src, c.dst, c.x = _ptr(src), _ptr(dst), _ptr(x)
+    c.am = <int32_t*> _ptr(argmax)
+    c.keep = (src, dst, argmax, x)
+    return c
 
 
 def maxpool2d_forward(x, y, argmax, kernel, stride=None, padding=0, ceil_mode: bool = False,
-                      n_threads: int = 1) -> None:
+                      n_threads: int = 1, bind: bool = False):
     """Max pooling: y[n, c, i, j] = max of the window at (i*sh - top, j*sw - left).
 
     Parameters
@@ -488,6 +557,9 @@ def maxpool2d_forward(x, y, argmax, kernel, stride=None, padding=0, ceil_mode: b
     padding : int, (ph, pw) or (top, bottom, left, right); each < kernel
     ceil_mode : round the output size up (PyTorch rule)
     n_threads : threads to use (planes are split among them)
+    bind : instead of running, return the validated call: calling it runs the kernel on
+        these arrays again without checking them (the executor binds each op once per
+        plan). Every entry point takes it.
     """
     kh, kw, sh, sw, pt, pl, nt = _pool_args(x, "y", y, kernel, stride, padding, ceil_mode,
                                             n_threads)
@@ -496,19 +568,13 @@ def maxpool2d_forward(x, y, argmax, kernel, stride=None, padding=0, ceil_mode: b
     if argmax is not None:
         _check("argmax", argmax, np.dtype(np.int32), y.shape)
     _check_outputs({"y": y, "argmax": argmax}, {"x": x})
-    cdef Geom g = _geom(x, y, kh, kw, sh, sw, pt, pl)
-    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
-    cdef int32_t* am = NULL
-    if argmax is not None:
-        am = <int32_t*>_ptr(argmax)
-    if x.dtype == np.float32:
-        _maxpool_fwd[float](<const float*>_ptr(x), <float*>_ptr(y), am, planes, g, nt)
-    else:
-        _maxpool_fwd[double](<const double*>_ptr(x), <double*>_ptr(y), am, planes, g, nt)
+    call = _bound(CALL_MAX_FWD, x, y, x.shape[0] * x.shape[1], nt,
+                  _geom(x, y, kh, kw, sh, sw, pt, pl), argmax)
+    return call if bind else call()
 
 
 def maxpool2d_backward(dy, argmax, x, dx, kernel, stride=None, padding=0,
-                       ceil_mode: bool = False, n_threads: int = 1) -> None:
+                       ceil_mode: bool = False, n_threads: int = 1, bind: bool = False):
     """Gradient of max pooling: dx = 0, then dx[winner] += dy for every window.
 
     Pass exactly one of ``argmax`` (int32, as saved by ``maxpool2d_forward``) and ``x``
@@ -532,28 +598,13 @@ def maxpool2d_backward(dy, argmax, x, dx, kernel, stride=None, padding=0,
     else:
         _check("x", x, dx.dtype, dx.shape)
     _check_outputs({"dx": dx}, {"dy": dy, "argmax": argmax, "x": x})
-    cdef Geom g = _geom(dx, dy, kh, kw, sh, sw, pt, pl)
-    cdef Py_ssize_t planes = dx.shape[0] * dx.shape[1], bad
-    cdef const int32_t* am = NULL
-    cdef const void* xp = NULL
-    if argmax is not None:
-        am = <const int32_t*>_ptr(argmax)
-    else:
-        xp = _ptr(x)
-    if dx.dtype == np.float32:
-        bad = _maxpool_bwd[float](<const float*>_ptr(dy), am, <const float*>xp,
-                                  <float*>_ptr(dx), planes, g, nt)
-    else:
-        bad = _maxpool_bwd[double](<const double*>_ptr(dy), am, <const double*>xp,
-                                   <double*>_ptr(dx), planes, g, nt)
-    if bad:
-        raise ValueError("maxpool2d_backward: argmax has entries outside the input plane or "
-                         "their window (was it made by maxpool2d_forward with these "
-                         "shapes?); dx is incomplete")
+    call = _bound(CALL_MAX_BWD, dy, dx, dx.shape[0] * dx.shape[1], nt,
+                  _geom(dx, dy, kh, kw, sh, sw, pt, pl), argmax, x)
+    return call if bind else call()
 
 
 def avgpool2d_forward(x, y, kernel, stride=None, padding=0, ceil_mode: bool = False,
-                      count_include_pad: bool = True, n_threads: int = 1) -> None:
+                      count_include_pad: bool = True, n_threads: int = 1, bind: bool = False):
     """Average pooling: y = sum of the window's input elements / divisor.
 
     The divisor counts the window's positions inside the padded input when
@@ -569,18 +620,13 @@ def avgpool2d_forward(x, y, kernel, stride=None, padding=0, ceil_mode: bool = Fa
                                             n_threads)
     _check_outputs({"y": y}, {"x": x})
     _, pb, _, pr = _padding(padding)
-    cdef Geom g = _geom(x, y, kh, kw, sh, sw, pt, pl)
-    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
-    if x.dtype == np.float32:
-        _avgpool_fwd[float](<const float*>_ptr(x), <float*>_ptr(y), planes, g,
-                           count_include_pad, pb, pr, nt)
-    else:
-        _avgpool_fwd[double](<const double*>_ptr(x), <double*>_ptr(y), planes, g,
-                            count_include_pad, pb, pr, nt)
+    call = _bound(CALL_AVG_FWD, x, y, x.shape[0] * x.shape[1], nt,
+                  _geom(x, y, kh, kw, sh, sw, pt, pl), None, None, count_include_pad, pb, pr)
+    return call if bind else call()
 
 
 def avgpool2d_backward(dy, dx, kernel, stride=None, padding=0, ceil_mode: bool = False,
-                       count_include_pad: bool = True, n_threads: int = 1) -> None:
+                       count_include_pad: bool = True, n_threads: int = 1, bind: bool = False):
     """Gradient of average pooling: dx = sum over covering windows of dy / divisor.
 
     Parameters
@@ -594,14 +640,9 @@ def avgpool2d_backward(dy, dx, kernel, stride=None, padding=0, ceil_mode: bool =
                                             n_threads)
     _check_outputs({"dx": dx}, {"dy": dy})
     _, pb, _, pr = _padding(padding)
-    cdef Geom g = _geom(dx, dy, kh, kw, sh, sw, pt, pl)
-    cdef Py_ssize_t planes = dx.shape[0] * dx.shape[1]
-    if dx.dtype == np.float32:
-        _avgpool_bwd[float](<const float*>_ptr(dy), <float*>_ptr(dx), planes, g,
-                           count_include_pad, pb, pr, nt)
-    else:
-        _avgpool_bwd[double](<const double*>_ptr(dy), <double*>_ptr(dx), planes, g,
-                            count_include_pad, pb, pr, nt)
+    call = _bound(CALL_AVG_BWD, dy, dx, dx.shape[0] * dx.shape[1], nt,
+                  _geom(dx, dy, kh, kw, sh, sw, pt, pl), None, None, count_include_pad, pb, pr)
+    return call if bind else call()
 
 
 def _global_args(x, y, n_threads):
@@ -615,27 +656,25 @@ def _global_args(x, y, n_threads):
     return n * c, x.shape[2] * x.shape[3], _check_threads(n_threads)
 
 
-def global_avgpool2d_forward(x, y, n_threads: int = 1) -> None:
+def global_avgpool2d_forward(x, y, n_threads: int = 1, bind: bool = False):
     """y[n, c] = mean of x[n, c, :, :].
 
     x : (N, C, H, W) float32 or float64, IN; y : (N, C) or (N, C, 1, 1), dtype of x, OUT
     """
     planes, plane, nt = _global_args(x, y, n_threads)
     _check_outputs({"y": y}, {"x": x})
-    if x.dtype == np.float32:
-        _global_avg_fwd[float](<const float*>_ptr(x), <float*>_ptr(y), planes, plane, nt)
-    else:
-        _global_avg_fwd[double](<const double*>_ptr(x), <double*>_ptr(y), planes, plane, nt)
+    cdef Geom g
+    call = _bound(CALL_GLOBAL_FWD, x, y, planes, nt, g, None, None, False, 0, 0, plane)
+    return call if bind else call()
 
 
-def global_avgpool2d_backward(dy, dx, n_threads: int = 1) -> None:
+def global_avgpool2d_backward(dy, dx, n_threads: int = 1, bind: bool = False):
     """dx[n, c, :, :] = dy[n, c] / (H * W).
 
     dy : (N, C) or (N, C, 1, 1) float32 or float64, IN; dx : (N, C, H, W), dtype of dy, OUT
     """
     planes, plane, nt = _global_args(dx, dy, n_threads)
     _check_outputs({"dx": dx}, {"dy": dy})
-    if dx.dtype == np.float32:
-        _global_avg_bwd[float](<const float*>_ptr(dy), <float*>_ptr(dx), planes, plane, nt)
-    else:
-        _global_avg_bwd[double](<const double*>_ptr(dy), <double*>_ptr(dx), planes, plane, nt)
+    cdef Geom g
+    call = _bound(CALL_GLOBAL_BWD, dy, dx, planes, nt, g, None, None, False, 0, 0, plane)
+    return call if bind else call()

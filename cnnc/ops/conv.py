@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -211,10 +210,10 @@ def conv_kernel(node, ctx) -> Callable[[], None]:
     """y = act(conv2d(x, w) + b) on the plan's views."""
     a = node.attrs
     x = node.data_inputs[0]
-    return partial(_conv.conv2d_forward, ctx.array(x), ctx.array(node.params["weight"]),
-                   _bias(node, ctx), ctx.array(node.output), a.stride, conv_pads(x.type, a),
-                   a.dilation, a.groups, a.activation, a.activation_alpha,
-                   ctx.workspace(node), ctx.n_threads)
+    return _conv.conv2d_forward(
+        ctx.array(x), ctx.array(node.params["weight"]), _bias(node, ctx),
+        ctx.array(node.output), a.stride, conv_pads(x.type, a), a.dilation, a.groups,
+        a.activation, a.activation_alpha, ctx.workspace(node), ctx.n_threads, bind=True)
 
 
 def _elems_to_bytes(elems: int, dtype: str) -> int:
@@ -253,9 +252,9 @@ def conv_backward_data_kernel(node, ctx) -> Callable[[], None]:
     """dx = conv2d's data gradient of dy by w."""
     a = node.attrs
     dy, w = node.inputs
-    return partial(_conv.conv2d_backward_data, ctx.array(dy), ctx.array(w),
-                   ctx.array(node.output), a.stride, a.pads, a.dilation, a.groups,
-                   ctx.workspace(node), ctx.n_threads)
+    return _conv.conv2d_backward_data(
+        ctx.array(dy), ctx.array(w), ctx.array(node.output), a.stride, a.pads, a.dilation,
+        a.groups, ctx.workspace(node), ctx.n_threads, bind=True)
 
 
 def conv_backward_weight_kernel(node, ctx) -> Callable[[], None]:
@@ -263,19 +262,19 @@ def conv_backward_weight_kernel(node, ctx) -> Callable[[], None]:
     a = node.attrs
     x, dy = node.inputs
     db = ctx.array(node.outputs[1]) if a.bias else None
-    return partial(_conv.conv2d_backward_weight, ctx.array(x), ctx.array(dy),
-                   ctx.array(node.outputs[0]), db, a.stride, a.pads, a.dilation, a.groups,
-                   False, ctx.workspace(node), ctx.n_threads)
+    return _conv.conv2d_backward_weight(
+        ctx.array(x), ctx.array(dy), ctx.array(node.outputs[0]), db, a.stride, a.pads,
+        a.dilation, a.groups, False, ctx.workspace(node), ctx.n_threads, bind=True)
 
 
 def conv_transpose_kernel(node, ctx) -> Callable[[], None]:
     """y = act(conv_transpose2d(x, w) + b) on the plan's views."""
     a = node.attrs
     pads, extra = conv_transpose_geometry(a)
-    return partial(_conv.conv_transpose2d_forward, ctx.array(node.data_inputs[0]),
-                   ctx.array(node.params["weight"]), _bias(node, ctx),
-                   ctx.array(node.output), a.stride, pads, extra, 1, 1, a.activation,
-                   a.activation_alpha, ctx.workspace(node), ctx.n_threads)
+    return _conv.conv_transpose2d_forward(
+        ctx.array(node.data_inputs[0]), ctx.array(node.params["weight"]), _bias(node, ctx),
+        ctx.array(node.output), a.stride, pads, extra, 1, 1, a.activation,
+        a.activation_alpha, ctx.workspace(node), ctx.n_threads, bind=True)
 
 
 def conv_transpose_workspace(node, batch: int) -> int:
@@ -295,9 +294,10 @@ def conv_transpose_backward_data_kernel(node, ctx) -> Callable[[], None]:
     """dx = conv_transpose2d's data gradient (a conv2d of dy by w)."""
     a = node.attrs
     dy, w = node.inputs
-    return partial(_conv.conv_transpose2d_backward_data, ctx.array(dy), ctx.array(w),
-                   ctx.array(node.output), a.stride, a.pads, a.output_padding, a.dilation,
-                   a.groups, ctx.workspace(node), ctx.n_threads)
+    return _conv.conv_transpose2d_backward_data(
+        ctx.array(dy), ctx.array(w), ctx.array(node.output), a.stride, a.pads,
+        a.output_padding, a.dilation, a.groups, ctx.workspace(node), ctx.n_threads,
+        bind=True)
 
 
 def conv_transpose_backward_weight_kernel(node, ctx) -> Callable[[], None]:
@@ -305,9 +305,10 @@ def conv_transpose_backward_weight_kernel(node, ctx) -> Callable[[], None]:
     a = node.attrs
     x, dy = node.inputs
     db = ctx.array(node.outputs[1]) if a.bias else None
-    return partial(_conv.conv_transpose2d_backward_weight, ctx.array(x), ctx.array(dy),
-                   ctx.array(node.outputs[0]), db, a.stride, a.pads, a.output_padding,
-                   a.dilation, a.groups, False, ctx.workspace(node), ctx.n_threads)
+    return _conv.conv_transpose2d_backward_weight(
+        ctx.array(x), ctx.array(dy), ctx.array(node.outputs[0]), db, a.stride, a.pads,
+        a.output_padding, a.dilation, a.groups, False, ctx.workspace(node), ctx.n_threads,
+        bind=True)
 
 
 def _conv_vjp(gb, node, douts, data_op: str, weight_op: str) -> list:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from cnnc._kernels import pool as _pool
 
@@ -124,8 +123,9 @@ def maxpool_kernel(node, ctx) -> Callable[[], None]:
     a = node.attrs
     x = node.inputs[0]
     argmax = ctx.array(node.outputs[1]) if len(node.outputs) > 1 else None
-    return partial(_pool.maxpool2d_forward, ctx.array(x), ctx.array(node.outputs[0]), argmax,
-                   a.size, pool_stride(a), pool_pads(x.type, a), a.ceil_mode, ctx.n_threads)
+    return _pool.maxpool2d_forward(ctx.array(x), ctx.array(node.outputs[0]), argmax, a.size,
+                                   pool_stride(a), pool_pads(x.type, a), a.ceil_mode,
+                                   ctx.n_threads, bind=True)
 
 
 def maxpool_training(node, seed: int) -> tuple[str, MaxPoolAttrs]:
@@ -156,18 +156,17 @@ def maxpool_backward_kernel(node, ctx) -> Callable[[], None]:
     dy, winners = node.inputs
     saved = winners.type.dtype == "int32"
     argmax, x = (ctx.array(winners), None) if saved else (None, ctx.array(winners))
-    return partial(_pool.maxpool2d_backward, ctx.array(dy), argmax, x,
-                   ctx.array(node.output), a.size, a.stride, a.pads, a.ceil_mode,
-                   ctx.n_threads)
+    return _pool.maxpool2d_backward(ctx.array(dy), argmax, x, ctx.array(node.output), a.size,
+                                    a.stride, a.pads, a.ceil_mode, ctx.n_threads, bind=True)
 
 
 def avgpool_kernel(node, ctx) -> Callable[[], None]:
     """y = window means."""
     a = node.attrs
     x = node.inputs[0]
-    return partial(_pool.avgpool2d_forward, ctx.array(x), ctx.array(node.output), a.size,
-                   pool_stride(a), pool_pads(x.type, a), a.ceil_mode, a.count_include_pad,
-                   ctx.n_threads)
+    return _pool.avgpool2d_forward(ctx.array(x), ctx.array(node.output), a.size,
+                                   pool_stride(a), pool_pads(x.type, a), a.ceil_mode,
+                                   a.count_include_pad, ctx.n_threads, bind=True)
 
 
 def avgpool_vjp(gb, node, douts) -> list:
@@ -185,15 +184,15 @@ def input_shape(ins: Sequence[TensorType], a: PoolGradAttrs) -> TensorType:
 def avgpool_backward_kernel(node, ctx) -> Callable[[], None]:
     """dx = each dy spread evenly over its window."""
     a = node.attrs
-    return partial(_pool.avgpool2d_backward, ctx.array(node.inputs[0]),
-                   ctx.array(node.output), a.size, a.stride, a.pads, a.ceil_mode,
-                   a.count_include_pad, ctx.n_threads)
+    return _pool.avgpool2d_backward(ctx.array(node.inputs[0]), ctx.array(node.output), a.size,
+                                    a.stride, a.pads, a.ceil_mode, a.count_include_pad,
+                                    ctx.n_threads, bind=True)
 
 
 def global_avgpool_kernel(node, ctx) -> Callable[[], None]:
     """y = per-plane means."""
-    return partial(_pool.global_avgpool2d_forward, ctx.array(node.inputs[0]),
-                   ctx.array(node.output), ctx.n_threads)
+    return _pool.global_avgpool2d_forward(ctx.array(node.inputs[0]), ctx.array(node.output),
+                                          ctx.n_threads, bind=True)
 
 
 def global_avgpool_vjp(gb, node, douts) -> list:
@@ -208,8 +207,8 @@ def global_avgpool_vjp(gb, node, douts) -> list:
 
 def global_avgpool_backward_kernel(node, ctx) -> Callable[[], None]:
     """dx[n, c] = dy[n, c] / (H * W) everywhere on the plane."""
-    return partial(_pool.global_avgpool2d_backward, ctx.array(node.inputs[0]),
-                   ctx.array(node.output), ctx.n_threads)
+    return _pool.global_avgpool2d_backward(ctx.array(node.inputs[0]), ctx.array(node.output),
+                                           ctx.n_threads, bind=True)
 
 
 register_op(OpDef(

@@ -548,3 +548,22 @@ def test_upsample_backward_finite_differences():
     dx = np.empty_like(x)
     conv.upsample_nearest2d_backward(dy, dx, (2, 3))
     np.testing.assert_allclose(dx, _fd(f, x, dy), rtol=1e-7, atol=1e-8)
+
+
+def test_bound_call_reruns_on_the_same_arrays():
+    """bind=True validates once; each call then reads what the arrays hold at that time."""
+    x, wt, b, y_shape, kw = _case_arrays(DIRECT_CASES[0], np.float32)
+    y = np.empty(y_shape, np.float32)
+    ws = _ws(x.shape, wt.shape, kw, np.float32)
+    call = conv.conv2d_forward(x, wt, b, y, workspace=ws, bind=True, **kw)
+    for _ in range(2):
+        x[...] = RNG.standard_normal(x.shape)
+        call()
+        np.testing.assert_array_equal(y, forward(x, wt, b, y_shape, kw))
+    dy = RNG.standard_normal(y_shape).astype(np.float32)
+    dw = np.empty_like(wt)
+    call = conv.conv2d_backward_weight(x, dy, dw, None, workspace=ws, bind=True, **kw)
+    call()
+    np.testing.assert_array_equal(dw, backward(x, wt, dy, kw)[1])
+    with pytest.raises(ValueError, match="shape"):
+        conv.conv2d_forward(x, wt, b, y[:1], workspace=ws, bind=True, **kw)

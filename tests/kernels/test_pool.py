@@ -356,3 +356,26 @@ def test_maxpool_backward_rejects_argmax_outside_its_window():
     am[0, 1, 1, 9] = am[0, 1, 1, 8]  # inside the plane, but another window's element
     with pytest.raises(ValueError, match="outside the input plane or their window"):
         pool.maxpool2d_backward(y, am, None, np.empty_like(x), 2)
+
+
+def test_bound_calls_rerun_and_check_argmax():
+    """bind=True validates once; each call reads the arrays' current contents, and a bound
+    backward still refuses argmax entries outside their windows."""
+    x = RNG.standard_normal((1, 2, 4, 34)).astype(np.float32)
+    y, am = np.empty((1, 2, 2, 17), np.float32), np.empty((1, 2, 2, 17), np.int32)
+    fwd = pool.maxpool2d_forward(x, y, am, 2, bind=True)
+    for _ in range(2):
+        x[...] = RNG.standard_normal(x.shape)
+        fwd()
+        np.testing.assert_array_equal(y, x.reshape(1, 2, 2, 2, 17, 2).max(axis=(3, 5)))
+    dy, dx = RNG.standard_normal(y.shape).astype(np.float32), np.empty_like(x)
+    bwd = pool.maxpool2d_backward(dy, am, None, dx, 2, bind=True)
+    bwd()
+    assert np.isclose(dx.sum(), dy.sum(), rtol=1e-5)
+    am[0, 1, 1, 9] = am[0, 1, 1, 8]  # inside the plane, but another window's element
+    with pytest.raises(ValueError, match="argmax"):
+        bwd()
+    g = np.empty((1, 2), np.float32)
+    avg = pool.global_avgpool2d_forward(x, g, bind=True)
+    avg()
+    np.testing.assert_allclose(g, x.mean(axis=(2, 3)), rtol=1e-5)
