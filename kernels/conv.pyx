@@ -38,7 +38,9 @@ reordered to OIHW when the partial sums are added. ResNet-20's 16-64 channel lay
 Winograd F(2x2, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 stride-1 ungrouped
 layers with >= 64 input and output channels and enough output tiles in the call to pay
 for transforming the weights, forward and flipped backward-data (the benchmark: 1.3-1.7x
-faster there; slower at 16-32 channels, where its 16 GEMMs are thin).
+faster there; slower at 16-32 channels, where its 16 GEMMs are thin), and for the weight
+gradient of such layers (1.2-1.6x im2col at 64-512 channels; at 32 its transforms cost
+more than the GEMMs save).
 
 Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
@@ -97,6 +99,7 @@ cdef enum:
     WINO_MIN_TILES = 64  # fewer tiles (per call) do not pay for the weight transform ...
     WINO_TILE_CHANNELS = 16384  # ... nor fewer than this / min(C, M) tiles
     WINO_W_RUN = 64  # input channels per block of the Winograd weight transform
+    WINO_WG_MIN_CHANNELS = 64  # Winograd weight gradient: below, the transforms dominate
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -246,6 +249,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
         need = max(need, g.m * g.kdim + _fwd_elems(&f))
     if _direct_wg_ok(g):
         need = max(need, _direct_wg_ws(g))
+    elif _wino_wg_ok(g):
+        need = max(need, _wino_wg_workspace(g))
     return need
 
 
@@ -953,6 +958,8 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
     elif _direct_wg_ok(g):
         _direct_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
+    elif _wino_wg_ok(g):
+        _wino_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     else:
         _gemm_bwd_weight(x, dy, dw, ws, g, accumulate, n_threads)
 

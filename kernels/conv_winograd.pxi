@@ -186,3 +186,102 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
         for k in range(chunks):
             _wino_chunk(x, u, bias, y, ws + 16 * g.m * g.c, g, k * g.wcols,
                         min(g.wcols, total - k * g.wcols), act, act_param, n_threads)
+
+
+# Weight gradient by Winograd F(2x2, 3x3). With P = A dY A^T (4x4, from a 2x2 tile of dy)
+# and V = B^T d B (the forward's input transform), dW[o, i] = G^T Z[o, i] G where
+# Z[o, i] = sum over tiles of P_o * V_i (elementwise): for each of the 16 positions e a
+# GEMM Z_e^T[C, M] += V_e[C, tiles] @ P_e^T[tiles, M], contracting over the tiles.
+# 16/36 of im2col's multiplies; the GEMMs are as large as M x C and as deep as a chunk.
+
+cdef inline bint _wino_wg_ok(const Geom* g) noexcept nogil:
+    return (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
+            and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.c >= WINO_WG_MIN_CHANNELS
+            and g.m >= WINO_WG_MIN_CHANNELS and g.n * _wino_tiles(g) >= WINO_MIN_TILES)
+
+
+cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:
+    """Z for all 16 positions, then one chunk's V, P^T and padded input rows."""
+    return 16 * g.m * g.c + _wino_per_worker(g)
+
+
+cdef void _wino_dy(const floating* dy, floating* pt, const Geom* g, Py_ssize_t q0,
+                   Py_ssize_t nq) noexcept nogil:
+    """pt[e, q - q0, o] = (A t A^T)[e] for the 2x2 tile t of dy[., o] at tile q (0 past
+    the output's last row or column)."""
+    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g), P = g.oh * g.ow
+    cdef Py_ssize_t q, o, b, a, j, oy, ox, r
+    cdef floating d[2][2]
+    cdef floating t[4][2]
+    cdef const floating* src
+    cdef floating* out
+    for q in range(q0, q0 + nq):
+        b = q // t1
+        a = (q - b * t1) // tw
+        j = q - b * t1 - a * tw
+        oy = 2 * a
+        ox = 2 * j
+        for o in range(g.m):
+            src = dy + (b * g.m + o) * P + oy * g.ow + ox
+            d[0][0] = src[0]
+            d[0][1] = src[1] if ox + 1 < g.ow else 0
+            d[1][0] = src[g.ow] if oy + 1 < g.oh else 0
+            d[1][1] = src[g.ow + 1] if ox + 1 < g.ow and oy + 1 < g.oh else 0
+            for r in range(2):
+                t[0][r] = d[0][r]
+                t[1][r] = d[0][r] + d[1][r]
+                t[2][r] = d[0][r] - d[1][r]
+                t[3][r] = -d[1][r]
+            for r in range(4):
+                out = pt + (4 * r * nq + q - q0) * g.m + o
+                out[0] = t[r][0]
+                out[nq * g.m] = t[r][0] + t[r][1]
+                out[2 * nq * g.m] = t[r][0] - t[r][1]
+                out[3 * nq * g.m] = -t[r][1]
+
+
+cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g,
+                          bint accumulate) noexcept nogil:
+    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]."""
+    cdef Py_ssize_t o, i, e, k
+    cdef floating z[16]
+    cdef floating u[3][4]
+    cdef floating* dst
+    for o in range(g.m):
+        for i in range(g.c):
+            for e in range(16):
+                z[e] = zt[(e * g.c + i) * g.m + o]
+            for k in range(4):  # G^T rows: (1, .5, .5, 0), (0, .5, -.5, 0), (0, .5, .5, 1)
+                u[0][k] = z[k] + (z[4 + k] + z[8 + k]) * 0.5
+                u[1][k] = (z[4 + k] - z[8 + k]) * 0.5
+                u[2][k] = (z[4 + k] + z[8 + k]) * 0.5 + z[12 + k]
+            dst = dw + (o * g.c + i) * 9
+            for k in range(3):
+                if not accumulate:
+                    dst[3 * k] = 0
+                    dst[3 * k + 1] = 0
+                    dst[3 * k + 2] = 0
+                dst[3 * k] += u[k][0] + (u[k][1] + u[k][2]) * 0.5
+                dst[3 * k + 1] += (u[k][1] - u[k][2]) * 0.5
+                dst[3 * k + 2] += (u[k][1] + u[k][2]) * 0.5 + u[k][3]
+
+
+cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, floating* ws,
+                      const Geom* g, bint accumulate, int n_threads) noexcept nogil:
+    """dW (+)= the weight gradient by Winograd; chunks of g.wcols tiles in order, the
+    threads inside the GEMMs. ws: _wino_wg_workspace elements."""
+    cdef Py_ssize_t k, e, q0, nq, total = g.n * _wino_tiles(g)
+    cdef floating* zt = ws
+    cdef floating* v = ws + 16 * g.m * g.c
+    cdef floating* pt = v + 16 * g.c * g.wcols
+    cdef floating* rows = pt + 16 * g.m * g.wcols
+    for k in range((total + g.wcols - 1) // g.wcols):
+        q0 = k * g.wcols
+        nq = min(g.wcols, total - q0)
+        _wino_input(x, v, rows, g, q0, nq)
+        _wino_dy(dy, pt, g, q0, nq)
+        for e in range(16):
+            gemm(False, False, g.c, g.m, nq, 1, v + e * g.c * nq, nq, pt + e * nq * g.m, g.m,
+                 0 if k == 0 else 1, zt + e * g.c * g.m, g.m, NULL, BIAS_NONE, ACT_NONE, 0,
+                 n_threads)
+    _wino_wg_output(zt, dw, g, accumulate)
