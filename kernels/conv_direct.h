@@ -1,11 +1,11 @@
 /* Micro-kernels of the direct stride-1 convolution (conv_direct.pxi).
  *
- * The input is copied once, zero-padded, into xp[c][b][Hp][Wp]. A "virtual" output index
- * q = b*Hp*Wp + oy*Wp + ox then reads tap (c, ki, kj) at xp[off[k] + q] with
- * off[k] = c*nb*Hp*Wp + ki*dh*Wp + kj*dw: for every k, consecutive q are consecutive
- * floats. So the convolution is a GEMM whose B rows are shifted windows of xp, read in
- * place (no im2col matrix, no packing of B); q with ox >= OW or oy >= OH are computed or
- * summed but never stored (their dy is zero in the weight gradient).
+ * The input is copied once, zero-padded, into xp[c][b][Hp][Wp] (Wp: its row length). A
+ * "virtual" output index q = b*Hp*Wp + oy*Wp + ox then reads tap (c, ki, kj) at
+ * xp[off[k] + q] with off[k] = c*nb*Hp*Wp + ki*dh*Wp + kj*dw: for every k, consecutive q
+ * are consecutive floats. So the convolution is a GEMM whose B rows are shifted windows of
+ * xp, read in place (no im2col matrix, no packing of B); q with ox >= OW or oy >= OH are
+ * computed or summed but never stored (their dy is zero in the weight gradient).
  *
  * Forward tile: out[MR][NV*VL] = sum_k a[k][0..MR) x xp[off[k] + 0..NV*VL), with the weights
  * packed k-major, MR rows at a time (zero rows past M).
