@@ -974,6 +974,8 @@ cdef enum:
     CALL_T_FWD = 3  # conv_transpose2d forward: x, w, bias, y (bias and act after)
     CALL_T_DATA = 4  # conv_transpose2d backward-data: dy, w, -, dx
     CALL_T_WEIGHT = 5  # conv_transpose2d backward-weight: dy, x, db, dw (db: sums of dy)
+    CALL_UP_FWD = 6  # upsample_nearest2d forward: x, -, -, y
+    CALL_UP_BWD = 7  # upsample_nearest2d backward: dy, -, -, dx
 
 
 cdef class _Call:
@@ -985,6 +987,7 @@ cdef class _Call:
     cdef double act_param
     cdef void* p[5]
     cdef Py_ssize_t n, m, plane  # channel sums of dy, or the transpose's bias/act pass
+    cdef Py_ssize_t h, w, fh, fw  # upsampling: input plane and factors (n: planes)
     cdef tuple keep
 
     def __call__(self) -> None:
@@ -1007,6 +1010,10 @@ cdef void _run_call(_Call call, floating* _dtype) noexcept nogil:
         _conv_bwd_data(a, b, out, ws, &call.g, call.nt)
     elif call.kind == CALL_T_DATA:
         _conv_fwd(a, b, NULL, out, ws, &call.g, ACT_NONE, 0, call.nt)
+    elif call.kind == CALL_UP_FWD:
+        _upsample_fwd(a, out, call.n, call.h, call.w, call.fh, call.fw, call.nt)
+    elif call.kind == CALL_UP_BWD:
+        _upsample_bwd(a, out, call.n, call.h, call.w, call.fh, call.fw, call.nt)
     elif call.kind == CALL_T_FWD:
         _conv_bwd_data(a, b, out, ws, &call.g, call.nt)
         if c != NULL or call.act != ACT_NONE:
@@ -1229,29 +1236,33 @@ def _check_upsample(x, y_name, y, scale, n_threads):
     return n * c, h, w, fh, fw, _check_threads(n_threads)
 
 
-def upsample_nearest2d_forward(x, y, scale, n_threads=1) -> None:
+cdef _Call _bound_upsample(int kind, src, dst, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
+                           Py_ssize_t fh, Py_ssize_t fw, int nt):
+    cdef Geom g
+    g.threads = nt
+    cdef _Call call = _bound(kind, g, (src, None, None, dst, None), ACT_NONE, 0, False, planes,
+                             0, 0)
+    call.h, call.w, call.fh, call.fw = h, w, fh, fw
+    return call
+
+
+def upsample_nearest2d_forward(x, y, scale, n_threads=1, bind=False):
     """y[n, c, i, j] = x[n, c, i // sh, j // sw]; scale = int or (sh, sw).
 
     x : (N, C, H, W) float32 or float64, IN; y : (N, C, H*sh, W*sw), OUT.
     """
     planes, h, w, fh, fw, nt = _check_upsample(x, "y", y, scale, n_threads)
     _check_outputs({"y": y}, {"x": x})
-    if x.dtype == np.float32:
-        _upsample_fwd[float](<const float*>_ptr(x), <float*>_ptr(y), planes, h, w, fh, fw, nt)
-    else:
-        _upsample_fwd[double](<const double*>_ptr(x), <double*>_ptr(y), planes, h, w, fh, fw,
-                              nt)
+    call = _bound_upsample(CALL_UP_FWD, x, y, planes, h, w, fh, fw, nt)
+    return call if bind else call()
 
 
-def upsample_nearest2d_backward(dy, dx, scale, n_threads=1) -> None:
+def upsample_nearest2d_backward(dy, dx, scale, n_threads=1, bind=False):
     """dx = block sums of dy (the adjoint of upsample_nearest2d_forward).
 
     dy : (N, C, H*sh, W*sw), IN; dx : (N, C, H, W), OUT.
     """
     planes, h, w, fh, fw, nt = _check_upsample(dx, "dy", dy, scale, n_threads)
     _check_outputs({"dx": dx}, {"dy": dy})
-    if dx.dtype == np.float32:
-        _upsample_bwd[float](<const float*>_ptr(dy), <float*>_ptr(dx), planes, h, w, fh, fw, nt)
-    else:
-        _upsample_bwd[double](<const double*>_ptr(dy), <double*>_ptr(dx), planes, h, w, fh,
-                              fw, nt)
+    call = _bound_upsample(CALL_UP_BWD, dy, dx, planes, h, w, fh, fw, nt)
+    return call if bind else call()

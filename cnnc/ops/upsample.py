@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from cnnc._kernels import conv as _conv
 
@@ -40,8 +39,8 @@ class UpsampleGradAttrs:
 
 def upsample_kernel(node, ctx) -> Callable[[], None]:
     """y = each pixel repeated scale times per axis."""
-    return partial(_conv.upsample_nearest2d_forward, ctx.array(node.inputs[0]),
-                   ctx.array(node.output), node.attrs.scale, ctx.n_threads)
+    return _conv.upsample_nearest2d_forward(ctx.array(node.inputs[0]), ctx.array(node.output),
+                                            node.attrs.scale, ctx.n_threads, bind=True)
 
 
 def upsample_vjp(gb, node, douts) -> list:
@@ -60,8 +59,8 @@ def upsample_backward_shape(ins: Sequence[TensorType], a: UpsampleGradAttrs) -> 
 
 def upsample_backward_kernel(node, ctx) -> Callable[[], None]:
     """dx = block sums of dy."""
-    return partial(_conv.upsample_nearest2d_backward, ctx.array(node.inputs[0]),
-                   ctx.array(node.output), node.attrs.scale, ctx.n_threads)
+    return _conv.upsample_nearest2d_backward(ctx.array(node.inputs[0]), ctx.array(node.output),
+                                             node.attrs.scale, ctx.n_threads, bind=True)
 
 
 register_op(OpDef(
