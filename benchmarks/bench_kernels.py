@@ -56,6 +56,17 @@ CONV_GEMMS = [
 ]
 QUICK_CONV = {"lenet5.conv1.b64", "resnet20.stage1", "resnet20.stage1.b64",
               "resnet20.stage1.b64.dw", "vgg16.cifar.conv2"}
+# Dense layers at small batch: y[N, units] = x[N, F] @ W[F, units] ("nn", M = N), and the
+# backward data dx = dy @ W^T ("nt"); memory-bound, each element of W used N times. The
+# seed CNN's dense_1 (specs/seed.cnn): F = 64x14x14 = 12544, units = 128.
+#
+# name                  M      N      K  op
+DENSE_GEMMS = [
+    ("seed.dense_1.b1", 1, 128, 12544, "nn"),
+    ("seed.dense_1.b4", 4, 128, 12544, "nn"),
+    ("seed.dense_1.b1.dx", 1, 12544, 128, "nt"),
+]
+QUICK_DENSE = {"seed.dense_1.b1"}
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 QUICK_SQUARE = [64, 256, 512]
 CLOCKS = {"thread-cpu": time.thread_time, "wall": time.perf_counter}
@@ -71,6 +82,7 @@ def gemm_shapes(quick: bool) -> list[tuple[str, int, int, int, str]]:
     shapes = [(f"square{n}", n, n, n, "nn") for n in (QUICK_SQUARE if quick else SQUARE)]
     shapes += [(name, m, n, k, op) for name, _, m, n, k, op in CONV_GEMMS
                if not quick or name in QUICK_CONV]
+    shapes += [shape for shape in DENSE_GEMMS if not quick or shape[0] in QUICK_DENSE]
     return shapes
 
 

@@ -1,17 +1,29 @@
+# The sqrt in the update loops must not set errno, or gcc cannot vectorise them:
+# distutils: extra_compile_args = -fno-math-errno
 """Optimizer updates in place over flat parameter buffers, and gradient-norm clipping.
 
 Every buffer is a 1-D C-contiguous float32/float64 array: the parameters p, their gradient
 g, and the optimizer state (all of one length and dtype, the state zero-filled by the
 caller before step 1). The formulas are PyTorch's (torch.optim, 2.x, single-tensor form)
 and are written out in each docstring; t is the 1-based step count. Each element is
-updated in double from its own values only, so results do not depend on the thread count.
+updated from its own values only, in the buffers' precision (as PyTorch does; the bias
+corrections are hoisted out of the loop), so results do not depend on the thread count.
 Hyper-parameter defaults are PyTorch's.
 """
 from cython.parallel cimport prange
 
+from libc.math cimport sqrtf
+
 include "elementwise_common.pxi"
 
 from cnnc._kernels.elementwise import scale as _scale
+
+# The updates walk the buffers in chunks of this many elements, one thread per chunk: the
+# chunks do not depend on the thread count, so neither does which element falls in the
+# vectorised body of a chunk's loop and which in its scalar tail.
+cdef enum:
+    UPDATE_CHUNK = 8192
+    SUM_LANES = 16      # partial sums per chunk in sum_squares: a power of 2
 
 
 def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0,
@@ -187,63 +199,160 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
                              step_size, bc2_sqrt, nt)
 
 
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline Py_ssize_t _n_chunks(Py_ssize_t n) noexcept nogil:
+    return (n + UPDATE_CHUNK - 1) // UPDATE_CHUNK
+
+
 cdef void _sgd(floating[::1] p, const floating[::1] grad, floating[::1] buf, double lr,
                double momentum, double dampening, double wd, bint nesterov, bint first,
                int nt) noexcept nogil:
+    cdef Py_ssize_t n = p.shape[0], c, i0
+    if n == 0:
+        return
+    cdef floating* pp = &p[0]
+    cdef const floating* pg = &grad[0]
+    cdef floating* pb = NULL if buf is None else &buf[0]
+    for c in prange(_n_chunks(n), schedule="static", num_threads=nt):
+        i0 = c * UPDATE_CHUNK
+        _sgd_chunk(pp + i0, pg + i0, pb + i0 if pb != NULL else NULL,
+                   min(UPDATE_CHUNK, n - i0), lr, momentum, 1 - dampening, wd, nesterov,
+                   first)
+
+
+cdef inline void _sgd_chunk(floating* p, const floating* grad, floating* buf, Py_ssize_t n,
+                            floating lr, floating momentum, floating damp, floating wd,
+                            bint nesterov, bint first) noexcept nogil:
+    """_sgd on n elements, buf NULL without momentum; damp = 1 - dampening. One loop per
+    case, each free of per-element branches, so gcc vectorises it."""
     cdef Py_ssize_t i
-    cdef double g, b
-    for i in prange(p.shape[0], schedule="static", num_threads=nt):
-        g = grad[i] + wd * p[i]
-        if momentum != 0:
-            b = g if first else momentum * buf[i] + (1 - dampening) * g
-            buf[i] = <floating>b
-            b = buf[i]  # continue from the stored value, as PyTorch's buffer is
-            g = g + momentum * b if nesterov else b
-        p[i] = <floating>(p[i] - lr * g)
+    cdef floating g, b
+    if buf == NULL:
+        for i in range(n):
+            p[i] = p[i] - lr * (grad[i] + wd * p[i])
+    elif first:   # buf = g, not read (PyTorch's buffer starts as a copy of the gradient)
+        for i in range(n):
+            g = grad[i] + wd * p[i]
+            buf[i] = g
+            p[i] = p[i] - lr * (g + momentum * g if nesterov else g)
+    elif nesterov:
+        for i in range(n):
+            g = grad[i] + wd * p[i]
+            b = momentum * buf[i] + damp * g
+            buf[i] = b
+            p[i] = p[i] - lr * (g + momentum * b)
+    else:
+        for i in range(n):
+            b = momentum * buf[i] + damp * (grad[i] + wd * p[i])
+            buf[i] = b
+            p[i] = p[i] - lr * b
 
 
 cdef void _adam_update(floating[::1] p, const floating[::1] grad, floating[::1] m,
                        floating[::1] v, double beta1, double beta2, double eps, double l2,
                        double decay, double step_size, double bc2_sqrt, int nt) noexcept nogil:
+    cdef Py_ssize_t n = p.shape[0], c, i0
+    if n == 0:
+        return
+    cdef floating* pp = &p[0]
+    cdef const floating* pg = &grad[0]
+    cdef floating* pm = &m[0]
+    cdef floating* pv = &v[0]
+    for c in prange(_n_chunks(n), schedule="static", num_threads=nt):
+        i0 = c * UPDATE_CHUNK
+        _adam_chunk(pp + i0, pg + i0, pm + i0, pv + i0, min(UPDATE_CHUNK, n - i0), beta1,
+                    1 - beta1, beta2, 1 - beta2, eps, l2, decay, step_size, 1 / bc2_sqrt)
+
+
+cdef inline void _adam_chunk(floating* p, const floating* grad, floating* m, floating* v,
+                             Py_ssize_t n, floating beta1, floating one_b1, floating beta2,
+                             floating one_b2, floating eps, floating l2, floating decay,
+                             floating step_size, floating inv_bc2) noexcept nogil:
+    """_adam_update on n elements, in the parameters' precision (as PyTorch's)."""
     cdef Py_ssize_t i
-    cdef double g, mi, vi, pi
-    for i in prange(p.shape[0], schedule="static", num_threads=nt):
-        pi = p[i]
-        g = grad[i] + l2 * pi
-        mi = <floating>(beta1 * m[i] + (1 - beta1) * g)
-        vi = <floating>(beta2 * v[i] + (1 - beta2) * g * g)
-        m[i] = <floating>mi
-        v[i] = <floating>vi
-        p[i] = <floating>(pi * decay - step_size * mi / (sqrt(vi) / bc2_sqrt + eps))
+    cdef floating g, mi, vi
+    for i in range(n):
+        g = grad[i] + l2 * p[i]
+        mi = beta1 * m[i] + one_b1 * g
+        vi = beta2 * v[i] + one_b2 * g * g
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - step_size * mi / (_sqrt(vi) * inv_bc2 + eps)
 
 
 cdef void _rmsprop(floating[::1] p, const floating[::1] grad, floating[::1] sq,
                    floating[::1] buf, floating[::1] gavg, double lr, double alpha, double eps,
                    double wd, double momentum, bint use_buf, bint centered,
                    int nt) noexcept nogil:
+    cdef Py_ssize_t n = p.shape[0], c, i0
+    if n == 0:
+        return
+    cdef floating* pp = &p[0]
+    cdef const floating* pg = &grad[0]
+    cdef floating* ps = &sq[0]
+    cdef floating* pb = &buf[0] if use_buf else NULL
+    cdef floating* pa = &gavg[0] if centered else NULL
+    for c in prange(_n_chunks(n), schedule="static", num_threads=nt):
+        i0 = c * UPDATE_CHUNK
+        _rmsprop_chunk(pp + i0, pg + i0, ps + i0, pb + i0 if use_buf else NULL,
+                       pa + i0 if centered else NULL, min(UPDATE_CHUNK, n - i0), lr, alpha,
+                       1 - alpha, eps, wd, momentum)
+
+
+cdef inline void _rmsprop_chunk(floating* p, const floating* grad, floating* sq,
+                                floating* buf, floating* gavg, Py_ssize_t n, floating lr,
+                                floating alpha, floating one_alpha, floating eps, floating wd,
+                                floating momentum) noexcept nogil:
+    """_rmsprop on n elements; buf NULL without momentum, gavg NULL unless centered."""
     cdef Py_ssize_t i
-    cdef double g, v, a, d, b
-    for i in prange(p.shape[0], schedule="static", num_threads=nt):
+    cdef floating g, v, a, d
+    for i in range(n):
         g = grad[i] + wd * p[i]
-        v = <floating>(alpha * sq[i] + (1 - alpha) * g * g)
-        sq[i] = <floating>v
-        if centered:
-            a = <floating>(alpha * gavg[i] + (1 - alpha) * g)
-            gavg[i] = <floating>a
-            d = sqrt(v - a * a) + eps
+        v = alpha * sq[i] + one_alpha * g * g
+        sq[i] = v
+        if gavg != NULL:
+            a = alpha * gavg[i] + one_alpha * g
+            gavg[i] = a
+            v = v - a * a
+        d = _sqrt(v) + eps
+        if buf != NULL:
+            g = momentum * buf[i] + g / d
+            buf[i] = g
+            p[i] = p[i] - lr * g
         else:
-            d = sqrt(v) + eps
-        if use_buf:
-            b = <floating>(momentum * buf[i] + g / d)
-            buf[i] = <floating>b
-            p[i] = <floating>(p[i] - lr * b)
-        else:
-            p[i] = <floating>(p[i] - lr * g / d)
+            p[i] = p[i] - lr * g / d
 
 
 cdef void _sum_squares(const floating[::1] x, double[::1] partial, int nt) noexcept nogil:
     cdef Py_ssize_t n = x.shape[0], c, i0
     for c in prange(partial.shape[0], schedule="static", num_threads=nt):
         i0 = c * SUM_CHUNK
-        partial[c] = _row_dot_centred(&x[i0], 0.0, &x[i0], 0.0,
-                                      min(n, i0 + SUM_CHUNK) - i0) if n else 0.0
+        partial[c] = _chunk_sum_squares(&x[i0], min(n, i0 + SUM_CHUNK) - i0) if n else 0.0
+
+
+cdef inline double _chunk_sum_squares(const floating* x, Py_ssize_t n) noexcept nogil:
+    """sum(x[:n]^2) in double over SUM_LANES interleaved partial sums, which gcc keeps in
+    vector registers (the summation order is fixed, so this vectorises without
+    -ffast-math), then added pairwise in a fixed order."""
+    cdef double acc[SUM_LANES]
+    cdef Py_ssize_t i = 0, j, width
+    for j in range(SUM_LANES):
+        acc[j] = 0
+    while i + SUM_LANES <= n:
+        for j in range(SUM_LANES):
+            acc[j] += <double>x[i + j] * x[i + j]
+        i += SUM_LANES
+    for j in range(n - i):
+        acc[j] += <double>x[i + j] * x[i + j]
+    width = SUM_LANES // 2
+    while width > 0:
+        for j in range(width):
+            acc[j] += acc[j + width]
+        width //= 2
+    return acc[0]

@@ -188,6 +188,79 @@ def test_threads_bitwise_equal(kernel, dtype, m, n, k):
     _check(outs[0], a, b, c0, trans_a=True, beta=0.3, bias=bias, bias_mode="col", act="sigmoid")
 
 
+# A few rows of op(A) (dense layers at batch 1..4) stream B in place instead of packing it:
+# B as is for up to 4 rows, B stored transposed (dot products) for up to 2 rows and K >= 64.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 3), (33, 67), (150, 130), (1027, 5)])
+def test_small_m_matches_reference(dtype, m, trans_a, trans_b, n, k):
+    rng = np.random.default_rng(m * 1000 + n + k)
+    a = _mat(rng, (m, k), dtype, trans_a)
+    b = _mat(rng, (k, n), dtype, trans_b)
+    out = g.gemm(a, b, trans_a=trans_a, trans_b=trans_b, n_threads=1)
+    _check(out, a, b, None, trans_a=trans_a, trans_b=trans_b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.7, 0.0), (1.0, 1.0), (2.5, -0.3)])
+def test_small_m_alpha_beta_bias_act(dtype, m, trans_b, alpha, beta):
+    rng = np.random.default_rng(10 + m)
+    n, k = 523, 97
+    a, b = _mat(rng, (m, k), dtype, False), _mat(rng, (k, n), dtype, trans_b)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    for bias_mode, act in [(None, "none"), ("col", "relu"), ("row", "leaky_relu"),
+                           ("col", "sigmoid"), ("row", "tanh")]:
+        bias = None if bias_mode is None else rng.standard_normal(
+            m if bias_mode == "row" else n).astype(dtype)
+        c = np.full((m, n), np.nan, dtype) if beta == 0 else c0.copy()
+        g.gemm(a, b, c, trans_b=trans_b, alpha=alpha, beta=beta, bias=bias,
+               bias_mode=bias_mode, act=act, act_param=0.2)
+        _check(c, a, b, c0, trans_b=trans_b, alpha=alpha, beta=beta, bias=bias,
+               bias_mode=bias_mode, act=act, act_param=0.2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,trans_b", [(3, False), (2, True)])
+def test_small_m_strided_views(dtype, m, trans_b):
+    """Sliced A, B and C (leading dimensions past the width, C not cache-line aligned)."""
+    rng = np.random.default_rng(11)
+    n, k = 77, 70
+    a = rng.standard_normal((6, 90)).astype(dtype)[1:1 + m, 3:3 + k]
+    b_store = rng.standard_normal((90, 100)).astype(dtype)
+    b = b_store[2:2 + n, 5:5 + k] if trans_b else b_store[2:2 + k, 5:5 + n]
+    c_store = np.full((8, 90), np.nan, dtype)
+    c = c_store[1:1 + m, 3:3 + n]
+    g.gemm(a, b, c, trans_b=trans_b)
+    _check(c, a, b, None, trans_b=trans_b)
+    assert np.isnan(c_store[:1]).all() and np.isnan(c_store[:, :3]).all()
+    assert np.isnan(c_store[1 + m:]).all() and np.isnan(c_store[:, 3 + n:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k,trans_b", [(1, 4099, 300, False), (4, 1001, 700, False),
+                                           (3, 2003, 400, False), (1, 3001, 350, True),
+                                           (2, 1999, 600, True)])
+def test_small_m_threads_bitwise_equal(dtype, m, n, k, trans_b):
+    # Threads split C's columns; a C whose rows start off a cache line checks that where
+    # the split falls does not change any element.
+    rng = np.random.default_rng(12)
+    a, b = _mat(rng, (m, k), dtype, False), _mat(rng, (k, n), dtype, trans_b)
+    bias = rng.standard_normal(n).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    outs = []
+    for t in (1, 2, 3):
+        c = np.empty((m, n + 1), dtype)[:, 1:]
+        c[...] = c0
+        outs.append(g.gemm(a, b, c, trans_b=trans_b, alpha=0.9, beta=0.3, bias=bias,
+                           bias_mode="col", act="relu", n_threads=t))
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    _check(outs[0], a, b, c0, trans_b=trans_b, alpha=0.9, beta=0.3, bias=bias,
+           bias_mode="col", act="relu")
+
+
 def test_kernel_switch():
     assert g.kernel_name() == KERNELS[-1]
     for name in KERNELS:

@@ -6,7 +6,7 @@ from cnnc._kernels import optim as O
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
-SIZES = [1, 2, 7, 127, 4099]
+SIZES = [1, 2, 7, 127, 4099, 16397]   # the last spans three of the kernels' chunks
 STEPS = 5
 
 
