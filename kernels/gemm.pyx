@@ -106,7 +106,8 @@ cdef bint _overlap(cnp.ndarray x, cnp.ndarray y):
 
 def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
          alpha: float = 1.0, beta: float = 0.0, bias=None, bias_mode: str | None = None,
-         act: str = "none", act_param: float = 0.01, n_threads: int | None = None):
+         act: str = "none", act_param: float = 0.01, n_threads: int | None = None,
+         bind: bool = False):
     """C = act(alpha * op(A) @ op(B) + beta * C + bias), in place in ``c``; returns ``c``.
 
     a, b, c: 2-D float32 or float64 arrays, all the same dtype. op(X) is X, or X.T with
@@ -120,6 +121,9 @@ def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
         output channel) or [n] with bias_mode="col" (dense: one per output feature).
     act: "none", "relu", "leaky_relu" (slope act_param), "sigmoid" or "tanh".
     n_threads: None uses cnnc.threads.get_num_threads(). Results do not depend on it.
+    bind: instead of running, return the validated call: calling it runs the GEMM on these
+        arrays again (returning c) without checking them; the executor binds each op once
+        per plan.
     """
     cdef bint a_t, b_t, c_t
     cdef int typenum
@@ -168,38 +172,56 @@ def gemm(a, b, c=None, *, trans_a: bool = False, trans_b: bool = False,
             raise ValueError("gemm: bias must be contiguous")
         if _overlap(c, bias):
             raise ValueError("gemm: c must not overlap bias")
-    threads = effective_n_threads(n_threads)
-    if m == 0 or n == 0:
-        return c
-    if typenum == cnp.NPY_FLOAT32:
-        _run[float](ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
-                    _BIAS_MODES[bias_mode], _ACTS[act], act_param, threads)
+    cdef _Call call = _Call.__new__(_Call)
+    call.ta, call.tb, call.m, call.n, call.k = ta, tb, m, n, k
+    call.lda, call.ldb, call.ldc = lda, ldb, ldc
+    call.alpha, call.beta, call.act_param = alpha, beta, act_param
+    call.bias_mode, call.act = _BIAS_MODES[bias_mode], _ACTS[act]
+    call.nt = effective_n_threads(n_threads)
+    call.dbl = typenum == cnp.NPY_FLOAT64
+    call.pa, call.pb = cnp.PyArray_DATA(a), cnp.PyArray_DATA(b)
+    call.pc = cnp.PyArray_DATA(c)
+    call.pbias = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray> bias)
+    call.keep = (a, b, c, bias)
+    return call if bind else call()
+
+
+cdef class _Call:
+    """One validated GEMM on fixed arrays: calling it runs it again (no argument checks)
+    and returns c."""
+    cdef bint ta, tb, dbl
+    cdef Py_ssize_t m, n, k, lda, ldb, ldc
+    cdef double alpha, beta, act_param
+    cdef int bias_mode, act, nt
+    cdef void* pa
+    cdef void* pb
+    cdef void* pc
+    cdef void* pbias
+    cdef tuple keep
+
+    def __call__(self):
+        if self.m and self.n:
+            with nogil:
+                if self.dbl:
+                    _run[double](self, NULL)
+                else:
+                    _run[float](self, NULL)
+        return self.keep[2]
+
+
+cdef void _run(_Call g, floating* _dtype) noexcept nogil:
+    cdef const floating* pbias = <const floating*> g.pbias
+    cdef const floating* brow = pbias if g.bias_mode == BIAS_ROW else NULL
+    cdef const floating* bcol = pbias if g.bias_mode == BIAS_COL else NULL
+    if (g.m <= SMALL_M and not g.tb) or (
+            g.m <= SMALL_M_DOTS and g.k >= DOTS_MIN_DEPTH and not g.ta):
+        _small_m(g.ta, g.tb, g.m, g.n, g.k, <floating> g.alpha, <const floating*> g.pa, g.lda,
+                 <const floating*> g.pb, g.ldb, <floating> g.beta, <floating*> g.pc, g.ldc,
+                 brow, bcol, g.act, <floating> g.act_param, g.nt)
     else:
-        _run[double](ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
-                     _BIAS_MODES[bias_mode], _ACTS[act], act_param, threads)
-    return c
-
-
-cdef void _run(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
-               cnp.ndarray a, Py_ssize_t lda, cnp.ndarray b, Py_ssize_t ldb, floating beta,
-               cnp.ndarray c, Py_ssize_t ldc, object bias, int bias_mode, int act,
-               floating act_param, int n_threads):
-    cdef const floating* pa = <const floating*> cnp.PyArray_DATA(a)
-    cdef const floating* pb = <const floating*> cnp.PyArray_DATA(b)
-    cdef floating* pc = <floating*> cnp.PyArray_DATA(c)
-    cdef const floating* pbias = NULL
-    if bias is not None:
-        pbias = <const floating*> cnp.PyArray_DATA(<cnp.ndarray> bias)
-    cdef const floating* brow = pbias if bias_mode == BIAS_ROW else NULL
-    cdef const floating* bcol = pbias if bias_mode == BIAS_COL else NULL
-    with nogil:
-        if (m <= SMALL_M and not tb) or (
-                m <= SMALL_M_DOTS and k >= DOTS_MIN_DEPTH and not ta):
-            _small_m(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, brow, bcol, act,
-                     act_param, n_threads)
-        else:
-            gemm_impl(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias,
-                      bias_mode, act, act_param, n_threads)
+        gemm_impl(g.ta, g.tb, g.m, g.n, g.k, <floating> g.alpha, <const floating*> g.pa,
+                  g.lda, <const floating*> g.pb, g.ldb, <floating> g.beta, <floating*> g.pc,
+                  g.ldc, pbias, g.bias_mode, g.act, <floating> g.act_param, g.nt)
 
 
 # A few rows of A (a dense layer at batch 1..SMALL_M) use each element of B only that often:

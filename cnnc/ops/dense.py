@@ -63,10 +63,10 @@ def dense_kernel(node, ctx) -> Callable[[], None]:
     """y = act(x @ W + b) in one GEMM."""
     a = node.attrs
     b = node.params.get("bias")
-    return partial(_gemm.gemm, ctx.array(node.inputs[0]), ctx.array(node.params["weight"]),
-                   ctx.array(node.output), bias=ctx.array(b) if b is not None else None,
-                   bias_mode="col" if b is not None else None, act=a.activation,
-                   act_param=a.activation_alpha, n_threads=ctx.n_threads)
+    return _gemm.gemm(ctx.array(node.inputs[0]), ctx.array(node.params["weight"]),
+                      ctx.array(node.output), bias=ctx.array(b) if b is not None else None,
+                      bias_mode="col" if b is not None else None, act=a.activation,
+                      act_param=a.activation_alpha, n_threads=ctx.n_threads, bind=True)
 
 
 def dense_vjp(gb, node, douts) -> list:
@@ -99,15 +99,15 @@ def backward_weight_shape(ins: Sequence[TensorType], a: DenseGradAttrs
 def backward_data_kernel(node, ctx) -> Callable[[], None]:
     """dx = dy @ W^T."""
     dy, w = node.inputs
-    return partial(_gemm.gemm, ctx.array(dy), ctx.array(w), ctx.array(node.output),
-                   trans_b=True, n_threads=ctx.n_threads)
+    return _gemm.gemm(ctx.array(dy), ctx.array(w), ctx.array(node.output), trans_b=True,
+                      n_threads=ctx.n_threads, bind=True)
 
 
 def backward_weight_kernel(node, ctx) -> Callable[[], None]:
     """dW = x^T @ dy; db = column sums of dy."""
     x, dy = (ctx.array(v) for v in node.inputs)
-    weight = partial(_gemm.gemm, x, dy, ctx.array(node.outputs[0]), trans_a=True,
-                     n_threads=ctx.n_threads)
+    weight = _gemm.gemm(x, dy, ctx.array(node.outputs[0]), trans_a=True,
+                        n_threads=ctx.n_threads, bind=True)
     if not node.attrs.bias:
         return weight
     bias = partial(_ew.bias_backward, dy, ctx.array(node.outputs[1]), ctx.n_threads)

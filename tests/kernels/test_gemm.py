@@ -318,3 +318,18 @@ def test_aliasing_rejected():
     c = np.empty((6, 6))
     with pytest.raises(ValueError, match="overlap"):
         g.gemm(store, store.copy(), c, bias=c[0], bias_mode="col")
+
+
+def test_bound_gemm_reruns_on_the_same_arrays():
+    """bind=True validates once; each call reads the operands' current contents."""
+    rng = np.random.default_rng(11)
+    for m in (3, 37):  # the streamed few-row path and the packed path
+        a = rng.standard_normal((m, 29)).astype(np.float32)
+        b = rng.standard_normal((29, 45)).astype(np.float32)
+        bias = rng.standard_normal(45).astype(np.float32)
+        c = np.empty((m, 45), np.float32)
+        call = g.gemm(a, b, c, bias=bias, bias_mode="col", act="relu", bind=True)
+        for _ in range(2):
+            a[...] = rng.standard_normal(a.shape)
+            assert call() is c
+            np.testing.assert_allclose(c, np.maximum(a @ b + bias, 0), rtol=1e-5, atol=1e-5)
