@@ -150,16 +150,21 @@ cdef inline Py_ssize_t _block_start(Py_ssize_t j, Py_ssize_t n, Py_ssize_t b) no
 cdef void _max_row_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating* y,
                        int32_t* am, Py_ssize_t n) noexcept nogil:
     """n adjacent 2x2 windows inside the plane, the first with top-left r0 (plane index
-    base), in blocks of 16 (see _block_start) when the row has that many."""
-    cdef Py_ssize_t j = 0
-    if n < 16:
+    base), in blocks of 16, or of 8 for rows of 8-15 windows (LeNet-5's 14), when the row
+    has that many (see _block_start)."""
+    cdef Py_ssize_t j = 0, blk = 16 if n >= 16 else 8
+    if n < 8:
         _max_2x2(r0, w, base, y, am, n)
         return
     while j < n:
-        j = _block_start(j, n, 16)
-        _max_2x2(r0 + 2 * j, w, base + 2 * <int32_t>j, y + j,
-                 am + j if am != NULL else NULL, 16)
-        j += 16
+        j = _block_start(j, n, blk)
+        if blk == 16:
+            _max_2x2(r0 + 2 * j, w, base + 2 * <int32_t>j, y + j,
+                     am + j if am != NULL else NULL, 16)
+        else:
+            _max_2x2(r0 + 2 * j, w, base + 2 * <int32_t>j, y + j,
+                     am + j if am != NULL else NULL, 8)
+        j += blk
 
 
 cdef inline void _max_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating* y,
