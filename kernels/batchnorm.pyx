@@ -4,8 +4,12 @@ x is (N, C) or (N, C, H, W); statistics are per channel c over the m = N (or N*H
 values of that channel. Per-channel vectors (gamma, beta, means, variances) are (C,) of
 x's dtype.
 
-Training:   mean = sum(x) / m,  var = sum((x - mean)^2) / m  (two passes, in double),
-            invstd = 1 / sqrt(var + eps),  y = (x - mean) * invstd * gamma + beta.
+Training:   mean and var = the biased variance, from one pass of shifted sums in double:
+            with k = the channel's first value, s1 = sum(x - k), s2 = sum((x - k)^2),
+            mean = k + s1/m, var = s2/m - (s1/m)^2 (k is within a few standard deviations
+            of the mean, so the subtraction loses little, even for a large offset),
+            invstd = 1 / sqrt(var + eps),  y = (x - mean) * invstd * gamma + beta,
+            then y = max(y, 0) with activation="relu".
 Running statistics use the Keras momentum convention (PyTorch's momentum is 1 - ours):
             running_mean = momentum * running_mean + (1 - momentum) * mean
             running_var  = momentum * running_var  + (1 - momentum) * var * m / (m - 1)
@@ -13,26 +17,37 @@ i.e. the unbiased variance feeds the running estimate (as PyTorch does) while th
 one normalises. Defaults: momentum 0.99, eps 1e-3 (Keras); PyTorch's BatchNorm2d
 (momentum=0.1, eps=1e-5) is momentum=0.9, eps=1e-5 here.
 Inference:  y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
-Backward, with xhat = (x - mean) * invstd (saved mean and invstd, not recomputed):
+Backward, with xhat = (x - mean) * invstd (saved mean and invstd, not recomputed), and dy
+set to 0 where the forward's relu output y is <= 0 when it had one:
             dbeta = sum(dy),  dgamma = sum(dy * xhat),
             dx = gamma * invstd * (dy - dbeta / m - xhat * dgamma / m).
 
-Threads: per-channel sums have one owner and a fixed order (n, then positions with four
-interleaved partial sums); the elementwise passes are split over (n, c) rows. Results are
-bitwise identical for any thread count.
+Passes over memory: training forward and backward make two each, one for the per-channel
+sums and one to write y (dx), both in memory order (n, then c, then positions), which the
+hardware prefetchers stream; a channel-by-channel order (rows of H*W values a channel apart)
+measured slower, though its second pass would hit the cache. With a fused relu the
+backward gates dy in GATE_CHUNK pieces into an L1 buffer.
+
+Threads: the channels are split into one contiguous range per thread; each channel's sums
+are formed by its owner in a fixed order (n, then positions with LANES interleaved partial
+sums added pairwise, per GATE_CHUNK piece in backward), so every result is bitwise
+identical for any thread count.
 """
 from cython.parallel cimport prange
 
 include "elementwise_common.pxi"
 
 cdef enum:
-    BN_BLOCK = 64  # channels per task when the spatial size is small (dense layers)
+    LANES = 16     # interleaved partial sums of a row: vectorisable without reassociation
+    GATE_CHUNK = 256   # elements of a row gated by relu at a time: an L1 buffer, small
+                       # enough that the three input streams advance together
 
 
 def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean,
                             running_var, momentum: float = 0.99, eps: float = 1e-3,
-                            n_threads=None) -> None:
-    """Normalise with the batch statistics; save them for backward; update running stats.
+                            n_threads=None, activation: str = "none") -> None:
+    """Normalise with the batch statistics (then relu, if asked); save the statistics for
+    backward; update the running ones.
 
     Parameters
     ----------
@@ -43,6 +58,7 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     running_mean, running_var : (C,), IN/OUT (updated in place), or both None
     momentum : in [0, 1], Keras convention (see the module docstring)
     eps : > 0
+    activation : "none", or "relu" (y = max(normalised, 0); backward then needs y)
     """
     _float_arg("x", x, ndim=(2, 3, 4))
     vec = (x.shape[1],)
@@ -65,6 +81,8 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
             _no_alias(name, args[name], {k: v for k, v in args.items() if k != name},
                       inplace=("x",) if name == "y" else ())
     momentum, eps = float(momentum), _eps(eps)
+    if activation not in ("none", "relu"):
+        raise ValueError(f"activation must be 'none' or 'relu', got {activation!r}")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
     m = x.size // x.shape[1] if x.shape[1] else 0
@@ -74,13 +92,13 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     nt = _threads(n_threads, x.size)
     if x.size == 0:
         return
-    mean, var, mul = np.empty(x.shape[1]), np.empty(x.shape[1]), np.empty(x.shape[1])
+    relu, work = activation == "relu", np.empty((4, x.shape[1]))
     if x.dtype == np.float32:
         _train[float](_nck(x), gamma, beta, _nck(y), save_mean, save_invstd, running_mean,
-                      running_var, track, momentum, eps, mean, var, mul, nt)
+                      running_var, track, momentum, eps, relu, work, nt)
     else:
         _train[double](_nck(x), gamma, beta, _nck(y), save_mean, save_invstd, running_mean,
-                       running_var, track, momentum, eps, mean, var, mul, nt)
+                       running_var, track, momentum, eps, relu, work, nt)
 
 
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: float = 1e-3,
@@ -102,22 +120,21 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: f
     nt = _threads(n_threads, x.size)
     if x.size == 0:
         return
-    shift, mul, add = np.empty(x.shape[1]), np.empty(x.shape[1]), np.empty(x.shape[1])
+    mul = gamma / np.sqrt(running_var.astype(np.float64) + eps)
     if x.dtype == np.float32:
-        _infer[float](_nck(x), gamma, beta, running_mean, running_var, _nck(y), eps,
-                      shift, mul, add, nt)
+        _infer[float](_nck(x), beta, running_mean, mul, _nck(y), nt)
     else:
-        _infer[double](_nck(x), gamma, beta, running_mean, running_var, _nck(y), eps,
-                       shift, mul, add, nt)
+        _infer[double](_nck(x), beta, running_mean, mul, _nck(y), nt)
 
 
 def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
-                       n_threads=None) -> None:
+                       n_threads=None, y=None) -> None:
     """dx, dgamma, dbeta of training-mode batchnorm (formulas in the module docstring).
 
     x, dy : (N, C) or (N, C, H, W), IN; gamma, save_mean, save_invstd : (C,), IN (as saved by
     batchnorm_forward_train); dx : like x, OUT, may be dy (in-place); dgamma, dbeta : (C,),
-    OUT (overwritten, not accumulated).
+    OUT (overwritten, not accumulated); y : like x, IN, or None: the output of a forward
+    with activation="relu", whose gradient dy is (dy is taken as 0 where y <= 0).
     """
     _float_arg("x", x, ndim=(2, 3, 4))
     vec = (x.shape[1],)
@@ -127,8 +144,10 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
     _like("dx", dx, "x", x, out=True)
     _like("dgamma", dgamma, "x", x, out=True, shape=vec)
     _like("dbeta", dbeta, "x", x, out=True, shape=vec)
+    if y is not None:
+        _like("y", y, "x", x)
     args = {"x": x, "dy": dy, "gamma": gamma, "save_mean": save_mean,
-            "save_invstd": save_invstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+            "save_invstd": save_invstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta, "y": y}
     for name in ("dx", "dgamma", "dbeta"):
         _no_alias(name, args[name], {k: v for k, v in args.items() if k != name},
                   inplace=("dy",) if name == "dx" else ())
@@ -137,13 +156,13 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
         dgamma.fill(0)
         dbeta.fill(0)
         return
-    sdy, sdyx = np.empty(x.shape[1]), np.empty(x.shape[1])
+    y, work = None if y is None else _nck(y), np.empty((2, x.shape[1]))
     if x.dtype == np.float32:
-        _backward[float](_nck(x), _nck(dy), gamma, save_mean, save_invstd, _nck(dx), dgamma,
-                         dbeta, sdy, sdyx, nt)
+        _backward[float](_nck(x), _nck(dy), y, gamma, save_mean, save_invstd, _nck(dx),
+                         dgamma, dbeta, work, nt)
     else:
-        _backward[double](_nck(x), _nck(dy), gamma, save_mean, save_invstd, _nck(dx), dgamma,
-                          dbeta, sdy, sdyx, nt)
+        _backward[double](_nck(x), _nck(dy), y, gamma, save_mean, save_invstd, _nck(dx),
+                          dgamma, dbeta, work, nt)
 
 
 def _eps(eps) -> float:
@@ -153,116 +172,227 @@ def _eps(eps) -> float:
     return eps
 
 
-cdef inline Py_ssize_t _block(Py_ssize_t spatial) noexcept nogil:
-    return BN_BLOCK if spatial < 64 else 1
+cdef inline double _lanes_total(double* a) noexcept nogil:
+    """a[0] + ... + a[LANES-1], added pairwise (a fixed order); overwrites a."""
+    cdef Py_ssize_t w = LANES // 2, j
+    while w:
+        for j in range(w):
+            a[j] += a[j + w]
+        w //= 2
+    return a[0]
 
 
-cdef void _moments_block(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
-                         Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Mean and biased variance of channels [c0, c1): two passes, each sum in double."""
-    cdef double acc[BN_BLOCK]
-    cdef Py_ssize_t n, c, S = x.shape[2]
-    cdef double m = x.shape[0] * S
-    for c in range(c0, c1):
-        acc[c - c0] = 0
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            acc[c - c0] += _row_sum(&x[n, c, 0], S)
-    for c in range(c0, c1):
-        mean[c] = acc[c - c0] / m
-        acc[c - c0] = 0
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            acc[c - c0] += _row_dot_centred(&x[n, c, 0], mean[c], &x[n, c, 0], mean[c], S)
-    for c in range(c0, c1):
-        var[c] = acc[c - c0] / m
+cdef inline void _shifted_sums(const floating* x, double k, Py_ssize_t n, double* s1,
+                               double* s2) noexcept nogil:
+    """s1 += sum(x[i] - k) and s2 += sum((x[i] - k)^2) over i < n, in double."""
+    cdef double a[LANES]
+    cdef double b[LANES]
+    cdef double d
+    cdef Py_ssize_t i, j, body = n - n % LANES
+    if body:
+        for j in range(LANES):
+            a[j] = 0
+            b[j] = 0
+        i = 0
+        while i < body:
+            for j in range(LANES):
+                d = x[i + j] - k
+                a[j] += d
+                b[j] += d * d
+            i += LANES
+        s1[0] += _lanes_total(a)
+        s2[0] += _lanes_total(b)
+    for i in range(body, n):
+        d = x[i] - k
+        s1[0] += d
+        s2[0] += d * d
 
 
-cdef void _grad_sums_block(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                           const floating[::1] mean, double[::1] sdy, double[::1] sdyx,
-                           Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """sum(dy) and sum(dy * (x - mean)) of channels [c0, c1)."""
-    cdef double acc[BN_BLOCK]
-    cdef double acc2[BN_BLOCK]
-    cdef Py_ssize_t n, c, S = x.shape[2]
-    for c in range(c0, c1):
-        acc[c - c0] = 0
-        acc2[c - c0] = 0
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            acc[c - c0] += _row_sum(&dy[n, c, 0], S)
-            acc2[c - c0] += _row_dot_centred(&dy[n, c, 0], 0.0, &x[n, c, 0], mean[c], S)
-    for c in range(c0, c1):
-        sdy[c] = acc[c - c0]
-        sdyx[c] = acc2[c - c0]
+cdef inline const floating* _gate(const floating* dy, const floating* y, floating* buf,
+                                 Py_ssize_t n) noexcept nogil:
+    """The gradient reaching the normalisation from a fused relu with output y: dy where
+    y > 0, else 0, written to buf[0:n]. The select has a loop of its own: inside the
+    double-precision loops below the compiler would not vectorise it."""
+    cdef Py_ssize_t i
+    cdef floating d
+    for i in range(n):
+        d = dy[i]
+        buf[i] = d if y[i] > 0 else 0
+    return buf
 
 
-cdef void _affine(const floating[:, :, ::1] x, const double[::1] shift, const double[::1] mul,
-                  const floating[::1] add, floating[:, :, ::1] y, int nt) noexcept nogil:
-    """y[n, c, s] = (x[n, c, s] - shift[c]) * mul[c] + add[c]."""
-    cdef Py_ssize_t C = x.shape[1], r, n, c, s
-    for r in prange(x.shape[0] * C, schedule="static", num_threads=nt):
-        n = r // C
-        c = r % C
-        for s in range(x.shape[2]):
-            y[n, c, s] = <floating>((x[n, c, s] - shift[c]) * mul[c] + add[c])
+cdef inline void _grad_sums(const floating* g, const floating* x, double mean, Py_ssize_t n,
+                            double* sdy, double* sdyx) noexcept nogil:
+    """sdy += sum(g) and sdyx += sum(g * (x - mean)) over i < n, in double."""
+    cdef double a[LANES]
+    cdef double b[LANES]
+    cdef double v
+    cdef Py_ssize_t i, j, body = n - n % LANES
+    if body:
+        for j in range(LANES):
+            a[j] = 0
+            b[j] = 0
+        i = 0
+        while i < body:
+            for j in range(LANES):
+                v = g[i + j]
+                a[j] += v
+                b[j] += v * (x[i + j] - mean)
+            i += LANES
+        sdy[0] += _lanes_total(a)
+        sdyx[0] += _lanes_total(b)
+    for i in range(body, n):
+        sdy[0] += g[i]
+        sdyx[0] += g[i] * (x[i] - mean)
+
+
+cdef inline void _grad_sums_row(const floating* dy, const floating* y, const floating* x,
+                                double mean, Py_ssize_t n, double* sdy,
+                                double* sdyx) noexcept nogil:
+    """_grad_sums of one row's gradient, dy or (y not NULL) relu's (see _gate),
+    GATE_CHUNK elements at a time either way, so both add in one order."""
+    cdef floating buf[GATE_CHUNK]
+    cdef Py_ssize_t i = 0, k
+    while i < n:
+        k = min(<Py_ssize_t>GATE_CHUNK, n - i)
+        _grad_sums(dy + i if y == NULL else _gate(dy + i, y + i, buf, k), x + i, mean, k,
+                   sdy, sdyx)
+        i += k
+
+
+cdef inline void _normalise_row(const floating* x, floating* y, Py_ssize_t n, double shift,
+                                double mul, double add, bint relu) noexcept nogil:
+    """y[i] = (x[i] - shift) * mul + add for i < n, computed in double (then max(y, 0) if
+    relu); y may be x."""
+    cdef Py_ssize_t i
+    cdef floating v
+    if relu:
+        for i in range(n):
+            v = <floating>((x[i] - shift) * mul + add)
+            y[i] = v if v > 0 else 0
+    else:
+        for i in range(n):
+            y[i] = <floating>((x[i] - shift) * mul + add)
+
+
+cdef inline void _grad_x(const floating* g, const floating* x, floating* dx, Py_ssize_t n,
+                         double mean, double k1, double k2, double k3) noexcept nogil:
+    """dx[i] = k1 * g[i] - k2 - (x[i] - mean) * k3 for i < n, in double; dx may be g."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        dx[i] = <floating>(k1 * g[i] - k2 - (x[i] - mean) * k3)
+
+
+cdef inline void _grad_x_row(const floating* dy, const floating* y, const floating* x,
+                             floating* dx, Py_ssize_t n, double mean, double k1, double k2,
+                             double k3) noexcept nogil:
+    """_grad_x of one row's gradient, dy or (y not NULL) relu's (see _gate), GATE_CHUNK
+    elements at a time; dx may be dy."""
+    cdef floating buf[GATE_CHUNK]
+    cdef Py_ssize_t i = 0, k
+    while i < n:
+        k = min(<Py_ssize_t>GATE_CHUNK, n - i)
+        _grad_x(dy + i if y == NULL else _gate(dy + i, y + i, buf, k), x + i, dx + i, k,
+                mean, k1, k2, k3)
+        i += k
 
 
 cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
                  const floating[::1] beta, floating[:, :, ::1] y, floating[::1] save_mean,
                  floating[::1] save_invstd, floating[::1] running_mean,
                  floating[::1] running_var, bint track, double momentum, double eps,
-                 double[::1] mean, double[::1] var, double[::1] mul, int nt) noexcept nogil:
-    cdef Py_ssize_t C = x.shape[1], block = _block(x.shape[2]), i, c
-    cdef double m = x.shape[0] * x.shape[2], invstd
-    for i in prange((C + block - 1) // block, schedule="static", num_threads=nt):
-        _moments_block(x, mean, var, i * block, min(C, (i + 1) * block))
-    for c in range(C):
-        invstd = 1 / sqrt(var[c] + eps)
-        save_mean[c] = <floating>mean[c]
+                 bint relu, double[:, ::1] work, int nt) noexcept nogil:
+    cdef Py_ssize_t C = x.shape[1], t
+    for t in prange(nt, schedule="static", num_threads=nt):
+        _train_channels(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
+                        track, momentum, eps, relu, work, t * C // nt, (t + 1) * C // nt)
+
+
+cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma,
+                          const floating[::1] beta, floating[:, :, ::1] y,
+                          floating[::1] save_mean, floating[::1] save_invstd,
+                          floating[::1] running_mean, floating[::1] running_var, bint track,
+                          double momentum, double eps, bint relu, double[:, ::1] work,
+                          Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): one pass for the sums, the statistics, one pass to write y.
+    work[0:4, c]: the sums s1 and s2, the mean (first the shift k), gamma * invstd."""
+    cdef Py_ssize_t n, c, S = x.shape[2]
+    cdef double m = x.shape[0] * S, d, var, invstd
+    for c in range(c0, c1):
+        work[0, c] = 0
+        work[1, c] = 0
+        work[2, c] = x[0, c, 0]
+    for n in range(x.shape[0]):
+        for c in range(c0, c1):
+            _shifted_sums(&x[n, c, 0], work[2, c], S, &work[0, c], &work[1, c])
+    for c in range(c0, c1):
+        d = work[0, c] / m  # mean - k
+        var = max(work[1, c] / m - d * d, 0.0)
+        work[2, c] += d
+        invstd = 1 / sqrt(var + eps)
+        work[3, c] = gamma[c] * invstd
+        save_mean[c] = <floating>work[2, c]
         save_invstd[c] = <floating>invstd
-        mul[c] = gamma[c] * invstd
         if track:
-            running_mean[c] = <floating>(momentum * running_mean[c] + (1 - momentum) * mean[c])
+            running_mean[c] = <floating>(momentum * running_mean[c]
+                                         + (1 - momentum) * work[2, c])
             running_var[c] = <floating>(momentum * running_var[c]
-                                        + (1 - momentum) * var[c] * m / (m - 1))
-    _affine(x, mean, mul, beta, y, nt)
+                                        + (1 - momentum) * var * m / (m - 1))
+    for n in range(x.shape[0]):
+        for c in range(c0, c1):
+            _normalise_row(&x[n, c, 0], &y[n, c, 0], S, work[2, c], work[3, c], beta[c], relu)
 
 
-cdef void _infer(const floating[:, :, ::1] x, const floating[::1] gamma,
-                 const floating[::1] beta, const floating[::1] running_mean,
-                 const floating[::1] running_var, floating[:, :, ::1] y, double eps,
-                 double[::1] shift, double[::1] mul, double[::1] add, int nt) noexcept nogil:
-    cdef Py_ssize_t c
-    for c in range(x.shape[1]):
-        shift[c] = running_mean[c]
-        mul[c] = gamma[c] / sqrt(<double>running_var[c] + eps)
-    _affine(x, shift, mul, beta, y, nt)
-
-
-cdef void _backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                    const floating[::1] gamma, const floating[::1] mean,
-                    const floating[::1] invstd, floating[:, :, ::1] dx, floating[::1] dgamma,
-                    floating[::1] dbeta, double[::1] sdy, double[::1] sdyx,
-                    int nt) noexcept nogil:
-    cdef Py_ssize_t C = x.shape[1], block = _block(x.shape[2]), i, r, n, c, s
-    cdef double m = x.shape[0] * x.shape[2], k1, k2, k3
-    for i in prange((C + block - 1) // block, schedule="static", num_threads=nt):
-        _grad_sums_block(x, dy, mean, sdy, sdyx, i * block, min(C, (i + 1) * block))
-    for c in range(C):
-        dbeta[c] = <floating>sdy[c]
-        dgamma[c] = <floating>(sdyx[c] * invstd[c])
-    # dx = k1*dy - k2 - (x - mean)*k3 with k1 = gamma*invstd, k2 = k1*sum(dy)/m,
-    # k3 = k1*invstd^2*sum(dy*(x - mean))/m; sdy, sdyx now hold k2, k3
-    for c in range(C):
-        k1 = <double>gamma[c] * invstd[c]
-        sdy[c] = k1 * sdy[c] / m
-        sdyx[c] = k1 * invstd[c] * invstd[c] * sdyx[c] / m
+cdef void _infer(const floating[:, :, ::1] x, const floating[::1] beta,
+                 const floating[::1] shift, const double[::1] mul, floating[:, :, ::1] y,
+                 int nt) noexcept nogil:
+    """y = (x - shift) * mul + beta per channel, over (n, c) rows in parallel."""
+    cdef Py_ssize_t C = x.shape[1], r, n, c
     for r in prange(x.shape[0] * C, schedule="static", num_threads=nt):
         n = r // C
         c = r % C
+        _normalise_row(&x[n, c, 0], &y[n, c, 0], x.shape[2], shift[c], mul[c], beta[c], False)
+
+
+cdef void _backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                    const floating[:, :, ::1] y, const floating[::1] gamma,
+                    const floating[::1] mean, const floating[::1] invstd,
+                    floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
+                    double[:, ::1] work, int nt) noexcept nogil:
+    cdef Py_ssize_t C = x.shape[1], t
+    for t in prange(nt, schedule="static", num_threads=nt):
+        _backward_channels(x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work,
+                           t * C // nt, (t + 1) * C // nt)
+
+
+cdef void _backward_channels(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                             const floating[:, :, ::1] y, const floating[::1] gamma,
+                             const floating[::1] mean, const floating[::1] invstd,
+                             floating[:, :, ::1] dx, floating[::1] dgamma,
+                             floating[::1] dbeta, double[:, ::1] work, Py_ssize_t c0,
+                             Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): one pass for sum(g) and sum(g * (x - mean)) (work[0:2, c]), one
+    to write dx. g = dy, or relu's gradient when y (the forward's output) is not None."""
+    cdef Py_ssize_t n, c, S = x.shape[2]
+    cdef double m = x.shape[0] * S, k1
+    cdef bint relu = y is not None
+    for c in range(c0, c1):
+        work[0, c] = 0
+        work[1, c] = 0
+    for n in range(x.shape[0]):
+        for c in range(c0, c1):
+            _grad_sums_row(&dy[n, c, 0], &y[n, c, 0] if relu else NULL, &x[n, c, 0],
+                           mean[c], S, &work[0, c], &work[1, c])
+    # dx = k1*g - k2 - (x - mean)*k3 with k1 = gamma*invstd, k2 = k1*sum(g)/m,
+    # k3 = k1*invstd^2*sum(g*(x - mean))/m; work[0:2, c] then hold k2, k3
+    for c in range(c0, c1):
+        dbeta[c] = <floating>work[0, c]
+        dgamma[c] = <floating>(work[1, c] * invstd[c])
         k1 = <double>gamma[c] * invstd[c]
-        k2 = sdy[c]
-        k3 = sdyx[c]
-        for s in range(x.shape[2]):
-            dx[n, c, s] = <floating>(k1 * dy[n, c, s] - k2 - (x[n, c, s] - mean[c]) * k3)
+        work[0, c] = k1 * work[0, c] / m
+        work[1, c] = k1 * invstd[c] * invstd[c] * work[1, c] / m
+    for n in range(x.shape[0]):
+        for c in range(c0, c1):
+            _grad_x_row(&dy[n, c, 0], &y[n, c, 0] if relu else NULL, &x[n, c, 0],
+                        &dx[n, c, 0], S, mean[c], <double>gamma[c] * invstd[c], work[0, c],
+                        work[1, c])

@@ -9,10 +9,15 @@ Activation backward rules read the forward *output* y, not x, so an in-place for
 (y is x) loses nothing: relu and leaky_relu (alpha >= 0) use the sign of y, sigmoid
 y*(1-y), tanh 1-y^2.
 
-Threads: elementwise loops are split statically over elements, each element has one owner.
-The bias gradient is a per-channel sum owned by one thread and added in a fixed order
-(over n, then over the spatial positions with four interleaved partial sums), so every
-result is bitwise identical for any thread count.
+add, the activations and their backward share one loop (`_run`): blocks of ELEM_BLOCK
+elements, in each the inputs but the last summed in an L1 buffer, the last added in the
+loop that applies the activation (or its derivative), so add + relu, and the sum of a
+tensor's gradients + the derivative, read and write memory once.
+
+Threads: elementwise loops are split statically over elements (blocks), each element has
+one owner. The bias gradient is a per-channel sum owned by one thread and added in a fixed
+order (over n, then over the spatial positions with four interleaved partial sums), so
+every result is bitwise identical for any thread count.
 """
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
@@ -25,11 +30,12 @@ cnp.import_array()
 include "elementwise_common.pxi"
 
 cdef enum Act:
-    RELU, LEAKY, SIGMOID, TANH
+    IDENTITY, RELU, LEAKY, SIGMOID, TANH
 
 cdef enum:
     BIAS_BLOCK = 64     # channels per task when the spatial size is small (dense layers)
     COPY_CHUNK = 65536  # bytes per task for copy
+    ELEM_BLOCK = 2048   # elements per task of add and the activations: sums stay in L1
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,7 +119,7 @@ cdef void _bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int nt) noe
 
 
 # ---------------------------------------------------------------------------------------
-# activations
+# activations, add, and their backward
 
 
 def relu_forward(x, y, n_threads=None) -> None:
@@ -123,7 +129,7 @@ def relu_forward(x, y, n_threads=None) -> None:
 
 def relu_backward(y, dy, dx, n_threads=None) -> None:
     """dx = dy where y > 0, else 0 (y: the forward output). dx may be dy."""
-    _act_backward(y, dy, dx, RELU, 0.0, n_threads)
+    _act_backward(y, [dy], dx, RELU, 0.0, n_threads)
 
 
 def leaky_relu_forward(x, y, alpha: float, n_threads=None) -> None:
@@ -133,7 +139,7 @@ def leaky_relu_forward(x, y, alpha: float, n_threads=None) -> None:
 
 def leaky_relu_backward(y, dy, dx, alpha: float, n_threads=None) -> None:
     """dx = dy if y > 0 else alpha*dy (y: the forward output; alpha >= 0). dx may be dy."""
-    _act_backward(y, dy, dx, LEAKY, _leaky_alpha(alpha), n_threads)
+    _act_backward(y, [dy], dx, LEAKY, _leaky_alpha(alpha), n_threads)
 
 
 def sigmoid_forward(x, y, n_threads=None) -> None:
@@ -143,7 +149,7 @@ def sigmoid_forward(x, y, n_threads=None) -> None:
 
 def sigmoid_backward(y, dy, dx, n_threads=None) -> None:
     """dx = dy * y * (1 - y) (y: the forward output). dx may be dy."""
-    _act_backward(y, dy, dx, SIGMOID, 0.0, n_threads)
+    _act_backward(y, [dy], dx, SIGMOID, 0.0, n_threads)
 
 
 def tanh_forward(x, y, n_threads=None) -> None:
@@ -153,7 +159,59 @@ def tanh_forward(x, y, n_threads=None) -> None:
 
 def tanh_backward(y, dy, dx, n_threads=None) -> None:
     """dx = dy * (1 - y^2) (y: the forward output). dx may be dy."""
-    _act_backward(y, dy, dx, TANH, 0.0, n_threads)
+    _act_backward(y, [dy], dx, TANH, 0.0, n_threads)
+
+
+def add_forward(xs, y, n_threads=None, activation: str = "none", alpha: float = 0.0) -> None:
+    """y = act(xs[0] + xs[1] + ... + xs[k-1]), added left to right in the dtype of the inputs.
+
+    The backward of a plain add is the identity fan-out: each input's gradient *is* dy, so
+    the executor can hand the same buffer to every producer (or ``copy`` it when one of them
+    updates its gradient in place). This kernel also sums the gradients that fan in to one
+    tensor.
+
+    Parameters
+    ----------
+    xs : sequence of k >= 1 arrays, all of one shape and dtype (float32/float64), IN
+    y : shape and dtype of xs[0], OUT; may be one of the xs (in-place)
+    activation : "none", "relu", "leaky_relu", "sigmoid" or "tanh", applied to the sum
+    alpha : leaky_relu's slope (>= 0)
+    """
+    xs = _same_arrays("xs", xs)
+    _like("y", y, "xs[0]", xs[0], out=True)
+    _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)},
+              inplace=tuple(f"xs[{j}]" for j in range(len(xs))))
+    op, alpha = _activation(activation, alpha)
+    _run(xs, None, y, op, alpha, _threads(n_threads, y.size))
+
+
+def act_backward(y, dys, dx, activation: str, alpha: float = 0.0, n_threads=None) -> None:
+    """dx = (dys[0] + ... + dys[k-1]) * act'(y): the gradient through an activation whose
+    output has k readers (their gradients are summed left to right in the dtype, then
+    multiplied as by the ``*_backward`` kernel of the activation).
+
+    Parameters
+    ----------
+    y : the activation's forward output, any shape, float32/float64, IN
+    dys : sequence of k >= 1 arrays like y, IN
+    dx : like y, OUT; may be one of the dys (in-place), must not overlap y
+    activation : "none", "relu", "leaky_relu", "sigmoid" or "tanh"
+    alpha : leaky_relu's slope (>= 0)
+    """
+    op, alpha = _activation(activation, alpha)
+    _act_backward(y, dys, dx, op, alpha, n_threads)
+
+
+_ACTIVATIONS = {"none": IDENTITY, "relu": RELU, "leaky_relu": LEAKY, "sigmoid": SIGMOID,
+                "tanh": TANH}
+
+
+def _activation(name, alpha) -> tuple:
+    """(Act code, alpha) of an activation name; alpha checked for leaky_relu only."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {name!r}")
+    op = _ACTIVATIONS[name]
+    return op, (_leaky_alpha(alpha) if op == LEAKY else 0.0)
 
 
 def _leaky_alpha(alpha) -> float:
@@ -164,123 +222,154 @@ def _leaky_alpha(alpha) -> float:
     return alpha
 
 
+def _same_arrays(name: str, arrays) -> list:
+    """`arrays` as a list of k >= 1 float arrays of one shape and dtype."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError(f"{name} must hold at least one array")
+    _float_arg(f"{name}[0]", arrays[0])
+    for j, a in enumerate(arrays[1:], 1):
+        _like(f"{name}[{j}]", a, f"{name}[0]", arrays[0])
+    return arrays
+
+
 def _act_forward(x, y, int op, double alpha, n_threads):
     _float_arg("x", x)
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x}, inplace=("x",))
-    nt = _threads(n_threads, x.size)
-    if x.dtype == np.float32:
-        _act_fwd[float](x.reshape(-1), y.reshape(-1), op, alpha, nt)
-    else:
-        _act_fwd[double](x.reshape(-1), y.reshape(-1), op, alpha, nt)
+    _run([x], None, y, op, alpha, _threads(n_threads, x.size))
 
 
-def _act_backward(y, dy, dx, int op, double alpha, n_threads):
+def _act_backward(y, dys, dx, int op, double alpha, n_threads):
     _float_arg("y", y)
-    _like("dy", dy, "y", y)
+    dys = _same_arrays("dys", dys)
+    _like("dys[0]", dys[0], "y", y)
     _like("dx", dx, "y", y, out=True)
-    _no_alias("dx", dx, {"y": y, "dy": dy}, inplace=("dy",))
-    nt = _threads(n_threads, y.size)
-    if y.dtype == np.float32:
-        _act_bwd[float](y.reshape(-1), dy.reshape(-1), dx.reshape(-1), op, alpha, nt)
-    else:
-        _act_bwd[double](y.reshape(-1), dy.reshape(-1), dx.reshape(-1), op, alpha, nt)
+    _no_alias("dx", dx, {"y": y, **{f"dys[{j}]": a for j, a in enumerate(dys)}},
+              inplace=tuple(f"dys[{j}]" for j in range(len(dys))))
+    _run(dys, y, dx, op, alpha, _threads(n_threads, y.size))
 
 
-cdef void _act_fwd(const floating[::1] x, floating[::1] y, int op, double alpha,
-                   int nt) noexcept nogil:
-    cdef Py_ssize_t i, n = x.shape[0]
-    cdef floating a = <floating>alpha
-    # one loop per activation, so each inner loop is branch-light and vectorisable
-    if op == RELU:
-        for i in prange(n, schedule="static", num_threads=nt):
-            y[i] = x[i] if x[i] > 0 else 0
-    elif op == LEAKY:
-        for i in prange(n, schedule="static", num_threads=nt):
-            y[i] = x[i] if x[i] > 0 else a * x[i]
-    elif op == SIGMOID:
-        for i in prange(n, schedule="static", num_threads=nt):
-            y[i] = _sigmoid(x[i])
-    else:
-        for i in prange(n, schedule="static", num_threads=nt):
-            y[i] = _tanh(x[i])
-
-
-cdef void _act_bwd(const floating[::1] y, const floating[::1] dy, floating[::1] dx, int op,
-                   double alpha, int nt) noexcept nogil:
-    cdef Py_ssize_t i, n = y.shape[0]
-    cdef floating a = <floating>alpha
-    if op == RELU:
-        for i in prange(n, schedule="static", num_threads=nt):
-            dx[i] = dy[i] if y[i] > 0 else 0
-    elif op == LEAKY:
-        for i in prange(n, schedule="static", num_threads=nt):
-            dx[i] = dy[i] if y[i] > 0 else a * dy[i]
-    elif op == SIGMOID:
-        for i in prange(n, schedule="static", num_threads=nt):
-            dx[i] = dy[i] * y[i] * (1 - y[i])
-    else:
-        for i in prange(n, schedule="static", num_threads=nt):
-            dx[i] = dy[i] * (1 - y[i] * y[i])
-
-
-# ---------------------------------------------------------------------------------------
-# add, copy, scale
-
-
-def add_forward(xs, y, n_threads=None) -> None:
-    """y = xs[0] + xs[1] + ... + xs[k-1], added left to right in the dtype of the inputs.
-
-    The backward of add is the identity fan-out: each input's gradient *is* dy, so the
-    executor can hand the same buffer to every producer (or ``copy`` it when one of them
-    updates its gradient in place). This kernel also sums the gradients that fan in to one
-    tensor.
-
-    Parameters
-    ----------
-    xs : sequence of k >= 1 arrays, all of one shape and dtype (float32/float64), IN
-    y : shape and dtype of xs[0], OUT; may be one of the xs (in-place)
-    """
-    xs = list(xs)
-    if not xs:
-        raise ValueError("add_forward needs at least one input")
-    _float_arg("xs[0]", xs[0])
-    for j, a in enumerate(xs[1:], 1):
-        _like(f"xs[{j}]", a, "xs[0]", xs[0])
-    _like("y", y, "xs[0]", xs[0], out=True)
-    _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)},
-              inplace=tuple(f"xs[{j}]" for j in range(len(xs))))
-    nt = _threads(n_threads, y.size)
-    if y.size == 0:
-        return
-    flat = [a.reshape(-1) for a in xs]
-    if y.dtype == np.float32:
-        _add_k[float](flat, y.reshape(-1), nt)
-    else:
-        _add_k[double](flat, y.reshape(-1), nt)
-
-
-cdef int _add_k(list xs, floating[::1] y, int nt) except -1:
-    cdef Py_ssize_t k = len(xs), n = y.shape[0], i, j
-    cdef const floating[::1] v
-    cdef floating acc
-    cdef const floating** p = <const floating**>malloc(k * sizeof(floating*))
+cdef int _run(list srcs, y, out, int op, double alpha, int nt) except -1:
+    """out = act(sum of srcs) when y is None, else out = act'(y) * (sum of srcs); arrays
+    checked by the caller (one shape and dtype, C-contiguous; out is one of srcs or
+    overlaps none of them, and never overlaps y)."""
+    cdef Py_ssize_t k = len(srcs), j
+    cdef void* yp = NULL if y is None else cnp.PyArray_DATA(y)
+    cdef void** p = <void**>malloc(k * sizeof(void*))
     if p == NULL:
         raise MemoryError()
     try:
-        for j in range(k):
-            v = xs[j]  # the arrays stay alive in xs while the pointers are used
-            p[j] = &v[0]
-        with nogil:
-            # every element is read from all inputs before y[i] is written: in-place is safe
-            for i in prange(n, schedule="static", num_threads=nt):
-                acc = p[0][i]
-                for j in range(1, k):
-                    acc = acc + p[j][i]
-                y[i] = acc
+        for j in range(k):  # the arrays stay alive in srcs while the pointers are used
+            p[j] = cnp.PyArray_DATA(srcs[j])
+        if out.dtype == np.float32:
+            _blocks[float](<const float**>p, k, <const float*>yp,
+                           <float*>cnp.PyArray_DATA(out), out.size, op, alpha, nt)
+        else:
+            _blocks[double](<const double**>p, k, <const double*>yp,
+                            <double*>cnp.PyArray_DATA(out), out.size, op, alpha, nt)
     finally:
         free(p)
     return 0
+
+
+cdef void _blocks(const floating** p, Py_ssize_t k, const floating* y, floating* out,
+                  Py_ssize_t n, int op, double alpha, int nt) noexcept nogil:
+    """_run over blocks of ELEM_BLOCK elements, one thread per block."""
+    cdef Py_ssize_t b
+    for b in prange((n + ELEM_BLOCK - 1) // ELEM_BLOCK, schedule="static", num_threads=nt):
+        _block(p, k, y, out, b * ELEM_BLOCK, min(<Py_ssize_t>ELEM_BLOCK, n - b * ELEM_BLOCK),
+               op, <floating>alpha)
+
+
+cdef inline void _block(const floating** p, Py_ssize_t k, const floating* y, floating* out,
+                        Py_ssize_t i0, Py_ssize_t n, int op, floating a) noexcept nogil:
+    """One block of _run. All inputs but the last are summed into an L1 buffer (or taken
+    as they are when there is one); the last is added in the loop that applies the
+    activation or its derivative, so a two-input add + relu reads and writes memory
+    once. out may be one of the inputs: each element is read from all of them before it
+    is written."""
+    cdef floating tmp[ELEM_BLOCK]
+    cdef const floating* s = p[0] + i0
+    cdef const floating* last = NULL if k == 1 else p[k - 1] + i0
+    cdef Py_ssize_t j
+    if k > 2:
+        _add_row(p[0] + i0, p[1] + i0, tmp, n)
+        for j in range(2, k - 1):
+            _add_row(tmp, p[j] + i0, tmp, n)
+        s = tmp
+    if y == NULL:
+        _act_fwd_row(s, last, out + i0, n, op, a)
+    else:
+        _act_bwd_row(y + i0, s, last, out + i0, n, op, a)
+
+
+cdef inline void _add_row(const floating* a, const floating* b, floating* y,
+                          Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = a[i] + b[i]
+
+
+cdef inline floating _at(const floating* x, const floating* b, Py_ssize_t i) noexcept nogil:
+    """x[i] + b[i], or x[i] when b is NULL (a loop-invariant test: the compiler makes two
+    versions of each loop using it)."""
+    return x[i] if b == NULL else x[i] + b[i]
+
+
+cdef inline void _act_fwd_row(const floating* x, const floating* b, floating* y,
+                              Py_ssize_t n, int op, floating a) noexcept nogil:
+    """y[0:n] = act(x[0:n] + b[0:n]), or act(x[0:n]) when b is NULL; y may be x or b."""
+    cdef Py_ssize_t i
+    cdef floating v
+    # one loop per activation, so each inner loop is branch-light and vectorisable
+    if op == IDENTITY:
+        if b != NULL:
+            _add_row(x, b, y, n)
+        elif y != x:
+            memcpy(y, x, n * sizeof(floating))
+    elif op == RELU:
+        for i in range(n):
+            v = _at(x, b, i)
+            y[i] = v if v > 0 else 0
+    elif op == LEAKY:
+        for i in range(n):
+            v = _at(x, b, i)
+            y[i] = v if v > 0 else a * v
+    elif op == SIGMOID:
+        for i in range(n):
+            y[i] = _sigmoid(_at(x, b, i))
+    else:
+        for i in range(n):
+            y[i] = _tanh(_at(x, b, i))
+
+
+cdef inline void _act_bwd_row(const floating* y, const floating* dy, const floating* b,
+                              floating* dx, Py_ssize_t n, int op, floating a) noexcept nogil:
+    """dx[0:n] = (dy[0:n] + b[0:n]) * act'(y[0:n]), or dy[0:n] * act'(y[0:n]) when b is
+    NULL; dx may be dy or b."""
+    cdef Py_ssize_t i
+    cdef floating d
+    if op == IDENTITY:
+        _act_fwd_row(dy, b, dx, n, IDENTITY, a)
+    elif op == RELU:
+        for i in range(n):
+            d = _at(dy, b, i)  # loaded unconditionally: a select, not a masked load
+            dx[i] = d if y[i] > 0 else 0
+    elif op == LEAKY:
+        for i in range(n):
+            d = _at(dy, b, i)
+            dx[i] = d if y[i] > 0 else a * d
+    elif op == SIGMOID:
+        for i in range(n):
+            dx[i] = _at(dy, b, i) * y[i] * (1 - y[i])
+    else:
+        for i in range(n):
+            dx[i] = _at(dy, b, i) * (1 - y[i] * y[i])
+
+
+# ---------------------------------------------------------------------------------------
+# copy, scale
 
 
 def copy(x, y, n_threads=None) -> None:

@@ -79,7 +79,7 @@ def test_backward_of_a_layer_counts_twice_its_forward_flops(train_report):
     dense = rows["dense_1"]["gflop"]
     assert dense == pytest.approx(2 * 4 * 45 * 3 / 1e9)
     assert rows["dense_1/dweight"]["gflop"] == pytest.approx(dense)
-    assert rows["relu_1/dx"]["gflop"] == 0 and rows["relu_1/dx"]["gb_s"] >= 0
+    assert rows["relu_2/dx"]["gflop"] == 0 and rows["relu_2/dx"]["gb_s"] >= 0
 
 
 def test_inference_flops_match_the_summary_and_folds_are_separate_calls():

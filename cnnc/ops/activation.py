@@ -4,7 +4,9 @@
 Backward rules read the forward *output* y (relu and leaky_relu its sign, sigmoid
 y (1 - y), tanh 1 - y^2), so a forward run in place loses nothing: one internal op,
 ``act_backward`` (inputs dy, y), serves these four and every fused activation of conv,
-conv_transpose and dense. ``softmax_backward`` (inputs dy, y) is softmax's.
+conv_transpose, dense and add. It also takes several gradients (inputs dy_1, ..., dy_k,
+y) and sums them first: the fuse pass merges the ``add`` summing a fanned-out tensor's
+gradients into it. ``softmax_backward`` (inputs dy, y) is softmax's.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from cnnc._kernels import loss as _loss
 from cnnc.ir.types import TensorType
 from cnnc.ops.attrs import ACTIVATION, NoAttrs, attr, float_kind
 from cnnc.ops.checks import expect_rank
-from cnnc.ops.registry import OpDef, register_op
+from cnnc.ops.registry import OpDef, RuleError, register_op
 from cnnc.ops.reshape import same_shape
 
 
@@ -48,12 +50,6 @@ _FORWARD = {"relu": lambda x, y, alpha, n: partial(_ew.relu_forward, x, y, n),
             "leaky_relu": lambda x, y, alpha, n: partial(_ew.leaky_relu_forward, x, y, alpha, n),
             "sigmoid": lambda x, y, alpha, n: partial(_ew.sigmoid_forward, x, y, n),
             "tanh": lambda x, y, alpha, n: partial(_ew.tanh_forward, x, y, n)}
-_BACKWARD = {
-    "relu": lambda y, dy, dx, alpha, n: partial(_ew.relu_backward, y, dy, dx, n),
-    "leaky_relu": lambda y, dy, dx, alpha, n: partial(_ew.leaky_relu_backward, y, dy, dx,
-                                                      alpha, n),
-    "sigmoid": lambda y, dy, dx, alpha, n: partial(_ew.sigmoid_backward, y, dy, dx, n),
-    "tanh": lambda y, dy, dx, alpha, n: partial(_ew.tanh_backward, y, dy, dx, n)}
 
 
 def _alpha(node) -> float:
@@ -85,15 +81,19 @@ def unfuse_activation(gb, node, dy):
 
 
 def act_backward_shape(ins: Sequence[TensorType], a: ActAttrs) -> TensorType:
-    """(dy, y) -> dx of dy's type."""
-    return ins[0]
+    """(dy_1, ..., dy_k, y) -> dx of y's type; every dy has y's type."""
+    for i, t in enumerate(ins[:-1]):
+        if t != ins[-1]:
+            raise RuleError("needs gradients of the forward output's type",
+                            inputs=(i, len(ins) - 1))
+    return ins[-1]
 
 
 def act_backward_kernel(node, ctx) -> Callable[[], None]:
-    """dx = dy * act'(from y) (dx may be dy)."""
-    dy, y = node.inputs
-    return _BACKWARD[node.attrs.act](ctx.array(y), ctx.array(dy), ctx.array(node.output),
-                                     node.attrs.alpha, ctx.n_threads)
+    """dx = (dy_1 + ... + dy_k) * act'(from y) (dx may be dy_1)."""
+    *dys, y = node.inputs
+    return partial(_ew.act_backward, ctx.array(y), [ctx.array(v) for v in dys],
+                   ctx.array(node.output), node.attrs.act, node.attrs.alpha, ctx.n_threads)
 
 
 def softmax_kernel(node, ctx) -> Callable[[], None]:
@@ -140,8 +140,9 @@ register_op(OpDef(
     kernel=softmax_kernel, vjp=softmax_vjp, inplace_ok=True,
 ))
 register_op(OpDef(
-    name="act_backward", attrs=ActAttrs, positional=(), arity=2,
-    shape_rule=act_backward_shape, doc="gradient through an activation (inputs: dy, y)",
+    name="act_backward", attrs=ActAttrs, positional=(), arity=None,
+    shape_rule=act_backward_shape,
+    doc="gradient through an activation (inputs: dy_1, ..., dy_k, y; the dys are summed)",
     internal=True, kernel=act_backward_kernel, inplace_ok=True,
 ))
 register_op(OpDef(

@@ -1,8 +1,12 @@
 """Ops joining two or more branches: ``add`` (equal shapes) and ``concat`` (along the
 channel axis 1, other axes equal). No MACs counted.
 
-Backward: add hands its output gradient to every input unchanged (no node at all);
-concat's is the internal ``concat_backward``, which splits dy into one output per input.
+``add`` may apply an activation to the sum (``activation``, set by the fuse pass for the
+``add(main, skip) relu`` that ends every residual block), in the same pass over memory.
+
+Backward: add hands its output gradient to every input unchanged (no node at all; with an
+activation, the gradient through it first, one ``act_backward``); concat's is the internal
+``concat_backward``, which splits dy into one output per input.
 """
 from __future__ import annotations
 
@@ -13,12 +17,24 @@ from functools import partial
 from cnnc._kernels import elementwise as _ew
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import NoAttrs
+from cnnc.ops.activation import unfuse_activation
+from cnnc.ops.attrs import ACTIVATION, NoAttrs, attr, float_kind
 from cnnc.ops.checks import expect_same_dtype
 from cnnc.ops.registry import OpDef, RuleError, register_op
 
 
-def add_shape(ins: Sequence[TensorType], a: NoAttrs) -> TensorType:
+@dataclass(frozen=True)
+class AddAttrs:
+    """Attributes of ``add``: an activation applied to the sum (the names and meaning of
+    the weighted layers' ``activation`` options)."""
+
+    activation: str = attr("activation applied to the sum, in the same pass", ACTIVATION,
+                           "none")
+    activation_alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0),
+                                   0.3)
+
+
+def add_shape(ins: Sequence[TensorType], a: AddAttrs) -> TensorType:
     """All inputs share one shape; the output has it."""
     expect_same_dtype(ins)
     for i, t in enumerate(ins[1:], start=1):
@@ -53,14 +69,18 @@ class SplitAttrs:
 
 
 def add_kernel(node, ctx) -> Callable[[], None]:
-    """y = x0 + x1 + ... (y may be x0)."""
+    """y = act(x0 + x1 + ...) (y may be x0)."""
     return partial(_ew.add_forward, [ctx.array(v) for v in node.inputs],
-                   ctx.array(node.output), ctx.n_threads)
+                   ctx.array(node.output), ctx.n_threads, node.attrs.activation,
+                   node.attrs.activation_alpha)
 
 
 def add_vjp(gb, node, douts) -> list:
-    """Every input's gradient is dy."""
-    return [douts[0] if gb.needs(v) else None for v in node.inputs]
+    """Every input's gradient is dy (through the activation first, if any)."""
+    if not any(gb.needs(v) for v in node.inputs):
+        return [None] * len(node.inputs)
+    dy = unfuse_activation(gb, node, douts[0])
+    return [dy if gb.needs(v) else None for v in node.inputs]
 
 
 def concat_kernel(node, ctx) -> Callable[[], None]:
@@ -91,7 +111,7 @@ def concat_backward_kernel(node, ctx) -> Callable[[], None]:
 
 
 register_op(OpDef(
-    name="add", attrs=NoAttrs, positional=(), arity=None, shape_rule=add_shape,
+    name="add", attrs=AddAttrs, positional=(), arity=None, shape_rule=add_shape,
     doc="elementwise sum of two or more tensors of one shape (residual connections)",
     kernel=add_kernel, vjp=add_vjp, inplace_ok=True,
 ))

@@ -13,11 +13,16 @@ which would cost a tensor of x's size). A frozen batchnorm (``trainable=false``)
 inference form while training, as Keras does (running statistics used, not updated); its
 backward ``batchnorm_infer_backward`` is a per-channel scale of dy (plus dgamma, dbeta when
 something differentiates an inference graph with trained gamma/beta).
+
+The fuse pass gives a ``batchnorm_train`` followed by relu ``activation="relu"`` (y = relu
+of the normalised input, written in the same pass); its ``batchnorm_backward`` then reads y
+as well and takes relu's gradient on the way in (attrs ``activation="relu"``, y the last
+input).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
@@ -26,7 +31,7 @@ from cnnc._kernels import batchnorm as _bn
 from cnnc._kernels import elementwise as _ew
 
 from cnnc.ir.types import TensorType
-from cnnc.ops.attrs import BOOL, NoAttrs, attr, float_kind
+from cnnc.ops.attrs import BOOL, attr, choice_kind, float_kind
 from cnnc.ops.checks import expect_rank
 from cnnc.ops.registry import OpDef, ParamSpec, register_op
 
@@ -81,10 +86,28 @@ def batchnorm_kernel(node, ctx) -> Callable[[], None]:
                    node.attrs.epsilon, ctx.n_threads)
 
 
+@dataclass(frozen=True)
+class BatchNormTrainAttrs(BatchNormAttrs):
+    """Attributes of ``batchnorm_train``: the layer's, and an activation on the output."""
+
+    activation: str = attr("activation applied to the output, in the same pass",
+                           choice_kind("none", "relu"), "none")
+
+
+@dataclass(frozen=True)
+class BatchNormGradAttrs:
+    """Attributes of ``batchnorm_backward``: "relu" when the forward applied relu (the
+    forward's output y is then the last input)."""
+
+    activation: str = "none"
+
+
 def batchnorm_training(node, seed: int) -> tuple[str, BatchNormAttrs]:
     """Training form: batchnorm_train with the same attrs; a frozen layer keeps its
     inference form (see the module docstring)."""
-    return ("batchnorm_train" if node.trainable else "batchnorm"), node.attrs
+    if not node.trainable:
+        return "batchnorm", node.attrs
+    return "batchnorm_train", BatchNormTrainAttrs(**asdict(node.attrs))
 
 
 @dataclass(frozen=True)
@@ -164,13 +187,14 @@ def batchnorm_train_shape(ins: Sequence[TensorType], a: BatchNormAttrs
 
 
 def batchnorm_train_kernel(node, ctx) -> Callable[[], None]:
-    """Normalise by batch statistics, save them, update the running ones."""
+    """Normalise by batch statistics (then the activation), save them, update the running
+    ones."""
     gamma, beta = _affine(node, ctx)
     y, mean, invstd = (ctx.array(v) for v in node.outputs)
     return partial(_bn.batchnorm_forward_train, ctx.array(node.inputs[0]), gamma, beta, y,
                    mean, invstd, ctx.array(node.params["running_mean"]),
                    ctx.array(node.params["running_var"]), node.attrs.momentum,
-                   node.attrs.epsilon, ctx.n_threads)
+                   node.attrs.epsilon, ctx.n_threads, node.attrs.activation)
 
 
 def running_stats(node) -> list:
@@ -179,16 +203,20 @@ def running_stats(node) -> list:
 
 
 def batchnorm_train_vjp(gb, node, douts) -> list:
-    """dx, dgamma, dbeta from one batchnorm_backward (inputs dy, x, mean, invstd[, gamma])."""
+    """dx, dgamma, dbeta from one batchnorm_backward (inputs dy, x, mean, invstd[, gamma]
+    [, y when the forward applied relu])."""
     x = node.inputs[0]
     wanted = [x] + [node.params[k] for k in ("gamma", "beta") if k in node.params]
     if not any(gb.needs(v) for v in wanted):
         return [None] * len(node.inputs)
-    _, mean, invstd = node.outputs
+    y, mean, invstd = node.outputs
     inputs = [douts[0], x, mean, invstd]
     if "gamma" in node.params:
         inputs.append(node.params["gamma"])
-    dx, dgamma, dbeta = gb.emit("batchnorm_backward", inputs, NoAttrs(), "dx").outputs
+    if node.attrs.activation == "relu":
+        inputs.append(y)
+    attrs = BatchNormGradAttrs(node.attrs.activation)
+    dx, dgamma, dbeta = gb.emit("batchnorm_backward", inputs, attrs, "dx").outputs
     grads = {id(x): dx}
     if "gamma" in node.params:
         grads[id(node.params["gamma"])] = dgamma
@@ -197,23 +225,26 @@ def batchnorm_train_vjp(gb, node, douts) -> list:
     return [grads.get(id(v)) if gb.needs(v) else None for v in node.inputs]
 
 
-def batchnorm_backward_shape(ins: Sequence[TensorType], a: NoAttrs
+def batchnorm_backward_shape(ins: Sequence[TensorType], a: BatchNormGradAttrs
                              ) -> tuple[TensorType, ...]:
-    """(dy, x, mean, invstd[, gamma]) -> (dx, dgamma, dbeta)."""
+    """(dy, x, mean, invstd[, gamma][, y]) -> (dx, dgamma, dbeta)."""
     c = TensorType((int(ins[1].shape[1]),), ins[1].dtype)
     return (ins[1], c, c)
 
 
 def batchnorm_backward_kernel(node, ctx) -> Callable[[], None]:
-    """dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)); dgamma, dbeta."""
+    """dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy, or after a
+    fused relu its gradient (dy where y > 0, else 0); dgamma, dbeta."""
     dy, x, mean, invstd = (ctx.array(v) for v in node.inputs[:4])
-    if len(node.inputs) == 5:
+    relu = node.attrs.activation == "relu"
+    y = ctx.array(node.inputs[-1]) if relu else None
+    if len(node.inputs) - relu == 5:
         gamma = ctx.array(node.inputs[4])
     else:
         gamma = np.ones(mean.shape, mean.dtype)
     dx, dgamma, dbeta = (ctx.array(v) for v in node.outputs)
     return partial(_bn.batchnorm_backward, x, dy, gamma, mean, invstd, dx, dgamma, dbeta,
-                   ctx.n_threads)
+                   ctx.n_threads, y)
 
 
 register_op(OpDef(
@@ -231,15 +262,15 @@ register_op(OpDef(
     inplace_ok=True,
 ))
 register_op(OpDef(
-    name="batchnorm_train", attrs=BatchNormAttrs, positional=(), arity=1,
+    name="batchnorm_train", attrs=BatchNormTrainAttrs, positional=(), arity=1,
     shape_rule=batchnorm_train_shape, param_rule=batchnorm_params,
     doc="batchnorm in training: outputs (y, batch mean, inverse std); updates the running "
         "statistics", internal=True, kernel=batchnorm_train_kernel,
     vjp=batchnorm_train_vjp, writes=running_stats,
 ))
 register_op(OpDef(
-    name="batchnorm_backward", attrs=NoAttrs, positional=(), arity=None,
+    name="batchnorm_backward", attrs=BatchNormGradAttrs, positional=(), arity=None,
     shape_rule=batchnorm_backward_shape,
-    doc="gradients of batchnorm_train (inputs: dy, x, mean, invstd[, gamma])",
+    doc="gradients of batchnorm_train (inputs: dy, x, mean, invstd[, gamma][, y])",
     internal=True, kernel=batchnorm_backward_kernel, inplace_ok=True,
 ))

@@ -1,39 +1,115 @@
 """Activation fusion: ``conv -> relu`` becomes one conv node with ``activation="relu"``,
-so the activation runs in the linear layer's GEMM epilogue instead of as a second pass
-over memory. Applies to conv, conv_transpose and dense followed by relu, leaky_relu,
-sigmoid or tanh, when the activation is the only reader of the linear layer's output
-(which is not a graph output) and the layer has no activation yet.
+so the activation runs in the layer's own kernel instead of as a second pass over
+memory. Applies when the activation is the only reader of the layer's (first) output,
+which is not a graph output, and the layer has no activation yet, to
 
-The fused node keeps the linear layer's name, span and parameters (so parameter names do
+* conv, conv_transpose, dense and add followed by relu, leaky_relu, sigmoid or tanh;
+* batchnorm_train (the training form, so only in training graphs) followed by relu.
+
+The fused node keeps the layer's name, span and parameters (so parameter names do
 not change); its output takes the activation layer's name and span, so every later layer
-still reads the tensor the user named."""
+still reads the tensor the user named.
+
+In a training graph (the Model fuses after autodiff) gradient nodes merge as well, each
+the only reader of the other's output:
+
+* relu's ``act_backward`` into the ``batchnorm_backward`` it feeds, when that batchnorm
+  took the relu: the merged node reads relu's output y and applies relu's gradient itself;
+* an ``add`` summing the gradients of a tensor read by several layers, into the
+  ``act_backward`` reading the sum: ``act_backward(dy_1, ..., dy_k, y)`` adds them in
+  the same pass (every residual block's input has such a sum).
+"""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from cnnc.ir.graph import Graph
-from cnnc.passes.rewrite import GraphCopy, readers, sole_reader
+from cnnc.ir.types import Node, Value
+from cnnc.passes.rewrite import GraphCopy, readers
 
 LINEAR_OPS = ("conv", "conv_transpose", "dense")
 FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+# The ops that apply an activation in their own kernel, and the activations each takes.
+FUSES = {**{op: FUSABLE_ACTIVATIONS for op in LINEAR_OPS + ("add",)},
+         "batchnorm_train": ("relu",)}
 
 
 def fuse(graph: Graph) -> Graph:
-    """A copy of ``graph`` with each fusable linear layer + activation pair merged."""
-    out = GraphCopy(graph)
+    """A copy of ``graph`` with each fusable layer + activation pair merged, and the
+    gradient nodes the module docstring lists."""
     reading = readers(graph)
-    absorbed: set[int] = set()
+    outputs = {id(v) for v in graph.outputs}
+
+    def sole_reader(v: Value) -> Node | None:
+        found = reading.get(id(v), [])
+        return found[0] if len(found) == 1 and id(v) not in outputs else None
+
+    acts: dict[int, Node] = {}          # id(layer) -> the activation it takes
+    for node in graph.nodes:
+        act = sole_reader(node.outputs[0]) if node.op in FUSES else None
+        if (act is not None and act.op in FUSES[node.op]
+                and node.attrs.activation == "none" and act.data_inputs == node.outputs[:1]):
+            acts[id(node)] = act
+    merged = _merge_gradients(graph, sole_reader, acts)
+    absorbed = {id(a) for a in acts.values()} | {id(g) for g, _ in merged.values()}
+
+    out = GraphCopy(graph)
     for node in graph.nodes:
         if id(node) in absorbed:
             continue
-        act = sole_reader(graph, node, reading) if node.op in LINEAR_OPS else None
-        if (act is None or act.op not in FUSABLE_ACTIVATIONS
-                or node.attrs.activation != "none" or act.data_inputs != node.outputs):
+        if id(node) in acts:
+            act = acts[id(node)]
+            fused = out.add(node, node.op, _activated(node.attrs, act),
+                            outputs=act.outputs + node.outputs[1:])
+            fused.outputs[0].span = act.span
+        elif id(node) in merged:
+            _, inputs = merged[id(node)]
+            attrs = node.attrs
+            if node.op == "batchnorm_backward":  # it now takes relu's gradient itself
+                attrs = dataclasses.replace(attrs, activation="relu")
+            # the node as if it read the merged inputs: a template for the copy, no more
+            out.add(dataclasses.replace(node, inputs=inputs), node.op, attrs)
+        else:
             out.copy(node)
-            continue
-        alpha = act.attrs.alpha if act.op == "leaky_relu" else node.attrs.activation_alpha
-        attrs = dataclasses.replace(node.attrs, activation=act.op, activation_alpha=alpha)
-        fused = out.add(node, node.op, attrs, outputs=act.outputs)
-        fused.outputs[0].span = act.span
-        absorbed.add(id(act))
     return out.finish()
+
+
+def _activated(attrs: Any, act: Node) -> Any:
+    """A layer's attrs with the activation ``act`` (and leaky_relu's slope) set."""
+    if act.op == "leaky_relu":
+        return dataclasses.replace(attrs, activation=act.op, activation_alpha=act.attrs.alpha)
+    return dataclasses.replace(attrs, activation=act.op)
+
+
+Readers = Callable[[Value], "Node | None"]
+
+
+def _merge_gradients(graph: Graph, sole_reader: Readers, acts: dict[int, Node]
+                     ) -> dict[int, tuple[Node, list[Value]]]:
+    """id(gradient node) -> (the node merged into it, its inputs after the merge)."""
+    relu_outputs = {key: act.output for key, act in acts.items() if act.op == "relu"}
+    merged: dict[int, tuple[Node, list[Value]]] = {}
+    for node in graph.nodes:        # relu's gradient into batchnorm_backward
+        src = _sole_source(node, sole_reader)
+        if (node.op == "batchnorm_backward" and src is not None and src.op == "act_backward"
+                and src.attrs.act == "relu" and len(src.inputs) == 2
+                and relu_outputs.get(id(node.inputs[2].producer)) is src.inputs[1]):
+            merged[id(node)] = src, [src.inputs[0], *node.inputs[1:], src.inputs[1]]
+    taken = {id(g) for g, _ in merged.values()}
+    for node in graph.nodes:        # a sum of gradients into the act_backward reading it
+        src = _sole_source(node, sole_reader)
+        if (node.op == "act_backward" and id(node) not in taken and src is not None
+                and src.op == "add" and src.attrs.activation == "none"):
+            merged[id(node)] = src, [*src.inputs, *node.inputs[1:]]
+    return merged
+
+
+def _sole_source(node: Node, sole_reader: Readers) -> Node | None:
+    """The producer of ``node``'s first input when ``node`` is its only reader and reads
+    it once, else None."""
+    dy = node.inputs[0] if node.inputs else None
+    if dy is None or dy.producer is None or sole_reader(dy) is not node:
+        return None
+    return dy.producer if sum(v is dy for v in node.inputs) == 1 else None

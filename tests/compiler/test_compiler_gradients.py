@@ -2,6 +2,8 @@
 differences in float64, on small versions of the seed CNN, LeNet-5, ResNet basic and
 bottleneck blocks, an Inception module, a U-Net level (batchnorm and dropout inside) and a
 zoo of the remaining ops. A random subset of coordinates per tensor keeps it fast."""
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from cnnc.dsl import load
 from cnnc.errors import GradError, SpecError
 from cnnc.ir import Graph
 from cnnc.ir.verify import verify
+from cnnc.memory import verify_plan
 from cnnc.ops.activation import ActAttrs
 
 from compiler_nets import NETS, SEED, batch_for
@@ -51,6 +54,41 @@ def test_network_gradients_match_finite_differences(name):
     rng = np.random.default_rng(11)
     x, y = batch_for(model, 3, rng)
     check_gradients(model, x, y, rng)
+
+
+def test_fused_resnet_blocks_keep_their_gradients():
+    # the compiled step fuses relu into batchnorm_train and add, relu's gradient into
+    # batchnorm_backward, and a gradient sum into act_backward; all of it, in-place
+    # outputs included, must leave the gradients exact and the memory plan valid
+    model = cnnc.compile(NETS["resnet_basic"][0], dtype="float64", seed=3)
+    rng = np.random.default_rng(4)
+    x, y = batch_for(model, 3, rng)
+    model.gradients(x, y, input_grad=True)
+    plan = model.plan
+    verify_plan(plan.records, plan.memory)
+    ops = Counter((n.op, getattr(n.attrs, "activation", None)) for n in plan.graph.nodes)
+    assert ops[("relu", None)] == 0
+    assert ops[("add", "relu")] == 2 and ops[("batchnorm_train", "relu")] == 3
+    assert ops[("batchnorm_backward", "relu")] == 3
+    assert [len(n.inputs) for n in plan.graph.nodes if n.op == "act_backward"] == [2, 3]
+    assert any(v.alias_of is not None for n in plan.graph.nodes for v in n.outputs
+               if n.op in ("add", "act_backward", "batchnorm_backward"))
+    check_gradients(model, x, y, rng, per_tensor=5)
+
+
+def test_an_add_written_with_its_activation_is_the_add_then_the_activation():
+    source = NETS["resnet_basic"][0]
+    written = source.replace("add(main, skip) relu", 'add(main, skip, activation="relu")')
+    a = cnnc.compile(source, dtype="float64", seed=5)
+    b = cnnc.compile(written, dtype="float64", seed=5)
+    rng = np.random.default_rng(6)
+    x, y = batch_for(a, 3, rng)
+    assert b.loss(x, y, training=True) == a.loss(x, y, training=True)
+    want, got = a.gradients(x, y)[1], b.gradients(x, y)[1]
+    assert got.keys() == want.keys()
+    for name, grad in want.items():
+        np.testing.assert_array_equal(got[name], grad)
+    check_gradients(b, x, y, rng)
 
 
 def test_dense_targets_and_label_smoothing_gradients():

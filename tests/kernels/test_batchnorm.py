@@ -8,7 +8,7 @@ from kernel_checks import numeric_grad
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
 SHAPES = [(2, 1), (3, 7), (65, 17), (2, 3, 1, 1), (1, 5, 3, 7), (4, 31, 2, 3), (2, 2, 9, 13),
-          (127, 3)]
+          (127, 3), (2, 3, 37, 41)]  # the last: rows longer than the kernel's chunks
 
 
 def rand(rng, shape, dtype, scale=1.0, shift=0.0):
@@ -111,6 +111,50 @@ def test_backward_finite_differences(shape):
     np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(3)), **tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(65, 17), (4, 31, 2, 3), (2, 3, 37, 41)])
+def test_fused_relu_is_relu_of_the_output_and_masks_the_gradient(shape, dtype):
+    rng = np.random.default_rng(8)
+    x, gamma, beta, rm, rv = make(rng, shape, dtype)
+    dy = rand(rng, shape, dtype)
+    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm.copy(), rv.copy())
+    r = np.empty_like(x)
+    rm1, rv1 = rm.copy(), rv.copy()
+    B.batchnorm_forward_train(x, gamma, beta, r, mean, invstd, rm1, rv1, activation="relu")
+    np.testing.assert_array_equal(r, np.maximum(y, 0))  # bitwise: same arithmetic
+    dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, np.where(r > 0, dy, 0), gamma, mean, invstd, dx, dg, db)
+    fdx, fdg, fdb = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, fdx, fdg, fdb, y=r)
+    for got, want in ((fdx, dx), (fdg, dg), (fdb, db)):
+        np.testing.assert_array_equal(got, want)
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, dy, fdg, fdb, y=r)  # dx in place of dy
+    np.testing.assert_array_equal(dy, dx)
+
+
+def test_fused_relu_backward_finite_differences():
+    rng = np.random.default_rng(9)
+    x, gamma, beta, _, _ = make(rng, (3, 4, 2, 3), np.float64)
+    c = rand(rng, x.shape, np.float64)
+    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+
+    def loss():
+        B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None,
+                                  activation="relu")
+        return float((c * y).sum())
+
+    loss()
+    pre = (x - per_channel(mean, x)) * per_channel(invstd * gamma, x) + per_channel(beta, x)
+    assert np.abs(pre).min() > 1e-3 and (pre < 0).any()  # no value near relu's kink
+    dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, c, gamma, mean, invstd, dx, dgamma, dbeta, y=y.copy())
+    tol = dict(rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx.ravel(), numeric_grad(loss, x, range(x.size)), **tol)
+    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(4)), **tol)
+    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(4)), **tol)
+
+
 def test_matches_torch_batchnorm2d_over_several_steps():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
@@ -149,9 +193,10 @@ def test_float32_statistics_survive_a_large_offset():
     np.testing.assert_allclose(1 / invstd, std, rtol=1e-4)
 
 
-def test_one_and_two_threads_are_bitwise_equal():
+@pytest.mark.parametrize("activation", ["none", "relu"])
+def test_one_and_two_threads_are_bitwise_equal(activation):
     rng = np.random.default_rng(7)
-    for shape in [(8, 48, 31, 33), (4099, 70)]:
+    for shape in [(8, 48, 31, 33), (4099, 70), (2, 3, 37, 41)]:
         x, gamma, beta, rm, rv = make(rng, shape, np.float32)
         dy = rand(rng, shape, np.float32)
         results = []
@@ -159,8 +204,10 @@ def test_one_and_two_threads_are_bitwise_equal():
             outs = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
                     rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
             y, mean, invstd, rm1, rv1, dx, dg, db = outs
-            B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm1, rv1, n_threads=nt)
-            B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt)
+            B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm1, rv1, n_threads=nt,
+                                      activation=activation)
+            B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt,
+                                 y=y if activation == "relu" else None)
             results.append(outs)
         for a, b in zip(*results):
             np.testing.assert_array_equal(a, b)
@@ -183,6 +230,12 @@ def test_bad_inputs_raise_value_error():
         lambda: B.batchnorm_backward(x, x, v, mean, invstd, x, np.empty_like(v),
                                      np.empty_like(v)),  # dx may not be x
         lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, v, np.empty_like(v)),
+        lambda: B.batchnorm_forward_train(x, v, v, y, mean, invstd, None, None,
+                                          activation="tanh"),
+        lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, np.empty_like(v),
+                                     np.empty_like(v), y=y),  # dx may not be y
+        lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, np.empty_like(v),
+                                     np.empty_like(v), y=x[:1]),  # y's shape
     ]
     for call in bad:
         with pytest.raises(ValueError):

@@ -161,6 +161,88 @@ def test_add_backward_is_fan_out_by_finite_differences():
         np.testing.assert_allclose(numeric_grad(loss, a, range(6)), c.ravel(), rtol=1e-8)
 
 
+FUSED = {"none": lambda x: x, "relu": lambda x: np.maximum(x, 0), "leaky_relu": _leaky,
+         "sigmoid": _sigmoid, "tanh": np.tanh}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", FUSED)
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_add_with_an_activation_is_the_sum_then_the_activation(k, act, dtype):
+    rng = np.random.default_rng(10)
+    shape = (3, 5, 29, 31)  # several blocks of the kernel and a remainder
+    xs = [rand(rng, shape, dtype, 2.0) for _ in range(k)]
+    y = np.empty_like(xs[0])
+    ew.add_forward(xs, y, activation=act, alpha=0.3)
+    total = np.empty_like(y)
+    ew.add_forward(xs, total)
+    np.testing.assert_allclose(y, FUSED[act](total.astype(np.float64)), **TOL[dtype])
+    if act != "none":  # bitwise the unfused pair: the sum, then the activation kernel
+        unfused = np.empty_like(y)
+        ACTS[act][0](total, unfused)
+        np.testing.assert_array_equal(y, unfused)
+    for j in range(k):  # in place into any one input
+        xj = xs[j].copy()
+        ew.add_forward([xj if i == j else a for i, a in enumerate(xs)], xj, activation=act,
+                       alpha=0.3)
+        np.testing.assert_array_equal(xj, y)
+
+
+def test_add_with_an_activation_backward_by_finite_differences():
+    rng = np.random.default_rng(11)
+    xs = [rand(rng, (2, 3, 4, 5), np.float64) for _ in range(2)]
+    c, y = rand(rng, (2, 3, 4, 5), np.float64), np.empty((2, 3, 4, 5))
+
+    def loss():
+        ew.add_forward(xs, y, activation="tanh")
+        return float((c * y).sum())
+
+    loss()
+    dx = np.empty_like(y)
+    ew.act_backward(y, [c], dx, "tanh")  # every input's gradient
+    for a in xs:
+        np.testing.assert_allclose(numeric_grad(loss, a, range(a.size)), dx.ravel(),
+                                   rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", FUSED)
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_act_backward_sums_the_gradients_first(k, act, dtype):
+    rng = np.random.default_rng(12)
+    shape = (2, 7, 33, 35)
+    y = rand(rng, shape, dtype)
+    if act == "relu":
+        y = np.maximum(y, 0)
+    dys = [rand(rng, shape, dtype) for _ in range(k)]
+    total = np.empty_like(y)
+    ew.add_forward(dys, total)
+    want = np.empty_like(y)
+    if act == "none":
+        want[...] = total
+    else:  # bitwise the unfused pair: the sum, then the activation's backward kernel
+        ACTS[act][1](y, total, want)
+    dx = np.empty_like(y)
+    ew.act_backward(y, dys, dx, act, 0.3)
+    np.testing.assert_array_equal(dx, want)
+    ew.act_backward(y, dys, dys[-1], act, 0.3)  # in place into one of the gradients
+    np.testing.assert_array_equal(dys[-1], want)
+
+
+def test_add_and_act_backward_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(13)
+    shape = (8, 33, 17, 19)
+    xs = [rand(rng, shape, np.float32) for _ in range(3)]
+    outs = []
+    for nt in (1, 2):
+        y, dx = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        ew.add_forward(xs, y, n_threads=nt, activation="sigmoid")
+        ew.act_backward(y, xs[:2], dx, "sigmoid", n_threads=nt)
+        outs.append((y, dx))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_copy_and_scale(dtype):
     rng = np.random.default_rng(7)
@@ -229,6 +311,11 @@ def test_bad_inputs_raise_value_error():
         lambda: ew.bias_backward(x, np.ones(3, np.float64)),
         lambda: ew.add_forward([], y),
         lambda: ew.add_forward([x, x[:1]], y),
+        lambda: ew.add_forward([x, x], y, activation="softmax"),
+        lambda: ew.add_forward([x, x], y, activation="leaky_relu", alpha=-1.0),
+        lambda: ew.act_backward(y, [x, x[:1]], np.empty_like(x), "relu"),
+        lambda: ew.act_backward(y, [x], y, "relu"),                 # dx overlaps y
+        lambda: ew.act_backward(y, [], np.empty_like(x), "relu"),
         lambda: ew.concat_forward([x, x], y),                       # channel count
         lambda: ew.concat_forward([x[:1, :1], x[:1, 1:]], x[:1]),   # parts overlap y
         lambda: ew.copy(x, x),

@@ -1,6 +1,10 @@
-"""Activation fusion: conv/conv_transpose/dense + activation -> one node."""
+"""Activation fusion: conv/conv_transpose/dense/add + activation -> one node; in training
+graphs batchnorm_train + relu too, and the gradient nodes that go with them."""
+from collections import Counter
+
 import pytest
 
+from cnnc.autodiff import build_training_graph
 from cnnc.ir.verify import verify
 from cnnc.passes import fuse
 
@@ -71,13 +75,85 @@ def test_specs_fuse_and_verify(path):
     assert snapshot(graph) == before
     n_acts = sum(n.op in ("relu", "leaky_relu", "sigmoid", "tanh") and
                  n.inputs[0].producer is not None and
-                 n.inputs[0].producer.op in ("conv", "conv_transpose", "dense")
+                 n.inputs[0].producer.op in ("conv", "conv_transpose", "dense", "add")
                  for n in graph.nodes)
     assert len(fused.nodes) == len(graph.nodes) - n_acts
     # every value the user named that survives is still there, under its name
     kept = {v.name for n in fused.nodes for v in n.outputs}
     absorbed = {n.name for n in graph.nodes} - kept
-    assert all(graph.node(name).op in ("conv", "conv_transpose", "dense")
+    assert all(graph.node(name).op in ("conv", "conv_transpose", "dense", "add")
                for name in absorbed)
     assert set(fused.params) == set(graph.params)
     assert [v.name for v in fused.outputs] == [v.name for v in graph.outputs]
+
+
+@pytest.mark.parametrize("act,alpha", [("relu", 0.3), ("leaky_relu(0.05)", 0.05),
+                                       ("sigmoid", 0.3), ("tanh", 0.3)])
+def test_add_takes_the_activation_after_it(act, alpha):
+    graph = load(f"a = x conv(4, kernel=3)\n b = x conv(4, kernel=3)\n add(a, b) {act}")
+    fused = fuse(graph)
+    verify(fused)
+    add = fused.nodes[-1]
+    assert [n.op for n in fused.nodes] == ["conv", "conv", "add"]
+    assert add.name == "add_1" and add.attrs.activation == act.split("(")[0]
+    assert add.attrs.activation_alpha == pytest.approx(alpha)
+    assert add.output.name == graph.outputs[0].name and fused.outputs == [add.output]
+
+
+def test_batchnorm_takes_relu_only_in_its_training_form():
+    graph = load("conv(4, kernel=3) batchnorm relu")
+    assert [n.op for n in fuse(graph).nodes] == ["conv", "batchnorm", "relu"]
+    training = build_training_graph(graph, "mse", None)
+    fused = fuse(training)
+    verify(fused)
+    bn = fused.node("batchnorm_1")
+    assert bn.op == "batchnorm_train" and bn.attrs.activation == "relu"
+    assert bn.outputs[0].name == "relu_1"
+    # relu's gradient merged into the batchnorm's: it reads dy, x, mean, invstd, gamma, y
+    grad = fused.node("batchnorm_1/dx")
+    assert grad.attrs.activation == "relu" and grad.inputs[-1] is bn.outputs[0]
+    assert grad.inputs[0].name == training.node("relu_1/dx").inputs[0].name
+    assert "relu_1/dx" not in {n.name for n in fused.nodes}
+
+
+def test_batchnorm_sigmoid_and_a_shared_batchnorm_output_stay_apart():
+    for body in ("conv(4, kernel=3) batchnorm sigmoid",
+                 "b = conv(4, kernel=3) batchnorm\n r = b relu\n add(r, b)"):
+        training = build_training_graph(load(body), "mse", None)
+        fused = fuse(training)
+        verify(fused)
+        assert all(n.attrs.activation == "none"
+                   for n in fused.nodes if n.op.startswith("batchnorm"))
+
+
+# A ResNet basic block twice (identity shortcut), as in every ResNet stage.
+BLOCKS = """
+    x = conv(4, kernel=3, padding=1, bias=false) batchnorm relu
+    m = x conv(4, kernel=3, padding=1, bias=false) batchnorm relu
+          conv(4, kernel=3, padding=1, bias=false) batchnorm
+    y = add(m, x) relu
+    n = y conv(4, kernel=3, padding=1, bias=false) batchnorm relu
+          conv(4, kernel=3, padding=1, bias=false) batchnorm
+    add(n, y) relu global_avgpool dense(3)
+"""
+
+
+def test_residual_blocks_lose_every_relu_and_the_gradient_sums():
+    training = build_training_graph(load(BLOCKS), "mse", None)
+    fused = fuse(training)
+    verify(fused)
+    ops = Counter(n.op for n in fused.nodes)
+    before = Counter(n.op for n in training.nodes)
+    assert before["relu"] == 5 and ops["relu"] == 0
+    assert before["act_backward"] == 5 and ops["act_backward"] == 2
+    # the sums of the gradients of x and y (each read by a conv and an add): y's merged
+    # into relu_5's act_backward; x's stays, relu_1's act_backward went into batchnorm_1's
+    assert before["add"] == 4 and ops["add"] == 3
+    merged = fused.node("relu_3/dx")
+    assert len(merged.inputs) == 3 and merged.inputs[-1].name == "relu_3"
+    assert {v.name for v in merged.inputs[:2]} == \
+        {v.name for v in training.node("relu_3/gradsum").inputs}
+    assert [n.attrs.activation for n in fused.nodes if n.op == "add" and "/" not in n.name] \
+        == ["relu", "relu"]
+    assert sum(n.attrs.activation == "relu" for n in fused.nodes
+               if n.op == "batchnorm_backward") == 3
