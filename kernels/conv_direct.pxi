@@ -29,7 +29,7 @@ cdef enum:
     DIRECT_TILE_ELEMS = 8 * 3 * DIRECT_VL  # the largest tile, either micro-kernel
     DIRECT_MAX_XP = 1048576  # a padded chunk of x above this: im2col instead
     DIRECT_BAND = 65536  # padded x read per band of forward tiles (~L2), in elements
-    DIRECT_WG_COLS = 1024  # weight gradient: images per chunk until this many columns
+    DIRECT_WG_COLS = 4096  # weight gradient: images per chunk until this many columns
     DIRECT_WG_MR = 4  # rows of dy per weight-gradient micro-kernel call
     DIRECT_WG_KR = 6  # taps per weight-gradient micro-kernel call
 
@@ -322,23 +322,20 @@ cdef void _direct_dy(const floating* dy, floating* dyv, const Geom* g, Py_ssize_
                      Py_ssize_t cols) noexcept nogil:
     """dy laid out as the micro-kernel sums it, zero at every other column: by rows,
     dyv[m, (b*OH + oy)*OWv + ox]; flat, dyv[m, b*Hp*Wp + oy*Wp + ox]."""
-    cdef Py_ssize_t m, b, oy, ox, wp = _direct_wp(g), hw = _direct_hp(g) * wp
-    cdef Py_ssize_t owv = _direct_owv(g)
-    cdef bint by_rows = _direct_wg_rows(g)
+    cdef Py_ssize_t m, b, oy, s, wp = _direct_wp(g), hp = _direct_hp(g)
+    cdef Py_ssize_t step = _direct_owv(g) if _direct_wg_rows(g) else wp
+    cdef Py_ssize_t image = g.oh * step if _direct_wg_rows(g) else hp * wp
     cdef floating* row
-    cdef const floating* src
     for m in range(g.m):
-        row = dyv + m * cols
-        memset(row, 0, cols * sizeof(floating))
         for b in range(nb):
-            for oy in range(g.oh):
-                src = dy + ((b * g.m + m) * g.oh + oy) * g.ow
-                if by_rows:
-                    for ox in range(g.ow):
-                        row[(b * g.oh + oy) * owv + ox] = src[ox]
-                else:
-                    for ox in range(g.ow):
-                        row[b * hw + oy * wp + ox] = src[ox]
+            row = dyv + m * cols + b * image
+            for oy in range(g.oh):  # each output row, then zeros to the next one's start
+                memcpy(row + oy * step, dy + ((b * g.m + m) * g.oh + oy) * g.ow,
+                       g.ow * sizeof(floating))
+                for s in range(g.ow, step):
+                    row[oy * step + s] = 0
+            memset(row + g.oh * step, 0, (image - g.oh * step) * sizeof(floating))
+        memset(dyv + m * cols + nb * image, 0, (cols - nb * image) * sizeof(floating))
 
 
 cdef void _direct_wg_chunk(const floating* x, const floating* dy, floating* dw, floating* ws,
