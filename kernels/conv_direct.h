@@ -70,10 +70,13 @@ static void NAME(ptrdiff_t rows, const int *xrow, ptrdiff_t nv, const T *dy, ptr
 typedef float cnnc_direct_f16 __attribute__((vector_size(64)));
 typedef double cnnc_direct_d8 __attribute__((vector_size(64)));
 
-/* Forward: 8 weight rows x 48 floats (24 accumulators), or 4 rows x 96 for thin layers. */
+/* Forward: 8 weight rows x 48 floats (24 accumulators), or 6 x 64 / 4 x 96 for layers
+ * whose output channels are not a multiple of 8 (LeNet-5's 6). */
 CNNC_DIRECT_TILE(cnnc_direct_tile8_s, float, cnnc_direct_f16, 16, 8, 3)
+CNNC_DIRECT_TILE(cnnc_direct_tile6_s, float, cnnc_direct_f16, 16, 6, 4)
 CNNC_DIRECT_TILE(cnnc_direct_tile4_s, float, cnnc_direct_f16, 16, 4, 6)
 CNNC_DIRECT_TILE(cnnc_direct_tile8_d, double, cnnc_direct_d8, 8, 8, 3)
+CNNC_DIRECT_TILE(cnnc_direct_tile6_d, double, cnnc_direct_d8, 8, 6, 4)
 CNNC_DIRECT_TILE(cnnc_direct_tile4_d, double, cnnc_direct_d8, 8, 4, 6)
 /* Weight gradient: 4 rows of dy x 6 taps. */
 CNNC_DIRECT_WGRAD(cnnc_direct_wgrad_s, float, cnnc_direct_f16, 16, 4, 6)

@@ -11,9 +11,13 @@
 cdef extern from "conv_direct.h" nogil:
     void cnnc_direct_tile8_s(Py_ssize_t K, const float* a, const float* xp, const int* off,
                              float* out)
+    void cnnc_direct_tile6_s(Py_ssize_t K, const float* a, const float* xp, const int* off,
+                             float* out)
     void cnnc_direct_tile4_s(Py_ssize_t K, const float* a, const float* xp, const int* off,
                              float* out)
     void cnnc_direct_tile8_d(Py_ssize_t K, const double* a, const double* xp, const int* off,
+                             double* out)
+    void cnnc_direct_tile6_d(Py_ssize_t K, const double* a, const double* xp, const int* off,
                              double* out)
     void cnnc_direct_tile4_d(Py_ssize_t K, const double* a, const double* xp, const int* off,
                              double* out)
@@ -26,7 +30,7 @@ cdef extern from "conv_direct.h" nogil:
 
 cdef enum:
     DIRECT_VL = 16  # float lanes of one vector: tiles are 3 or 6 vectors wide
-    DIRECT_TILE_ELEMS = 8 * 3 * DIRECT_VL  # the largest tile, either micro-kernel
+    DIRECT_TILE_ELEMS = 8 * 3 * DIRECT_VL  # elements of a tile, every micro-kernel
     DIRECT_MAX_XP = 1048576  # a padded chunk of x above this: im2col instead
     DIRECT_BAND = 65536  # padded x read per band of forward tiles (~L2), in elements
     DIRECT_WG_COLS = 4096  # weight gradient: images per chunk until this many columns
@@ -76,8 +80,12 @@ cdef inline bint _direct_ok(const Geom* g) noexcept nogil:
 
 
 cdef inline int _direct_mr(const Geom* g) noexcept nogil:
-    """Weight rows per forward tile: 4 when that wastes fewer padded rows than 8."""
-    return 4 if g.m % 8 != 0 and g.m % 8 <= 4 and g.m < 32 else 8
+    """Weight rows per forward tile: 8, or 6 or 4 when that wastes fewer padded rows."""
+    if g.m % 8 == 0 or g.m >= 32:
+        return 8
+    if g.m % 6 == 0:
+        return 6
+    return 4 if g.m % 8 <= 4 else 8
 
 
 cdef inline Py_ssize_t _direct_packed(const Geom* g) noexcept nogil:
@@ -253,11 +261,15 @@ cdef void _direct_tiles(const floating* a, const floating* xp, const int* off, f
         if floating is float:
             if mr == 8:
                 cnnc_direct_tile8_s(g.kdim, a + blk * g.kdim * mr, xp + q0, off, tile)
+            elif mr == 6:
+                cnnc_direct_tile6_s(g.kdim, a + blk * g.kdim * mr, xp + q0, off, tile)
             else:
                 cnnc_direct_tile4_s(g.kdim, a + blk * g.kdim * mr, xp + q0, off, tile)
         else:
             if mr == 8:
                 cnnc_direct_tile8_d(g.kdim, a + blk * g.kdim * mr, xp + q0, off, tile)
+            elif mr == 6:
+                cnnc_direct_tile6_d(g.kdim, a + blk * g.kdim * mr, xp + q0, off, tile)
             else:
                 cnnc_direct_tile4_d(g.kdim, a + blk * g.kdim * mr, xp + q0, off, tile)
         _direct_store(tile, nr, y, m0, min(<Py_ssize_t> mr, g.m - m0), q0, min(nr, Q - q0),
