@@ -28,6 +28,15 @@ cdef extern from "conv_direct.h" nogil:
                              Py_ssize_t ldd, int mr, const double* xp, const int* off, int kr,
                              double* dw, Py_ssize_t ldw)
 
+cdef extern from *:
+    # relu as one C expression (gcc vectorises it; not Cython's if/else); NaN gives 0, as
+    # in _gemm_act
+    """
+    #define CNNC_DIRECT_RELU(v) ((v) > 0 ? (v) : 0)
+    """
+    float _relu_s "CNNC_DIRECT_RELU"(float v) noexcept nogil
+    double _relu_d "CNNC_DIRECT_RELU"(double v) noexcept nogil
+
 cdef enum:
     DIRECT_VL = 16  # float lanes of one vector: tiles are 3 or 6 vectors wide
     DIRECT_TILE_ELEMS = 8 * 3 * DIRECT_VL  # elements of a tile, every micro-kernel
@@ -240,6 +249,12 @@ cdef void _direct_store(const floating* tile, Py_ssize_t nr, floating* y, Py_ssi
             if act == ACT_NONE:
                 for j in range(run):
                     dst[j] = src[j] + bo
+            elif act == ACT_RELU:  # vectorised; the general case below is not
+                for j in range(run):
+                    if floating is float:
+                        dst[j] = _relu_s(src[j] + bo)
+                    else:
+                        dst[j] = _relu_d(src[j] + bo)
             else:
                 for j in range(run):
                     dst[j] = _gemm_act(src[j] + bo, act, act_param)
