@@ -15,7 +15,7 @@ Paths, chosen from the shapes: 1x1 / stride 1 / no padding uses x itself as col 
 workspace); depthwise (groups == C_in > 1) is a direct loop; other ungrouped stride-1
 layers take the direct path (conv_direct.pxi: a zero-padded copy of x read in place by
 register-tiled micro-kernels, no im2col) unless Winograd applies; the rest is im2col +
-GEMM. With stride 1 and >= 16 input channels per group (>= 8 when the direct path takes
+GEMM. With stride 1 and >= 16 input channels per group (>= 4 when the direct path takes
 it), backward-data is instead the forward conv of dy with the flipped, transposed weights
 (padding d*(k-1) - p): a GEMM as wide as the forward's and no col2im scatter. The weight
 gradient is direct for stride-1 layers with <= 16 input channels (measured: 1.1-1.5x
@@ -40,17 +40,23 @@ layers with >= 64 input and output channels and enough output tiles in the call 
 for transforming the weights, forward and flipped backward-data (the benchmark: 1.3-1.7x
 faster there; slower at 16-32 channels, where its 16 GEMMs are thin), and for the weight
 gradient of such layers (1.2-1.6x im2col at 64-512 channels; at 32 its transforms cost
-more than the GEMMs save).
+more than the GEMMs save). Thinner 3x3 stride-1 ungrouped layers (16-64 channels, not
+both >= 64: ResNet-20's stages 1-2, the seed CNN's conv2 and its flipped backward-data)
+take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector lanes over
+a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
+position that feeds the output transform (bias, relu) directly; 1.2-1.5x the direct path.
 
 Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
 alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements;
 the transposed weight gradient adds a channels-last copy of the chunk's x, used only when
 it holds at most 2**19 elements; the direct path's padded copy of x (and, for its weight
-gradient, of dy) holds at most 2**20 + 2**19 elements per thread. So ``conv2d_workspace_size`` <= n_threads * (max(2**20,
-K) + 2**19) + 4*M*K elements (the last term: transformed or flipped weights, or up to 4
-partial weight gradients). VGG-16's conv1_2 (K = 576, P = 50176: 115 MB of columns per
-image un-tiled) needs 4 MiB per thread and 0.4 MiB of weights.
+gradient, of dy) holds at most 2**20 + 2**19 elements per thread; a vector Winograd chunk
+at most 2**20 (else that path is not taken). So ``conv2d_workspace_size`` <=
+n_threads * (max(2**20, K) + 2**19) + 4*M*K elements (the last term: transformed or
+flipped weights, or up to 4 partial weight gradients). VGG-16's conv1_2 (K = 576,
+P = 50176: 115 MB of columns per image un-tiled) needs 4 MiB per thread and 0.4 MiB of
+weights.
 
 conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
 backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
@@ -100,6 +106,12 @@ cdef enum:
     WINO_TILE_CHANNELS = 16384  # ... nor fewer than this / min(C, M) tiles
     WINO_W_RUN = 64  # input channels per block of the Winograd weight transform
     WINO_WG_MIN_CHANNELS = 64  # Winograd weight gradient: below, the transforms dominate
+    WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
+    WINO_WG_OUT = 16  # ... output channels per block of its output transform
+    WINO_VEC_MIN = 16  # vector Winograd: channels from this (see _wvec_ok) ...
+    WINO_VEC_MIN_TILES = 16  # ... and output tiles in the call
+    WINO_VL = 16  # ... its chunks' tiles are whole vectors of this many
+    WINO_V_ELEMS = 131072  # ... and their transformed input at most this (~L2)
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -120,7 +132,8 @@ cdef struct Geom:
     Py_ssize_t xt  # weight gradient: channels-last copy of a chunk's x (0: not used)
     Py_ssize_t threads  # as requested
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
-    int path, wino, direct
+    Py_ssize_t wnb, wna  # vector Winograd: images per chunk, tile rows per chunk
+    int path, wino, wvec, direct
 
 
 include "conv_winograd.pxi"
@@ -203,11 +216,12 @@ cdef void _finish(Geom* g) noexcept nogil:
     if (g.path != PATH_IM2COL or g.xt > COL_TILE or g.kw * g.cg < WGRAD_T_MIN_RUN
             or g.m * g.kdim > WGRAD_SLOT_MAX_ELEMS):
         g.xt = 0
-    g.wino = _wino_ok(g)
+    g.wvec = _wvec_ok(g)
+    g.wino = _wino_ok(g) and not g.wvec
     g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS,
                          (2 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))))
     g.wworkers = max(1, min(g.threads, (g.n * _wino_tiles(g) + g.wcols - 1) // g.wcols))
-    g.direct = _direct_ok(g) and not g.wino
+    g.direct = _direct_ok(g) and not g.wino and not g.wvec
 
 
 cdef inline bint _flips(const Geom* g) noexcept nogil:
@@ -215,7 +229,7 @@ cdef inline bint _flips(const Geom* g) noexcept nogil:
     only with enough input channels per group to make that GEMM's M worthwhile."""
     if g.path != PATH_IM2COL or g.sh != 1 or g.sw != 1:
         return False
-    return g.cg >= FLIP_MIN_CHANNELS or (g.cg >= 8 and _flipped(g).direct)
+    return g.cg >= FLIP_MIN_CHANNELS or (g.cg >= 4 and _flipped(g).direct)
 
 
 cdef Geom _flipped(const Geom* g) noexcept nogil:
@@ -232,6 +246,8 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
 cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
     if g.direct:
         return _direct_fwd_ws(g)
+    if g.wvec:
+        return _wvec_workspace(g)
     return _wino_workspace(g) if g.wino else g.workers * g.ws1
 
 
@@ -930,6 +946,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
     elif g.direct:
         _direct_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+    elif g.wvec:
+        _wvec_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wino:
         _wino_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     else:

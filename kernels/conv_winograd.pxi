@@ -34,6 +34,23 @@ cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
     return 16 * g.m * g.c + g.wworkers * _wino_per_worker(g)
 
 
+cdef inline void _wino_kernel(const floating* k3, floating* out,
+                              Py_ssize_t stride) noexcept nogil:
+    """out[e * stride] = (G k3 G^T)[e] for one 3x3 kernel k3 (sums in double)."""
+    cdef Py_ssize_t r, k
+    cdef double t[4][3]
+    for k in range(3):
+        t[0][k] = k3[k]
+        t[1][k] = (k3[k] + k3[3 + k] + k3[6 + k]) * 0.5
+        t[2][k] = (k3[k] - k3[3 + k] + k3[6 + k]) * 0.5
+        t[3][k] = k3[6 + k]
+    for r in range(4):
+        out[4 * r * stride] = <floating>t[r][0]
+        out[(4 * r + 1) * stride] = <floating>((t[r][0] + t[r][1] + t[r][2]) * 0.5)
+        out[(4 * r + 2) * stride] = <floating>((t[r][0] - t[r][1] + t[r][2]) * 0.5)
+        out[(4 * r + 3) * stride] = <floating>t[r][2]
+
+
 cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
     """u[e, o, i] = (G w[o, i] G^T)[e], e = 4 * row + column.
 
@@ -41,26 +58,14 @@ cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t
     cache set), so a run of WINO_W_RUN input channels is transformed into `blk` first and
     written out as 16 contiguous runs.
     """
-    cdef Py_ssize_t o, ib, i0, i, r, k, e, n, n_run = WINO_W_RUN
-    cdef double t[4][3]
+    cdef Py_ssize_t o, ib, i0, i, e, n, n_run = WINO_W_RUN
     cdef floating blk[16][WINO_W_RUN]
-    cdef const floating* k3
     for o in range(m):
         for ib in range((c + n_run - 1) // n_run):
             i0 = ib * n_run
             n = min(n_run, c - i0)
             for i in range(n):
-                k3 = w + (o * c + i0 + i) * 9
-                for k in range(3):
-                    t[0][k] = k3[k]
-                    t[1][k] = (k3[k] + k3[3 + k] + k3[6 + k]) * 0.5
-                    t[2][k] = (k3[k] - k3[3 + k] + k3[6 + k]) * 0.5
-                    t[3][k] = k3[6 + k]
-                for r in range(4):
-                    blk[4 * r][i] = <floating>t[r][0]
-                    blk[4 * r + 1][i] = <floating>((t[r][0] + t[r][1] + t[r][2]) * 0.5)
-                    blk[4 * r + 2][i] = <floating>((t[r][0] - t[r][1] + t[r][2]) * 0.5)
-                    blk[4 * r + 3][i] = <floating>t[r][2]
+                _wino_kernel(w + (o * c + i0 + i) * 9, &blk[0][i], WINO_W_RUN)
             for e in range(16):
                 memcpy(u + (e * m + o) * c + i0, &blk[e][0], n * sizeof(floating))
 
@@ -285,3 +290,269 @@ cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, float
                  0 if k == 0 else 1, zt + e * g.c * g.m, g.m, NULL, BIAS_NONE, ACT_NONE, 0,
                  n_threads)
     _wino_wg_output(zt, dw, g, accumulate)
+
+
+# Winograd F(2x2, 3x3) with the tiles in vector lanes (conv_winograd.h) for thinner layers
+# (16-64 channels), where the 16 general GEMMs above are too thin and the scalar
+# transforms dominate. A chunk is g.wnb whole images, or a band of g.wna tile rows of one
+# image when an image's transformed input is too large; per chunk and channel the input
+# is split into its 4 polyphase planes (L1-sized) and transformed VL tiles at a time into
+# v (its 16 positions side by side per vector of tiles); the weights are transformed and
+# packed once per call, MR output channels k-major per position e; a micro-kernel per
+# (e, MR channels, up to 3 vectors of tiles) with K = C feeds the output transform, which
+# adds the bias (and relu) and interleaves the tile's pixels so that every output row is
+# one contiguous run of the stage buffer.
+# Virtual tile q = (b * (na + 1) + A) * rw + j of a chunk: image b, tile row A, tile
+# column j; each image holds na + 1 rows of rw = tw + 1 tiles (the last row and column are
+# wasted, so that the 4x4 patches' rows are contiguous in the polyphase planes).
+
+cdef extern from "conv_winograd.h" nogil:
+    void cnnc_wino_copy_s(float* dst, const float* src, Py_ssize_t n)
+    void cnnc_wino_copy_d(double* dst, const double* src, Py_ssize_t n)
+    void cnnc_wino_split_s(const float* src, Py_ssize_t w, Py_ssize_t pl, Py_ssize_t pairs,
+                           float* buf, float* ev, float* od)
+    void cnnc_wino_split_d(const double* src, Py_ssize_t w, Py_ssize_t pl, Py_ssize_t pairs,
+                           double* buf, double* ev, double* od)
+    void cnnc_wino_input_s(const float* z, Py_ssize_t ps, Py_ssize_t rw, Py_ssize_t nq,
+                           float* v)
+    void cnnc_wino_input_d(const double* z, Py_ssize_t ps, Py_ssize_t rw, Py_ssize_t nq,
+                           double* v)
+    void cnnc_wino_block_s(Py_ssize_t K, const float* u, const float* v, Py_ssize_t ldv,
+                           int nv, float* mm, const float* bias, int rows, int act,
+                           float slope, float* st, Py_ssize_t lds, Py_ssize_t half)
+    void cnnc_wino_block_d(Py_ssize_t K, const double* u, const double* v, Py_ssize_t ldv,
+                           int nv, double* mm, const double* bias, int rows, int act,
+                           double slope, double* st, Py_ssize_t lds, Py_ssize_t half)
+    int CNNC_WINO_MR
+    int CNNC_WINO_NV
+
+
+cdef int _wvec_enabled = 1  # 0: never (tests and benchmarks compare with the other paths)
+
+
+def _set_wino_vec(bint enabled) -> None:
+    """Allow (default) or forbid the vector Winograd path, for tests and benchmarks."""
+    global _wvec_enabled
+    _wvec_enabled = enabled
+
+
+cdef inline Py_ssize_t _wvec_rw(const Geom* g) noexcept nogil:
+    """Virtual tiles per tile row: the real ones and one wasted."""
+    return (g.ow + 1) // 2 + 1
+
+
+cdef inline Py_ssize_t _wvec_round(Py_ssize_t n) noexcept nogil:
+    return (n + WINO_VL - 1) // WINO_VL * WINO_VL
+
+
+cdef inline Py_ssize_t _wvec_bands(const Geom* g) noexcept nogil:
+    return ((g.oh + 1) // 2 + g.wna - 1) // g.wna
+
+
+cdef inline Py_ssize_t _wvec_chunks(const Geom* g) noexcept nogil:
+    return (g.n + g.wnb - 1) // g.wnb * _wvec_bands(g)
+
+
+cdef inline Py_ssize_t _wvec_count(Py_ssize_t nb, Py_ssize_t na, Py_ssize_t rw) noexcept nogil:
+    """Virtual tiles of a chunk, rounded up to whole vectors: all rows but the last
+    (whose tiles are wasted, and which the planes hold only as input data)."""
+    return _wvec_round((nb * (na + 1) - 1) * rw)
+
+
+cdef inline Py_ssize_t _wvec_tiles(const Geom* g) noexcept nogil:
+    """Virtual tiles of the largest chunk."""
+    return _wvec_count(g.wnb, g.wna, _wvec_rw(g))
+
+
+cdef inline Py_ssize_t _wvec_planes(Py_ssize_t tiles, Py_ssize_t rw) noexcept nogil:
+    """Stride of the polyphase planes: the tiles, the reads past them (rw + 1), the last
+    row of input data (rw) and the split's stores past it (up to a vector)."""
+    return _wvec_round(tiles + rw + 2 * WINO_VL)
+
+
+cdef inline Py_ssize_t _wvec_cs(Py_ssize_t tiles) noexcept nogil:
+    """Stride of v's channels (16 values per tile), a vector more than a power of two for
+    most shapes (set-aliasing between the micro-kernel's rows costs up to 2x)."""
+    return 16 * tiles + WINO_VL
+
+
+cdef inline Py_ssize_t _wvec_half(Py_ssize_t tiles) noexcept nogil:
+    """Stage rows: output row t of tile row A of channel i at st + (2i + t)*half + 2q."""
+    return 2 * tiles + WINO_VL
+
+
+cdef inline Py_ssize_t _wvec_per_worker(const Geom* g) noexcept nogil:
+    """Polyphase planes of one channel, a padded row, v, the micro-kernels' products, the
+    stage."""
+    cdef Py_ssize_t t = _wvec_tiles(g)
+    return (4 * _wvec_planes(t, _wvec_rw(g)) + 2 * _wvec_round(_wvec_rw(g))
+            + g.c * _wvec_cs(t) + 16 * CNNC_WINO_MR * CNNC_WINO_NV * WINO_VL
+            + 2 * CNNC_WINO_MR * _wvec_half(t))
+
+
+cdef inline Py_ssize_t _wvec_workers(const Geom* g) noexcept nogil:
+    return max(1, min(g.threads, _wvec_chunks(g)))
+
+
+cdef inline Py_ssize_t _wvec_packed(const Geom* g) noexcept nogil:
+    return 16 * ((g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR * CNNC_WINO_MR) * g.c
+
+
+cdef Py_ssize_t _wvec_workspace(const Geom* g) noexcept nogil:
+    """Packed transformed weights, then one chunk's scratch per worker."""
+    return _wvec_packed(g) + _wvec_workers(g) * _wvec_per_worker(g)
+
+
+cdef void _wvec_chunking(Geom* g) noexcept nogil:
+    """Images per chunk (g.wnb) and tile rows per chunk (g.wna): whole images while one
+    image's transformed input fits WINO_V_ELEMS, else bands of one image."""
+    cdef Py_ssize_t th = (g.oh + 1) // 2, row = 16 * g.c * _wvec_rw(g)
+    if row * (th + 1) <= WINO_V_ELEMS:
+        g.wnb = max(1, min(g.n, WINO_V_ELEMS // (row * (th + 1))))
+        g.wna = th
+    else:
+        g.wnb = 1
+        g.wna = max(1, min(th, WINO_V_ELEMS // row - 1))
+
+
+cdef inline bint _wvec_ok(Geom* g) noexcept nogil:
+    """3x3 stride-1 ungrouped layers with 16-64 input and >= 16 output channels, not both
+    64 or more (there the GEMM Winograd above is as fast), at least WINO_VEC_MIN_TILES
+    tiles in the call, and a chunk's scratch within the documented bound. Measured
+    against the direct path: 1.2-1.5x at 16-64 channels. Sets the chunking."""
+    if not (_wvec_enabled and g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3
+            and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.n > 0
+            and WINO_VEC_MIN <= g.c <= WINO_MIN_CHANNELS and g.m >= WINO_VEC_MIN
+            and min(g.c, g.m) < WINO_MIN_CHANNELS
+            and g.n * _wino_tiles(g) >= WINO_VEC_MIN_TILES):
+        return False
+    _wvec_chunking(g)
+    return _wvec_per_worker(g) <= 2 * COL_TILE
+
+
+cdef void _wvec_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
+    """u[ob, e, i, r] = (G w[ob*MR + r, i] G^T)[e], 0 for rows past m."""
+    cdef Py_ssize_t o, i, ob, mr = CNNC_WINO_MR
+    cdef Py_ssize_t blocks = (m + mr - 1) // mr
+    memset(u, 0, 16 * blocks * mr * c * sizeof(floating))
+    for o in range(m):
+        ob = o // mr
+        for i in range(c):
+            _wino_kernel(w + (o * c + i) * 9, u + (ob * 16 * c + i) * mr + o - ob * mr, c * mr)
+
+
+cdef void _wvec_input(const floating* x, floating* z, floating* v, const Geom* g,
+                      Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t a0, Py_ssize_t na,
+                      Py_ssize_t tiles) noexcept nogil:
+    """v for the chunk's virtual tiles q < tiles, channel by channel; each padded
+    row passes through buf, whose padding columns are zeroed once."""
+    cdef Py_ssize_t rw = _wvec_rw(g), ps = _wvec_planes(tiles, rw), used = nb * (na + 1) * rw
+    cdef Py_ssize_t c, b, a, rp, ih, off, p
+    cdef const floating* src
+    cdef floating* buf = z + 4 * ps
+    memset(buf, 0, 2 * _wvec_round(rw) * sizeof(floating))
+    for c in range(g.c):
+        for b in range(nb):
+            for a in range(na + 1):
+                for rp in range(2):  # padded row 2*(a0 + a) + rp -> planes 2*rp, 2*rp + 1
+                    ih = 2 * (a0 + a) + rp - g.pt
+                    src = NULL
+                    if 0 <= ih < g.h:
+                        src = x + (((b0 + b) * g.c + c) * g.h + ih) * g.w
+                    off = (b * (na + 1) + a) * rw
+                    if floating is float:
+                        cnnc_wino_split_s(src, g.w, g.pl, rw, buf, z + 2 * rp * ps + off,
+                                          z + (2 * rp + 1) * ps + off)
+                    else:
+                        cnnc_wino_split_d(src, g.w, g.pl, rw, buf, z + 2 * rp * ps + off,
+                                          z + (2 * rp + 1) * ps + off)
+        for p in range(4):  # the reads past the last row, and the wasted tiles, see zeros
+            memset(z + p * ps + used, 0, (ps - used) * sizeof(floating))
+        if floating is float:
+            cnnc_wino_input_s(z, ps, rw, tiles, v + c * _wvec_cs(tiles))
+        else:
+            cnnc_wino_input_d(z, ps, rw, tiles, v + c * _wvec_cs(tiles))
+
+
+cdef void _wvec_store(const floating* st, floating* y, const Geom* g, Py_ssize_t o0,
+                      Py_ssize_t rows, Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t a0,
+                      Py_ssize_t na, Py_ssize_t tiles, int act,
+                      floating act_param) noexcept nogil:
+    """Copy the stage's output rows to y (applying sigmoid / tanh, which it has not)."""
+    cdef Py_ssize_t i, b, a, t, oy, j, rw = _wvec_rw(g), P = g.oh * g.ow
+    cdef const floating* src
+    cdef floating* dst
+    for i in range(rows):
+        for b in range(nb):
+            for a in range(na):
+                for t in range(2):
+                    oy = 2 * (a0 + a) + t
+                    if oy >= g.oh:
+                        break
+                    src = st + (2 * i + t) * _wvec_half(tiles) + 2 * (b * (na + 1) + a) * rw
+                    dst = y + ((b0 + b) * g.m + o0 + i) * P + oy * g.ow
+                    if act == ACT_SIGMOID or act == ACT_TANH:
+                        for j in range(g.ow):
+                            dst[j] = _gemm_act(src[j], act, act_param)
+                    elif floating is float:
+                        cnnc_wino_copy_s(dst, src, g.ow)
+                    else:
+                        cnnc_wino_copy_d(dst, src, g.ow)
+
+
+cdef void _wvec_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
+                      floating* ws, const Geom* g, Py_ssize_t k, int act,
+                      floating act_param) noexcept nogil:
+    """Chunk k: input transform, then per block of MR output channels the products and
+    output transforms of all its tiles, then their rows copied out."""
+    cdef Py_ssize_t bands = _wvec_bands(g), mr = CNNC_WINO_MR
+    cdef Py_ssize_t b0 = k // bands * g.wnb, nb = min(g.wnb, g.n - b0)
+    cdef Py_ssize_t a0 = k % bands * g.wna, na = min(g.wna, (g.oh + 1) // 2 - a0)
+    cdef Py_ssize_t tiles = _wvec_count(nb, na, _wvec_rw(g))
+    cdef Py_ssize_t vl = 16 if floating is float else 8, step = CNNC_WINO_NV * vl
+    cdef Py_ssize_t ob, tb, t0, rows
+    cdef floating* z = ws
+    cdef floating* v = z + 4 * _wvec_planes(tiles, _wvec_rw(g)) + 2 * _wvec_round(_wvec_rw(g))
+    cdef floating* mm = v + g.c * _wvec_cs(tiles)
+    cdef floating* st = mm + 16 * CNNC_WINO_MR * CNNC_WINO_NV * WINO_VL
+    cdef const floating* bo
+    cdef int vact = act if act == ACT_RELU or act == ACT_LEAKY else ACT_NONE
+    _wvec_input(x, z, v, g, b0, nb, a0, na, tiles)
+    for ob in range((g.m + mr - 1) // mr):
+        rows = min(mr, g.m - ob * mr)
+        bo = bias
+        if bias != NULL:
+            bo = bias + ob * mr
+        for tb in range((tiles + step - 1) // step):
+            t0 = tb * step
+            if floating is float:
+                cnnc_wino_block_s(g.c, u + ob * 16 * g.c * mr, v + 16 * t0, _wvec_cs(tiles),
+                                  <int> min(<Py_ssize_t> CNNC_WINO_NV, (tiles - t0) // vl),
+                                  mm, bo, <int> rows, vact, act_param, st + 2 * t0,
+                                  2 * _wvec_half(tiles), _wvec_half(tiles))
+            else:
+                cnnc_wino_block_d(g.c, u + ob * 16 * g.c * mr, v + 16 * t0, _wvec_cs(tiles),
+                                  <int> min(<Py_ssize_t> CNNC_WINO_NV, (tiles - t0) // vl),
+                                  mm, bo, <int> rows, vact, act_param, st + 2 * t0,
+                                  2 * _wvec_half(tiles), _wvec_half(tiles))
+        _wvec_store(st, y, g, ob * mr, rows, b0, nb, a0, na, tiles, act, act_param)
+
+
+cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                    floating* ws, const Geom* g, int act, floating act_param,
+                    int n_threads) noexcept nogil:
+    """y = act(conv3x3(x, w) + bias) by the vector Winograd path; ws: _wvec_workspace
+    elements. Chunks go to the threads whole (each output has one owner)."""
+    cdef Py_ssize_t k, tid = 0, chunks = _wvec_chunks(g), per = _wvec_per_worker(g)
+    cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
+    cdef floating* u = ws
+    cdef floating* scratch = ws + _wvec_packed(g)
+    _wvec_weights(w, u, g.m, g.c)
+    if workers > 1:
+        with parallel(num_threads=workers):
+            tid = threadid()
+            for k in prange(chunks, schedule="static"):
+                _wvec_chunk(x, u, bias, y, scratch + tid * per, g, k, act, act_param)
+    else:
+        for k in range(chunks):
+            _wvec_chunk(x, u, bias, y, scratch, g, k, act, act_param)

@@ -113,7 +113,7 @@ WGRAD_T_CASES = [
 
 # The direct stride-1 path (conv_direct.pxi): thin inputs whose weight gradient is direct
 # too, summed by output rows (OW = 32, 28) or over the flattened padded chunk (OW = 40);
-# dilation; M not a multiple of the 8- or 4-row tiles; padding larger than the kernel
+# dilation; M not a multiple of the 8-, 6- or 4-row tiles; padding larger than the kernel
 # (the flipped backward-data then has negative padding); one image on several row blocks.
 DIRECT_CASES = [
     (3, 3, 32, 32, 16, (3, 3), 1, 1, 1, 1),
@@ -123,6 +123,20 @@ DIRECT_CASES = [
     (3, 16, 9, 13, 13, (3, 3), 1, (3, 0, 4, 1), 1, 1),
     (1, 20, 11, 7, 9, (2, 3), 1, 0, 1, 1),
     (1, 24, 12, 12, 40, (3, 3), 1, 1, 1, 1),
+    (2, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1),                # LeNet-5's conv2: dx on 6 rows
+]
+
+# Winograd with the tiles in vector lanes (3x3 stride 1, 16-64 channels): whole images
+# per chunk (one, or three), odd outputs with padding 0 (whose flipped backward-data,
+# 64 -> 32 channels, takes it too), asymmetric padding and M not a multiple of 8,
+# padding larger than the kernel (negative in the flipped conv), bands of tile rows.
+WVEC_CASES = [
+    (2, 16, 32, 32, 16, (3, 3), 1, 1, 1, 1),
+    (3, 32, 16, 16, 32, (3, 3), 1, 1, 1, 1),
+    (2, 32, 13, 11, 64, (3, 3), 1, 0, 1, 1),
+    (2, 17, 9, 13, 23, (3, 3), 1, (0, 2, 1, 0), 1, 1),
+    (1, 20, 9, 13, 16, (3, 3), 1, (3, 0, 4, 1), 1, 1),
+    (2, 16, 48, 48, 16, (3, 3), 1, (1, 2, 2, 1), 1, 1),
 ]
 
 
@@ -251,7 +265,8 @@ def _fd(f, v, dy, eps=1e-6):
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 7)]
-                         + [DIRECT_CASES[i] for i in (3, 4)])
+                         + [DIRECT_CASES[i] for i in (3, 4)]
+                         + [(1, 16, 5, 7, 16, (3, 3), 1, (1, 0, 2, 1), 1, 1)])
 def test_conv_backward_finite_differences(case):
     """Through the fused bias + tanh epilogue: d tanh = 1 - y^2, then conv backward."""
     x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
@@ -332,7 +347,7 @@ def test_conv_small_batches(case, n):
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12, 14, 15, 16, 18, 20)]
-                         + WGRAD_T_CASES[:2] + DIRECT_CASES)
+                         + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES[2:5])
 @pytest.mark.parametrize("n", [1, 3, 23])
 def test_conv_threads_bitwise_equal(case, n):
     """n = 23 splits small images into several multi-image chunks shared by the threads."""
@@ -366,9 +381,32 @@ def test_direct_path_matches_im2col(case, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WVEC_CASES)
+def test_wino_vec_matches_other_paths(case, dtype):
+    """The vector Winograd path (forward, flipped backward-data) against the reference,
+    and against the path the layer takes without it, with every activation it fuses."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for act in (None, "relu", "leaky_relu", "tanh"):
+        runs = []
+        for enabled in (True, False):
+            conv._set_wino_vec(enabled)
+            try:
+                runs.append((forward(x, wt, b, y_shape, kw, act),) + backward(x, wt, dy, kw))
+            finally:
+                conv._set_wino_vec(True)
+        ref = ACTS[act](ref_conv(x, wt, b, kw["stride"], kw["padding"], kw["dilation"], 1))
+        np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+        assert runs[0][0].tobytes() != runs[1][0].tobytes()  # it did take another path
+        for got, want in zip(*runs):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_no_writes_outside_outputs():
     """Outputs carved from NaN-filled buffers: the borders stay NaN."""
-    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES:
+    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES:
         x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
         dy = RNG.standard_normal(y_shape).astype(np.float32)
         bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32)
@@ -397,7 +435,9 @@ def test_workspace_is_bounded_and_tiled():
     for x_shape, w_shape, nt in [((1, 64, 224, 224), (64, 64, 3, 3), 2),
                                  ((8, 3, 224, 224), (64, 3, 3, 3), 2),
                                  ((64, 64, 8, 8), (64, 64, 3, 3), 2),
-                                 ((64, 16, 32, 32), (32, 16, 3, 3), 4)]:
+                                 ((64, 16, 32, 32), (32, 16, 3, 3), 4),
+                                 ((64, 32, 16, 16), (32, 32, 3, 3), 2),
+                                 ((1, 63, 40, 4000), (16, 63, 3, 3), 2)]:
         k = w_shape[1] * w_shape[2] * w_shape[3]
         assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
             nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS) + 4 * w_shape[0] * k)
@@ -494,8 +534,11 @@ def test_conv_transpose(case, dtype):
                              kw["dilation"], kw["groups"])
     lhs = np.vdot(dy.astype(np.float64), lin)
     rtol = 1e-4 if dtype == np.float32 else 1e-11
-    np.testing.assert_allclose(np.vdot(dx.astype(np.float64), x), lhs, rtol=rtol)
-    np.testing.assert_allclose(np.vdot(dw.astype(np.float64), wt), lhs, rtol=rtol)
+    # the sums cancel: compare against the scale of their terms, not of the result
+    np.testing.assert_allclose(np.vdot(dx.astype(np.float64), x), lhs, rtol=rtol,
+                               atol=rtol * np.linalg.norm(dx) * np.linalg.norm(x))
+    np.testing.assert_allclose(np.vdot(dw.astype(np.float64), wt), lhs, rtol=rtol,
+                               atol=rtol * np.linalg.norm(dw) * np.linalg.norm(wt))
     np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=rtol,
                                atol=rtol)
 
