@@ -46,17 +46,26 @@ take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector la
 a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
 position that feeds the output transform (bias, relu) directly; 1.2-1.5x the direct path.
 
+Layers with at most 16 output pixels per image and >= 64 channels in and out (VGG's last
+stages on CIFAR), ungrouped with horizontal stride 1, take per-tap GEMMs instead
+(conv_taps.pxi): x channels-last and the weights tap-major, one GEMM over the channels per
+(tap, output row) that reads inside x, padding taps skipped; backward-data always, forward
+and weight gradient from 4 images (at batch 1 the weights' layout passes cost more). At
+batch 64 on 2x2 images with 512 channels: forward 2x, backward-data 2.4x, weight gradient
+3.7x Winograd's time; on 4x4 even to 1.3x.
+
 Workspace bound. The im2col buffer is tiled over output pixels: a tile holds at most
 COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements when K
-alone is larger; a multi-image chunk or a Winograd chunk holds at most 2**20 elements;
-the transposed weight gradient adds a channels-last copy of the chunk's x, used only when
-it holds at most 2**19 elements; the direct path's padded copy of x (and, for its weight
-gradient, of dy) holds at most 2**20 + 2**19 elements per thread; a vector Winograd chunk
-at most 2**20 (else that path is not taken). So ``conv2d_workspace_size`` <=
-n_threads * (max(2**20, K) + 2**19) + 4*M*K elements (the last term: transformed or
-flipped weights, or up to 4 partial weight gradients). VGG-16's conv1_2 (K = 576,
-P = 50176: 115 MB of columns per image un-tiled) needs 4 MiB per thread and 0.4 MiB of
-weights.
+alone is larger; a multi-image chunk holds at most 2**20 elements, a Winograd chunk 2**20 +
+2**19; the transposed weight gradient adds a channels-last copy of the chunk's x, used only
+when it holds at most 2**19 elements; the direct path's padded copy of x (and, for its
+weight gradient, of dy) holds at most 2**20 + 2**19 elements per thread; a vector Winograd
+chunk at most 2**20 (else that path is not taken); the per-tap path M*K elements of rearranged
+weights (or their gradient) and a chunk of channels-last x (or dx) and y (or dy) of at
+most 2**20 (else not taken). So ``conv2d_workspace_size`` <=
+n_threads * (max(2**20, K) + 2**19) + 4*M*K elements (the last term: transformed or flipped
+weights, or up to 4 partial weight gradients). VGG-16's conv1_2 (K = 576, P = 50176: 115 MB
+of columns per image un-tiled) needs 4 MiB per thread and 0.4 MiB of weights.
 
 conv_transpose2d is the adjoint of conv2d: its forward is conv2d's backward-data, its
 backward-data is conv2d's forward, its weight gradient conv2d's with the roles of x and dy
@@ -92,7 +101,9 @@ cdef enum:
     COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
     FLIP_MIN_CHANNELS = 16
     CHUNK_COLS = 512  # images share a chunk until their output pixels reach this
-    WINO_COLS = 512  # Winograd tiles per chunk
+    WINO_COLS = 512  # Winograd tiles per chunk, at most ...
+    WINO_CHUNK_ROUND = 4  # ... in a number of chunks rounded up to a multiple of this ...
+    WINO_MIN_COLS = 64  # ... while that leaves at least this many tiles per chunk
     PARALLEL_MIN_ELEMS = 65536  # smaller im2col / col2im copies run on one thread
     WGRAD_SLOTS = 4  # partial weight gradients (see _gemm_bwd_weight)
     WGRAD_SLOT_MAX_ELEMS = 262144  # ... for weights up to this size
@@ -134,10 +145,12 @@ cdef struct Geom:
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
     Py_ssize_t wnb, wna  # vector Winograd: images per chunk, tile rows per chunk
     int path, wino, wvec, direct
+    int taps  # the passes that take the per-tap path (TAPS_FWD | TAPS_DATA | TAPS_WG)
 
 
 include "conv_winograd.pxi"
 include "conv_direct.pxi"
+include "conv_taps.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,10 +231,9 @@ cdef void _finish(Geom* g) noexcept nogil:
         g.xt = 0
     g.wvec = _wvec_ok(g)
     g.wino = _wino_ok(g) and not g.wvec
-    g.wcols = max(1, min(g.n * _wino_tiles(g), WINO_COLS,
-                         (2 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))))
-    g.wworkers = max(1, min(g.threads, (g.n * _wino_tiles(g) + g.wcols - 1) // g.wcols))
+    _wino_chunking(g)
     g.direct = _direct_ok(g) and not g.wino and not g.wvec
+    g.taps = _taps_passes(g)
 
 
 cdef inline bint _flips(const Geom* g) noexcept nogil:
@@ -244,6 +256,8 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
 
 
 cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
+    if g.taps & TAPS_FWD:
+        return _taps_workspace(g)
     if g.direct:
         return _direct_fwd_ws(g)
     if g.wvec:
@@ -267,6 +281,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
         need = max(need, _direct_wg_ws(g))
     elif _wino_wg_ok(g):
         need = max(need, _wino_wg_workspace(g))
+    if g.taps:
+        need = max(need, _taps_workspace(g))
     return need
 
 
@@ -944,6 +960,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
                     int n_threads) noexcept nogil:
     if g.path == PATH_DEPTHWISE:
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
+    elif g.taps & TAPS_FWD:
+        _taps_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.direct:
         _direct_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wvec:
@@ -959,6 +977,8 @@ cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, fl
     cdef Geom f
     if g.path == PATH_DEPTHWISE:
         _dw_bwd_data(dy, w, dx, g, n_threads)
+    elif g.taps & TAPS_DATA:
+        _taps_bwd_data(dy, w, dx, ws, g, n_threads)
     elif _flips(g):  # a forward conv: no col2im scatter, and a GEMM with K = M*kh*kw
         f = _flipped(g)
         _flip_weights(w, ws, g)
@@ -974,6 +994,8 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
     elif g.n == 0:
         if not accumulate:
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
+    elif g.taps & TAPS_WG:
+        _taps_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _direct_wg_ok(g):
         _direct_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _wino_wg_ok(g):

@@ -24,6 +24,24 @@ cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:
     return ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
 
 
+cdef void _wino_chunking(Geom* g) noexcept nogil:
+    """g.wcols tiles per chunk (the last may have fewer) and g.wworkers. A chunk's V and M
+    take at most a thread's share of the workspace bound (2**20 + 2**19 elements), and the
+    chunks are evened out, in a number rounded up to a multiple of WINO_CHUNK_ROUND while
+    they keep WINO_MIN_COLS tiles: two or four threads then get equal shares (3 chunks of
+    511, 511 and 2 tiles left ResNet-20's stage 3 on one thread), and each chunk's 16
+    GEMMs, which repack U, stay deep enough."""
+    cdef Py_ssize_t total = g.n * _wino_tiles(g), chunks
+    cdef Py_ssize_t cap = (3 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))
+    cap = max(1, min(<Py_ssize_t> WINO_COLS, cap))
+    chunks = max(1, (total + cap - 1) // cap)
+    if chunks > 1:
+        chunks = max(chunks, min((chunks + WINO_CHUNK_ROUND - 1) // WINO_CHUNK_ROUND
+                                 * WINO_CHUNK_ROUND, total // WINO_MIN_COLS))
+    g.wcols = max(1, (total + chunks - 1) // chunks)
+    g.wworkers = max(1, min(g.threads, (total + g.wcols - 1) // g.wcols))
+
+
 cdef inline Py_ssize_t _wino_per_worker(const Geom* g) noexcept nogil:
     """V and M of one chunk, and the padded input rows."""
     return 16 * (g.c + g.m) * g.wcols + 4 * (g.ow + 3)

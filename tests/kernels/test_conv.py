@@ -404,6 +404,116 @@ def test_wino_vec_matches_other_paths(case, dtype):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+# per-tap GEMMs (conv_taps.pxi): the first three take it by default (few output pixels,
+# >= 64 channels; forward and weight gradient from 4 images), the rest under _set_taps(2)
+TAPS_CASES = [
+    (5, 64, 2, 2, 72, (3, 3), 1, 1, 1, 1),                 # VGG's 2x2 stage, small
+    (4, 70, 4, 3, 64, (3, 3), 1, (0, 2, 1, 0), 1, 1),      # asymmetric padding, 4x4 output
+    (2, 64, 3, 4, 65, (3, 3), 1, 1, 1, 1),                 # 2 images: backward-data only
+    (3, 5, 7, 6, 6, (3, 2), (2, 1), (0, 1, 1, 0), (1, 2), 1),  # vertical stride, dilation
+    (2, 3, 1, 1, 4, (3, 3), 1, 1, 1, 1),                   # only the centre tap reads x
+    (3, 6, 5, 5, 7, (2, 3), 1, (1, 0, 2, 1), 1, 1),        # partial rows, whole rows
+    (1, 4, 3, 3, 5, (3, 3), 1, 0, 1, 1),                   # kernel == input
+    (3, 40, 100, 100, 20, (1, 2), 1, (0, 0, 0, 1), 1, 1),  # one image per chunk
+]
+
+
+def _with_taps(mode, run):
+    conv._set_taps(mode)
+    try:
+        return run()
+    finally:
+        conv._set_taps(1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TAPS_CASES)
+def test_taps_path_matches_reference(case, dtype):
+    """The per-tap path (forced, and by default) against the references and against the
+    path the layer takes without it; accumulation and thread counts for the gradient."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    ref_y = ACTS["relu"](ref_conv(x, wt, b, kw["stride"], kw["padding"], kw["dilation"], 1))
+    ref_dw = ref_weight_grad(x, dy, wt.shape, kw["stride"], kw["padding"], kw["dilation"], 1)
+    runs = [_with_taps(mode, lambda: (forward(x, wt, b, y_shape, kw, "relu"),)
+                       + backward(x, wt, dy, kw)) for mode in (2, 1, 0)]
+    np.testing.assert_allclose(runs[0][0], ref_y, rtol=tol, atol=tol * np.abs(ref_y).max())
+    np.testing.assert_allclose(runs[0][2], ref_dw, rtol=tol, atol=tol * np.abs(ref_dw).max())
+    for run in runs[1:]:
+        for got, want in zip(runs[0], run):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    dw0 = RNG.standard_normal(wt.shape).astype(dtype)
+    acc = [_with_taps(2, lambda: backward(x, wt, dy, kw, nt, True, dw0.copy())[1])
+           for nt in (1, 2)]
+    np.testing.assert_allclose(acc[0], dw0 + ref_dw, rtol=tol, atol=tol * np.abs(ref_dw).max())
+    assert acc[0].tobytes() == acc[1].tobytes()
+
+
+@pytest.mark.parametrize("case", TAPS_CASES[:7])
+def test_taps_path_gradients(case):
+    """Forced per-tap path, float64: adjoint identities, then finite differences through
+    the bias + tanh epilogue on the first image."""
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    dy = RNG.standard_normal(y_shape)
+
+    def check():
+        dx, dw, _ = backward(x, wt, dy, kw)
+        lhs = np.vdot(dy, forward(x, wt, None, y_shape, kw))
+        np.testing.assert_allclose(np.vdot(dx, x), lhs, rtol=1e-11)
+        np.testing.assert_allclose(np.vdot(dw, wt), lhs, rtol=1e-11)
+        x1, shape1 = x[:1].copy(), (1,) + y_shape[1:]
+        dz = dy[:1]
+
+        def f():
+            return forward(x1, wt, b, shape1, kw, "tanh")
+
+        dx1, dw1, _ = backward(x1, wt, dz * (1 - f() ** 2), kw)
+        np.testing.assert_allclose(dx1, _fd(f, x1, dz), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(dw1, _fd(f, wt, dz), rtol=1e-6, atol=1e-8)
+
+    _with_taps(2, check)
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_taps_path_threads_and_bounds(mode):
+    """Bitwise equal for 1 and 2 threads; outputs carved from NaN-filled buffers keep their
+    NaN borders (no write outside them)."""
+    def check():
+        for case in TAPS_CASES[:7]:
+            x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
+            dy = RNG.standard_normal(y_shape).astype(np.float32)
+            runs = [(forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
+                    for nt in (1, 2)]
+            for a, a2 in zip(*runs):
+                assert a.tobytes() == a2.tobytes()
+            shapes = {"y": y_shape, "dx": x.shape, "dw": wt.shape}
+            bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32) for k, s in shapes.items()}
+            y, dx, dw = (bufs[k][32:32 + np.prod(s)].reshape(s) for k, s in shapes.items())
+            ws = _ws(x.shape, wt.shape, kw, np.float32, 2)
+            conv.conv2d_forward(x, wt, b, y, workspace=ws, n_threads=2, **kw)
+            conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=2, **kw)
+            conv.conv2d_backward_weight(x, dy, dw, None, workspace=ws, n_threads=2, **kw)
+            for buf in bufs.values():
+                assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
+                assert not np.isnan(buf[32:-32]).any()
+
+    _with_taps(mode, check)
+
+
+def test_taps_workspace_bound():
+    """VGG-11's CIFAR layers under the documented bound n_threads * (max(2**20, K) + 2**19)
+    + 4*M*K, at batch 64 and 1."""
+    for x_shape, w_shape in [((64, 512, 2, 2), (512, 512, 3, 3)),
+                             ((64, 256, 4, 4), (512, 256, 3, 3)),
+                             ((1, 512, 4, 4), (512, 512, 3, 3))]:
+        k = w_shape[1] * w_shape[2] * w_shape[3]
+        for nt in (1, 2):
+            assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
+                nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS)
+                + 4 * w_shape[0] * k)
+
+
 def test_no_writes_outside_outputs():
     """Outputs carved from NaN-filled buffers: the borders stay NaN."""
     for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES:
