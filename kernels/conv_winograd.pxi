@@ -241,9 +241,26 @@ cdef Py_ssize_t _wino_wg_cols(const Geom* g) noexcept nogil:
     return _wino_even(total, (total + cols - 1) // cols)
 
 
+cdef inline Py_ssize_t _wino_wg_slots(const Geom* g) noexcept nogil:
+    """Partial Z summed separately (one thread each, added in order): 2 when Z is small
+    and there are chunks to share, else 1 (the threads then work inside the GEMMs, which
+    at 64 channels, 64 x 64 outputs, barely gain: ResNet-20's stage 3 ran 1.1x on two)."""
+    cdef Py_ssize_t total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
+    if 16 * g.m * g.c > WINO_WG_SLOT_MAX or total <= cols:
+        return 1
+    return WINO_WG_SLOTS
+
+
+cdef inline Py_ssize_t _wino_wg_per_worker(const Geom* g) noexcept nogil:
+    """One chunk's V, P^T and padded input rows."""
+    return 16 * (g.c + g.m) * _wino_wg_cols(g) + 4 * (g.ow + 3)
+
+
 cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:
-    """Z for all 16 positions, then one chunk's V, P^T and padded input rows."""
-    return 16 * g.m * g.c + 16 * (g.c + g.m) * _wino_wg_cols(g) + 4 * (g.ow + 3)
+    """Z (per slot) for all 16 positions, then each worker's chunk scratch."""
+    cdef Py_ssize_t slots = _wino_wg_slots(g)
+    return (slots * 16 * g.m * g.c
+            + min(g.threads, slots) * _wino_wg_per_worker(g))
 
 
 cdef void _wino_dy(const floating* dy, floating* pt, const Geom* g, Py_ssize_t q0,
@@ -312,25 +329,47 @@ cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g,
                     dst[3 * k + 2] += (u[k][1] + u[k][2]) * 0.5 + u[k][3]
 
 
-cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, floating* ws,
-                      const Geom* g, bint accumulate, int n_threads) noexcept nogil:
-    """dW (+)= the weight gradient by Winograd; chunks of _wino_wg_cols tiles in order, the
-    threads inside the GEMMs. ws: _wino_wg_workspace elements."""
+cdef void _wino_wg_chunks(const floating* x, const floating* dy, floating* zt,
+                          floating* ws, const Geom* g, Py_ssize_t k0, Py_ssize_t k1,
+                          int n_threads) noexcept nogil:
+    """zt = the sum over chunks k0 .. k1 (in order) of V_e @ P_e^T, e < 16."""
     cdef Py_ssize_t k, e, q0, nq, total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
-    cdef floating* zt = ws
-    cdef floating* v = ws + 16 * g.m * g.c
+    cdef floating* v = ws
     cdef floating* pt = v + 16 * g.c * cols
     cdef floating* rows = pt + 16 * g.m * cols
-    for k in range((total + cols - 1) // cols):
+    for k in range(k0, k1):
         q0 = k * cols
         nq = min(cols, total - q0)
         _wino_input(x, v, rows, g, q0, nq)
         _wino_dy(dy, pt, g, q0, nq)
         for e in range(16):
             gemm(False, False, g.c, g.m, nq, 1, v + e * g.c * nq, nq, pt + e * nq * g.m, g.m,
-                 0 if k == 0 else 1, zt + e * g.c * g.m, g.m, NULL, BIAS_NONE, ACT_NONE, 0,
-                 n_threads)
-    _wino_wg_output(zt, dw, g, accumulate)
+                 0 if k == k0 else 1, zt + e * g.c * g.m, g.m, NULL, BIAS_NONE, ACT_NONE,
+                 0, n_threads)
+
+
+cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, floating* ws,
+                      const Geom* g, bint accumulate, int n_threads) noexcept nogil:
+    """dW (+)= the weight gradient by Winograd: chunks of _wino_wg_cols tiles in order,
+    the threads inside the GEMMs, or (_wino_wg_slots) fixed runs of chunks summed into
+    partial Z by one thread each, then added in order. ws: _wino_wg_workspace elements."""
+    cdef Py_ssize_t total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
+    cdef Py_ssize_t chunks = (total + cols - 1) // cols, slots = _wino_wg_slots(g)
+    cdef Py_ssize_t size = 16 * g.m * g.c, s, e, tid = 0
+    cdef floating* scratch = ws + slots * size
+    if slots == 1:
+        _wino_wg_chunks(x, dy, ws, scratch, g, 0, chunks, n_threads)
+    else:
+        with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
+            tid = threadid()
+            for s in prange(slots, schedule="static"):
+                _wino_wg_chunks(x, dy, ws + s * size, scratch + tid * _wino_wg_per_worker(g),
+                                g, s * chunks // slots, (s + 1) * chunks // slots, 1)
+        for s in range(1, slots):
+            for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
+                            schedule="static"):
+                ws[e] = ws[e] + ws[s * size + e]
+    _wino_wg_output(ws, dw, g, accumulate)
 
 
 # Winograd F(2x2, 3x3) with the tiles in vector lanes (conv_winograd.h) for thinner layers
