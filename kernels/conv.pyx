@@ -18,8 +18,8 @@ register-tiled micro-kernels, no im2col) unless Winograd applies; the rest is im
 GEMM. With stride 1 and >= 16 input channels per group (>= 4 when the direct path takes
 it), backward-data is instead the forward conv of dy with the flipped, transposed weights
 (padding d*(k-1) - p): a GEMM as wide as the forward's and no col2im scatter. The weight
-gradient is direct for stride-1 layers with <= 16 input channels (measured: 1.1-1.5x
-im2col there, slower above). Images whose output has few pixels (P < 512) share
+gradient is direct for stride-1 layers with <= 32 input channels (measured: 1.1-2x
+im2col there; from 64, Winograd's). Images whose output has few pixels (P < 512) share
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
 A forward chunk of at most 4 output pixels in all (VGG's last layers at batch 1) skips the
 GEMM: each weight row is dotted with the few columns as it streams from memory

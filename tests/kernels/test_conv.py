@@ -124,6 +124,7 @@ DIRECT_CASES = [
     (1, 20, 11, 7, 9, (2, 3), 1, 0, 1, 1),
     (1, 24, 12, 12, 40, (3, 3), 1, 1, 1, 1),
     (2, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1),                # LeNet-5's conv2: dx on 6 rows
+    (2, 24, 16, 16, 20, (3, 3), 1, 1, 1, 1),               # direct weight gradient, 24 ch
 ]
 
 # Winograd with the tiles in vector lanes (3x3 stride 1, 16-64 channels): whole images
