@@ -478,8 +478,7 @@ def test_taps_path_gradients(case):
 
 @pytest.mark.parametrize("mode", [1, 2])
 def test_taps_path_threads_and_bounds(mode):
-    """Bitwise equal for 1 and 2 threads; outputs carved from NaN-filled buffers keep their
-    NaN borders (no write outside them)."""
+    """Bitwise equal for 1 and 2 threads; no write outside the outputs."""
     def check():
         for case in TAPS_CASES[:7]:
             x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
@@ -488,16 +487,7 @@ def test_taps_path_threads_and_bounds(mode):
                     for nt in (1, 2)]
             for a, a2 in zip(*runs):
                 assert a.tobytes() == a2.tobytes()
-            shapes = {"y": y_shape, "dx": x.shape, "dw": wt.shape}
-            bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32) for k, s in shapes.items()}
-            y, dx, dw = (bufs[k][32:32 + np.prod(s)].reshape(s) for k, s in shapes.items())
-            ws = _ws(x.shape, wt.shape, kw, np.float32, 2)
-            conv.conv2d_forward(x, wt, b, y, workspace=ws, n_threads=2, **kw)
-            conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=2, **kw)
-            conv.conv2d_backward_weight(x, dy, dw, None, workspace=ws, n_threads=2, **kw)
-            for buf in bufs.values():
-                assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
-                assert not np.isnan(buf[32:-32]).any()
+            _assert_writes_inside(case)
 
     _with_taps(mode, check)
 
@@ -515,22 +505,25 @@ def test_taps_workspace_bound():
                 + 4 * w_shape[0] * k)
 
 
+def _assert_writes_inside(case):
+    """Outputs carved from NaN-filled buffers: the borders stay NaN, the inside is set."""
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
+    dy = RNG.standard_normal(y_shape).astype(np.float32)
+    shapes = {"y": y_shape, "dx": x.shape, "dw": wt.shape}
+    bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32) for k, s in shapes.items()}
+    y, dx, dw = (bufs[k][32:32 + np.prod(s)].reshape(s) for k, s in shapes.items())
+    ws = _ws(x.shape, wt.shape, kw, np.float32, 2)
+    conv.conv2d_forward(x, wt, b, y, workspace=ws, n_threads=2, **kw)
+    conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=2, **kw)
+    conv.conv2d_backward_weight(x, dy, dw, None, workspace=ws, n_threads=2, **kw)
+    for buf in bufs.values():
+        assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
+        assert not np.isnan(buf[32:-32]).any()
+
+
 def test_no_writes_outside_outputs():
-    """Outputs carved from NaN-filled buffers: the borders stay NaN."""
     for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES:
-        x, wt, b, y_shape, kw = _case_arrays(case, np.float32)
-        dy = RNG.standard_normal(y_shape).astype(np.float32)
-        bufs = {k: np.full(np.prod(s) + 64, np.nan, np.float32)
-                for k, s in (("y", y_shape), ("dx", x.shape), ("dw", wt.shape))}
-        y, dx, dw = (bufs[k][32:32 + np.prod(s)].reshape(s)
-                     for k, s in (("y", y_shape), ("dx", x.shape), ("dw", wt.shape)))
-        ws = _ws(x.shape, wt.shape, kw, np.float32, 2)
-        conv.conv2d_forward(x, wt, b, y, workspace=ws, n_threads=2, **kw)
-        conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=2, **kw)
-        conv.conv2d_backward_weight(x, dy, dw, None, workspace=ws, n_threads=2, **kw)
-        for buf in bufs.values():
-            assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
-            assert not np.isnan(buf[32:-32]).any()
+        _assert_writes_inside(case)
 
 
 def test_workspace_is_bounded_and_tiled():
