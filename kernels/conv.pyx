@@ -35,12 +35,14 @@ reordered to OIHW when the partial sums are added. ResNet-20's 16-64 channel lay
 1.5x; slower with 1-3 channel 3x3 or 5x5 inputs (runs of 3-15 values) and for VGG's
 0.6-2.4M-element dW (the reorder pass), so those keep im2col.
 
-Winograd F(2x2, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 stride-1 ungrouped
-layers with >= 64 input and output channels and enough output tiles in the call to pay
-for transforming the weights, forward and flipped backward-data (the benchmark: 1.3-1.7x
-faster there; slower at 16-32 channels, where its 16 GEMMs are thin), and for the weight
+Winograd F(2x2, 3x3) or F(4x4, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 stride-1
+ungrouped layers with >= 64 input and output channels and enough output tiles in the call
+to pay for transforming the weights, forward and flipped backward-data (F(2x2): 1.3-1.7x
+faster there; slower at 16-32 channels, where its GEMMs are thin), and for the weight
 gradient of such layers (1.2-1.6x im2col at 64-512 channels; at 32 its transforms cost
-more than the GEMMs save). Thinner 3x3 stride-1 ungrouped layers (16-64 channels, not
+more than the GEMMs save). F(4x4) is taken where it saves a quarter of F(2x2)'s products
+(8x8 and larger outputs): 1.3-1.7x F(2x2) on ResNet-20's stage 3 and VGG's 8x8-32x32
+layers, in all three passes. Thinner 3x3 stride-1 ungrouped layers (16-64 channels, not
 both >= 64: ResNet-20's stages 1-2, the seed CNN's conv2 and its flipped backward-data)
 take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector lanes over
 a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
@@ -115,7 +117,11 @@ cdef enum:
     WINO_MIN_CHANNELS = 64  # below this the 16 GEMMs are too thin to beat im2col
     WINO_MIN_TILES = 64  # fewer tiles (per call) do not pay for the weight transform ...
     WINO_TILE_CHANNELS = 16384  # ... nor fewer than this / min(C, M) tiles
-    WINO_W_RUN = 64  # input channels per block of the Winograd weight transform
+    WINO_W_LANES = 128  # kernels per block of the Winograd weight transform
+    WINO_COL_UNIT = 16  # ... forward chunks are whole multiples of this many tiles
+    WINO_MR = 8  # ... U's rows padded to this (the largest MR of gemm_micro.h)
+    WINO_NR = 32  # ... and V's columns (the largest float NR)
+    WINO_PAD = 16  # ... elements between V's positions beyond the NR-rounded size
     WINO_WG_MIN_CHANNELS = 64  # Winograd weight gradient: below, the transforms dominate
     WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
     WINO_WG_OUT = 16  # ... output channels per block of its output transform
@@ -145,6 +151,7 @@ cdef struct Geom:
     Py_ssize_t xt  # weight gradient: channels-last copy of a chunk's x (0: not used)
     Py_ssize_t threads  # as requested
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
+    Py_ssize_t wtile  # ... output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
     Py_ssize_t wnb, wna  # vector Winograd: images per chunk, tile rows per chunk
     int path, wino, wvec, direct
     int taps  # the passes that take the per-tap path (TAPS_FWD | TAPS_DATA | TAPS_WG)
@@ -233,6 +240,7 @@ cdef void _finish(Geom* g) noexcept nogil:
         g.xt = 0
     g.wvec = _wvec_ok(g)
     g.wino = _wino_ok(g) and not g.wvec
+    g.wtile = _wino_tile(g)
     _wino_chunking(g)
     g.direct = _direct_ok(g) and not g.wino and not g.wvec
     g.taps = _taps_passes(g)

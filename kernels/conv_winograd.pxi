@@ -1,27 +1,71 @@
-# Winograd F(2x2, 3x3) forward convolution, included by conv.pyx (Lavin & Gray, 2015).
+# Winograd F(2x2, 3x3) and F(4x4, 3x3) forward convolution, included by conv.pyx (Lavin &
+# Gray, 2015).
 #
-# For a 2x2 output tile and its 4x4 input patch d, Y = A^T [(G g G^T) * (B^T d B)] A, so
-# the channel sums become 16 GEMMs U[e] @ V[e] ([M, C] @ [C, tiles], e = 4x4 position):
-# 16/36 of im2col's multiplies, and the input grows 4x instead of 9x. Used for 3x3 stride 1
-# dilation 1 ungrouped layers with enough channels (also for their flipped backward-data)
-# and enough tiles in the call: the weight transform and the 16 packings of U cost about
-# 3x im2col's one packing of W, which a few tiles do not earn back (VGG at batch 1 on 2x2
-# and 4x4 inputs: Winograd 4-5x slower than im2col; break-even measured at 64 tiles with
-# 256-512 channels, 128 with 128, 256 with 64).
+# For a t x t output tile (t = g.wtile, 2 or 4) and its (t+2) x (t+2) input patch d,
+# Y = A^T [(G g G^T) * (B^T d B)] A, so the channel sums become E = (t+2)^2 GEMMs
+# U[e] @ V[e] ([M, C] @ [C, tiles], e = (t+2) * row + column): F(2x2) does 16/36 of
+# im2col's multiplies, F(4x4) 36/144, on inputs grown 4x and 2.25x instead of 9x. F(4x4)
+# (interpolation points 0, +-1, +-2) rounds a little worse in float32 (relative errors
+# ~1e-6 instead of ~3e-7 here) and pads odd outputs to whole 4x4 tiles, so it is taken
+# where its products over the padded tiles are at most 3/4 of F(2x2)'s (see _wino_tile).
+# Used for 3x3 stride 1 dilation 1 ungrouped layers with enough channels (also for their
+# flipped backward-data) and enough tiles in the call: the weight transform and the E
+# packings of U cost several times im2col's one packing of W, which a few tiles do not
+# earn back (VGG at batch 1 on 2x2 and 4x4 inputs: F(2x2) 4-5x slower than im2col;
+# break-even measured at 64 2x2 tiles with 256-512 channels, 128 with 128, 256 with 64).
 # Tiles are numbered over (image, tile row, tile column); a chunk is a fixed run of
 # g.wcols of them, so chunking never depends on the thread count.
+
+cdef int _wino4_enabled = 1  # 0: F(2x2) only (tests and benchmarks compare the two)
+
+
+def _set_wino4(bint enabled) -> None:
+    """Allow (default) or forbid Winograd F(4x4, 3x3), for tests and benchmarks."""
+    global _wino4_enabled
+    _wino4_enabled = enabled
+
+
+cdef inline Py_ssize_t _wino_cover(const Geom* g) noexcept nogil:
+    """2x2 output tiles in the call: the measure of work the thresholds are set in."""
+    return g.n * ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
+
 
 cdef inline bint _wino_ok(const Geom* g) noexcept nogil:
     return (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
             and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.c >= WINO_MIN_CHANNELS
             and g.m >= WINO_MIN_CHANNELS
-            and g.n * _wino_tiles(g) >= max(<Py_ssize_t> WINO_MIN_TILES,
-                                            WINO_TILE_CHANNELS // min(g.c, g.m)))
+            and _wino_cover(g) >= max(<Py_ssize_t> WINO_MIN_TILES,
+                                      WINO_TILE_CHANNELS // min(g.c, g.m)))
+
+
+cdef inline int _wino_tile(const Geom* g) noexcept nogil:
+    """4 where F(4x4)'s 36 products per 4x4 tile, over the padded tiles, are at most 3/4 of
+    F(2x2)'s 16 per 2x2 tile (8x8 outputs: 0.56; 6x5: 1.0), else 2. Only for M a multiple
+    of WINO_MR: its U, padded to whole panels, then stays within the 4*M*K of the
+    documented workspace bound."""
+    cdef Py_ssize_t f2 = 16 * ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
+    cdef Py_ssize_t f4 = 36 * ((g.oh + 3) // 4) * ((g.ow + 3) // 4)
+    return 4 if _wino4_enabled and g.m % WINO_MR == 0 and 4 * f4 <= 3 * f2 else 2
+
+
+cdef inline Py_ssize_t _wino_e(const Geom* g) noexcept nogil:
+    """Transformed positions per tile, (t + 2)^2."""
+    return (g.wtile + 2) * (g.wtile + 2)
+
+
+cdef inline Py_ssize_t _wino_tw(const Geom* g) noexcept nogil:
+    """Tiles per tile row."""
+    return (g.ow + g.wtile - 1) // g.wtile
 
 
 cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:
-    """2x2 output tiles per image."""
-    return ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
+    """t x t output tiles per image."""
+    return ((g.oh + g.wtile - 1) // g.wtile) * _wino_tw(g)
+
+
+cdef inline Py_ssize_t _wino_rows(const Geom* g) noexcept nogil:
+    """The zero-padded input rows under a run of tiles: t + 2 rows of t * tw + 2."""
+    return (g.wtile + 2) * (g.wtile * _wino_tw(g) + 2)
 
 
 cdef void _wino_chunking(Geom* g) noexcept nogil:
@@ -29,40 +73,119 @@ cdef void _wino_chunking(Geom* g) noexcept nogil:
     take at most a thread's share of the workspace bound (2**20 + 2**19 elements), and the
     chunks are evened out, in a number rounded up to a multiple of WINO_CHUNK_ROUND while
     they keep WINO_MIN_COLS tiles: two or four threads then get equal shares (3 chunks of
-    511, 511 and 2 tiles left ResNet-20's stage 3 on one thread), and each chunk's 16
-    GEMMs, which repack U, stay deep enough."""
+    511, 511 and 2 tiles left ResNet-20's stage 3 on one thread), and each chunk, which
+    streams all of U once, stays wide enough. Widths are whole multiples of
+    WINO_COL_UNIT tiles (no ragged column panel in the GEMMs)."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), chunks
-    cdef Py_ssize_t cap = (3 * COL_TILE - 4 * (g.ow + 3)) // (16 * (g.c + g.m))
+    cdef Py_ssize_t E = _wino_e(g)
+    cdef Py_ssize_t cap = ((3 * COL_TILE - _wino_rows(g) - E * (WINO_NR * g.c + WINO_PAD + g.m))
+                           // (E * (g.c + g.m)))
     cap = max(1, min(<Py_ssize_t> WINO_COLS, cap))
+    if cap >= WINO_COL_UNIT:
+        cap = cap // WINO_COL_UNIT * WINO_COL_UNIT
     chunks = max(1, (total + cap - 1) // cap)
     if chunks > 1:
         chunks = max(chunks, min((chunks + WINO_CHUNK_ROUND - 1) // WINO_CHUNK_ROUND
                                  * WINO_CHUNK_ROUND, total // WINO_MIN_COLS))
-    g.wcols = _wino_even(total, chunks)
+    g.wcols = max(1, min(total, cap, _wino_round((total + chunks - 1) // chunks, WINO_COL_UNIT)))
     g.wworkers = max(1, min(g.threads, (total + g.wcols - 1) // g.wcols))
 
 
+cdef inline Py_ssize_t _wino_round(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
+    return (n + unit - 1) // unit * unit
+
+
 cdef inline Py_ssize_t _wino_even(Py_ssize_t total, Py_ssize_t chunks) noexcept nogil:
-    """Tiles per chunk for `chunks` even chunks, made odd: V and M hold 16 runs of C (or M)
-    rows of that many elements, and with an even count at 64 channels the 16 values one
-    tile writes fall 4 KiB multiples apart, into one cache set (ResNet-20's stage 3 ran
-    2x slower at 256 or 512 tiles per chunk than at 511)."""
+    """Tiles per weight-gradient chunk for `chunks` even chunks, made odd: V and P^T hold
+    E runs of C (or M) rows of that many elements, and with an even count at 64 channels
+    the E values one tile writes fall 4 KiB multiples apart, into one cache set (ResNet-20's
+    stage 3 ran 2x slower at 256 or 512 tiles per chunk than at 511)."""
     return max(1, (total + chunks - 1) // chunks) | 1
+
+
+# The forward's GEMMs read U and V already in the micro-kernel's panels (no packing per
+# chunk: it cost as much as the multiplies at 256 channels and 64-tile chunks): U in
+# MR-row panels, padded to WINO_MR rows, V in NR-column panels of a chunk rounded to
+# WINO_NR tiles (sized for the widest kernel, so a kernel chosen later still fits). The
+# E positions of V lie WINO_PAD elements more than a power of two apart, and M's rows
+# (ldm, odd) likewise, so one tile's E values do not share a cache set.
+
+cdef inline Py_ssize_t _wino_vstride(const Geom* g) noexcept nogil:
+    """Elements between two positions of a chunk's V."""
+    return g.c * _wino_round(g.wcols, WINO_NR) + WINO_PAD
+
+
+cdef inline Py_ssize_t _wino_ldm(const Geom* g) noexcept nogil:
+    """Row stride of a chunk's M [E, M, ldm]."""
+    return g.wcols | 1
 
 
 cdef inline Py_ssize_t _wino_per_worker(const Geom* g) noexcept nogil:
     """V and M of one chunk, and the padded input rows."""
-    return 16 * (g.c + g.m) * g.wcols + 4 * (g.ow + 3)
+    return _wino_e(g) * (_wino_vstride(g) + g.m * _wino_ldm(g)) + _wino_rows(g)
 
 
 cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
-    """U for all 16 positions, then one chunk's scratch per worker."""
-    return 16 * g.m * g.c + g.wworkers * _wino_per_worker(g)
+    """U for all E positions, then one chunk's scratch per worker."""
+    return (_wino_e(g) * _wino_round(g.m, WINO_MR) * g.c
+            + g.wworkers * _wino_per_worker(g))
+
+
+# The 1-D transforms of F(4x4, 3x3), each on values s apart, results os apart.
+
+cdef inline void _wino4_bt(const floating* d, Py_ssize_t s, floating* o,
+                           Py_ssize_t os) noexcept nogil:
+    """o = B^T d (6 values), B^T rows (4,0,-5,0,1,0), (0,-4,-4,1,1,0), (0,4,-4,-1,1,0),
+    (0,-2,-1,2,1,0), (0,2,-1,-2,1,0), (0,4,0,-5,0,1)."""
+    cdef floating t1 = d[4 * s] - 4 * d[2 * s], t2 = d[3 * s] - 4 * d[s]
+    cdef floating t3 = d[4 * s] - d[2 * s], t4 = 2 * (d[3 * s] - d[s])
+    o[0] = 4 * d[0] - 5 * d[2 * s] + d[4 * s]
+    o[os] = t1 + t2
+    o[2 * os] = t1 - t2
+    o[3 * os] = t3 + t4
+    o[4 * os] = t3 - t4
+    o[5 * os] = 4 * d[s] - 5 * d[3 * s] + d[5 * s]
+
+
+cdef inline void _wino4_at(const floating* m, Py_ssize_t s, floating* o,
+                           Py_ssize_t os) noexcept nogil:
+    """o = A^T m (6 -> 4 values), A^T rows (1,1,1,1,1,0), (0,1,-1,2,-2,0), (0,1,1,4,4,0),
+    (0,1,-1,8,-8,1)."""
+    cdef floating a = m[s] + m[2 * s], b = m[s] - m[2 * s]
+    cdef floating c = m[3 * s] + m[4 * s], d = m[3 * s] - m[4 * s]
+    o[0] = m[0] + a + c
+    o[os] = b + 2 * d
+    o[2 * os] = a + 4 * c
+    o[3 * os] = b + 8 * d + m[5 * s]
+
+
+cdef inline void _wino4_a(const floating* y, Py_ssize_t s, floating* o,
+                          Py_ssize_t os) noexcept nogil:
+    """o = A y (4 -> 6 values), the transpose of _wino4_at."""
+    cdef floating a = y[0] + y[2 * s], b = y[s] + y[3 * s]
+    cdef floating c = y[0] + 4 * y[2 * s], d = 2 * y[s] + 8 * y[3 * s]
+    o[0] = y[0]
+    o[os] = a + b
+    o[2 * os] = a - b
+    o[3 * os] = c + d
+    o[4 * os] = c - d
+    o[5 * os] = y[3 * s]
+
+
+cdef inline void _wino4_gt(const floating* z, Py_ssize_t s, floating* o,
+                           Py_ssize_t os) noexcept nogil:
+    """o = G^T z (6 -> 3 values), the transpose of G's rows (1/4,0,0), -(1,1,1)/6,
+    -(1,-1,1)/6, (1/24,1/12,1/6), (1/24,-1/12,1/6), (0,0,1)."""
+    cdef floating a = z[s] + z[2 * s], b = z[s] - z[2 * s]
+    cdef floating c = z[3 * s] + z[4 * s], d = z[3 * s] - z[4 * s]
+    o[0] = <floating>0.25 * z[0] - a * <floating>(1.0 / 6) + c * <floating>(1.0 / 24)
+    o[os] = d * <floating>(1.0 / 12) - b * <floating>(1.0 / 6)
+    o[2 * os] = (c - a) * <floating>(1.0 / 6) + z[5 * s]
 
 
 cdef inline void _wino_kernel(const floating* k3, floating* out,
                               Py_ssize_t stride) noexcept nogil:
-    """out[e * stride] = (G k3 G^T)[e] for one 3x3 kernel k3 (sums in double)."""
+    """out[e * stride] = (G k3 G^T)[e] for one 3x3 kernel k3 (F(2x2), sums in double)."""
     cdef Py_ssize_t r, k
     cdef double t[4][3]
     for k in range(3):
@@ -77,38 +200,116 @@ cdef inline void _wino_kernel(const floating* k3, floating* out,
         out[(4 * r + 3) * stride] = <floating>t[r][2]
 
 
-cdef void _wino_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
-    """u[e, o, i] = (G w[o, i] G^T)[e], e = 4 * row + column.
+cdef void _wino_lanes(const double* kd, floating* ub, int t) noexcept nogil:
+    """ub[e, l] = (G k_l G^T)[e] for WINO_W_LANES kernels, tap j of kernel l at
+    kd[j * WINO_W_LANES + l]; lanes innermost so that the loops vectorise (in double)."""
+    cdef Py_ssize_t l, k, r, L = WINO_W_LANES
+    cdef double t4[6][3][WINO_W_LANES]
+    cdef double a, b, c
+    for k in range(3):  # t4 = G k, column by column
+        for l in range(L):
+            a = kd[k * L + l]
+            b = kd[(3 + k) * L + l]
+            c = kd[(6 + k) * L + l]
+            if t == 4:
+                t4[0][k][l] = a * 0.25
+                t4[1][k][l] = -(a + b + c) * (1.0 / 6)
+                t4[2][k][l] = -(a - b + c) * (1.0 / 6)
+                t4[3][k][l] = a * (1.0 / 24) + b * (1.0 / 12) + c * (1.0 / 6)
+                t4[4][k][l] = a * (1.0 / 24) - b * (1.0 / 12) + c * (1.0 / 6)
+                t4[5][k][l] = c
+            else:
+                t4[0][k][l] = a
+                t4[1][k][l] = (a + b + c) * 0.5
+                t4[2][k][l] = (a - b + c) * 0.5
+                t4[3][k][l] = c
+    for r in range(t + 2):  # then (G k) G^T, row by row
+        for l in range(L):
+            a = t4[r][0][l]
+            b = t4[r][1][l]
+            c = t4[r][2][l]
+            if t == 4:
+                ub[(6 * r) * L + l] = <floating>(a * 0.25)
+                ub[(6 * r + 1) * L + l] = <floating>(-(a + b + c) * (1.0 / 6))
+                ub[(6 * r + 2) * L + l] = <floating>(-(a - b + c) * (1.0 / 6))
+                ub[(6 * r + 3) * L + l] = <floating>(a * (1.0 / 24) + b * (1.0 / 12)
+                                                     + c * (1.0 / 6))
+                ub[(6 * r + 4) * L + l] = <floating>(a * (1.0 / 24) - b * (1.0 / 12)
+                                                     + c * (1.0 / 6))
+                ub[(6 * r + 5) * L + l] = <floating>c
+            else:
+                ub[(4 * r) * L + l] = <floating>a
+                ub[(4 * r + 1) * L + l] = <floating>((a + b + c) * 0.5)
+                ub[(4 * r + 2) * L + l] = <floating>((a - b + c) * 0.5)
+                ub[(4 * r + 3) * L + l] = <floating>c
 
-    The 16 outputs of one (o, i) lie m*c apart (a power of two for most layers: the same
-    cache set), so a run of WINO_W_RUN input channels is transformed into `blk` first and
-    written out as 16 contiguous runs.
-    """
-    cdef Py_ssize_t o, ib, i0, i, e, n, n_run = WINO_W_RUN
-    cdef floating blk[16][WINO_W_RUN]
-    for o in range(m):
-        for ib in range((c + n_run - 1) // n_run):
-            i0 = ib * n_run
-            n = min(n_run, c - i0)
-            for i in range(n):
-                _wino_kernel(w + (o * c + i0 + i) * 9, &blk[0][i], WINO_W_RUN)
-            for e in range(16):
-                memcpy(u + (e * m + o) * c + i0, &blk[e][0], n * sizeof(floating))
+
+cdef void _wino_weights(const floating* w, floating* u, const Geom* g,
+                        Py_ssize_t mr) noexcept nogil:
+    """u[e, ob, i, r] = (G w[ob * mr + r, i] G^T)[e], 0 for rows past m: each position's
+    U in the GEMM's MR-row panels. A run of WINO_W_LANES / mr input channels of one panel
+    is transformed at once, and each position's share of it is one contiguous run of u."""
+    cdef Py_ssize_t ob, ib, i0, i, r, j, e, n, o, run = WINO_W_LANES // mr, c = g.c
+    cdef Py_ssize_t mb = (g.m + mr - 1) // mr, E = _wino_e(g)
+    cdef double kd[9 * WINO_W_LANES]
+    cdef floating ub[36 * WINO_W_LANES]
+    memset(kd, 0, sizeof(kd))
+    for ob in range(mb):
+        for ib in range((c + run - 1) // run):
+            i0 = ib * run
+            n = min(run, c - i0)
+            for r in range(mr):
+                o = ob * mr + r
+                for i in range(n):
+                    for j in range(9):
+                        kd[j * WINO_W_LANES + i * mr + r] = (
+                            w[(o * c + i0 + i) * 9 + j] if o < g.m else 0)
+            _wino_lanes(kd, ub, <int> g.wtile)
+            for e in range(E):
+                memcpy(u + ((e * mb + ob) * c + i0) * mr, ub + e * WINO_W_LANES,
+                       n * mr * sizeof(floating))
+
+
+cdef inline void _wino2_in(const floating* rows, Py_ssize_t rw, floating* out,
+                           Py_ssize_t es) noexcept nogil:
+    """out[e * es] = (B^T d B)[e] for the 4x4 patch d whose rows start rw apart (F(2x2))."""
+    cdef Py_ssize_t r, k
+    cdef floating s[4][4]
+    for k in range(4):
+        s[0][k] = rows[k] - rows[2 * rw + k]
+        s[1][k] = rows[rw + k] + rows[2 * rw + k]
+        s[2][k] = rows[2 * rw + k] - rows[rw + k]
+        s[3][k] = rows[rw + k] - rows[3 * rw + k]
+    for r in range(4):
+        out[4 * r * es] = s[r][0] - s[r][2]
+        out[(4 * r + 1) * es] = s[r][1] + s[r][2]
+        out[(4 * r + 2) * es] = s[r][2] - s[r][1]
+        out[(4 * r + 3) * es] = s[r][1] - s[r][3]
+
+
+cdef inline void _wino4_in(const floating* rows, Py_ssize_t rw, floating* out,
+                           Py_ssize_t es) noexcept nogil:
+    """out[e * es] = (B^T d B)[e] for the 6x6 patch d whose rows start rw apart (F(4x4))."""
+    cdef Py_ssize_t r, k
+    cdef floating s[6][6]
+    for k in range(6):
+        _wino4_bt(rows + k, rw, &s[0][k], 6)
+    for r in range(6):
+        _wino4_bt(&s[r][0], 1, out + 6 * r * es, es)
 
 
 cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom* g,
-                      Py_ssize_t q0, Py_ssize_t nq) noexcept nogil:
-    """v[e, ch, q - q0] = (B^T d B)[e] for the 4x4 input patch d of tile q (0 outside x).
+                      Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t pw, Py_ssize_t es) noexcept nogil:
+    """v[e * es + (k // pw) * C * pw + ch * pw + k % pw] = (B^T d B)[e] for the input
+    patch d of tile q = q0 + k (0 outside x): panels of pw tiles (pw = nq: plain rows).
 
-    The 4 input rows under a run of tiles are first copied, zero-padded, into `rows`
-    (4 x (2*tw + 2)), so the transform itself has no bounds checks.
+    The t + 2 input rows under a run of tiles are first copied, zero-padded, into `rows`
+    (t + 2 rows of t * tw + 2), so the transform itself has no bounds checks.
     """
-    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g), rw = 2 * tw + 2
-    cdef Py_ssize_t ch, q, qe, b, a, j, j1, r, k, ih, lo, hi
-    cdef floating d[4][4]
-    cdef floating s[4][4]
-    cdef const floating* src
+    cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), rw = t * tw + 2
+    cdef Py_ssize_t ch, q, qe, b, a, j, j1, r, ih, lo, hi, k
     cdef floating* out
+    cdef const floating* src
     for ch in range(g.c):
         q = q0
         while q < q0 + nq:  # one run of tiles along a tile row
@@ -116,42 +317,58 @@ cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom
             a = (q - b * t1) // tw
             j = q - b * t1 - a * tw
             j1 = min(tw, j + q0 + nq - q)
-            for r in range(4):
-                ih = 2 * a - g.pt + r
+            for r in range(t + 2):
+                ih = t * a - g.pt + r
                 memset(rows + r * rw, 0, rw * sizeof(floating))
                 if 0 <= ih < g.h:
                     src = x + ((b * g.c + ch) * g.h + ih) * g.w
-                    lo = max(0, g.pl - 2 * j)   # rows[r][k] = x[ih, 2j - pl + k]
-                    hi = min(rw, g.w + g.pl - 2 * j)
+                    lo = max(0, g.pl - t * j)   # rows[r][k] = x[ih, t*j - pl + k]
+                    hi = min(rw, g.w + g.pl - t * j)
                     if hi > lo:
-                        memcpy(rows + r * rw + lo, src + 2 * j - g.pl + lo,
+                        memcpy(rows + r * rw + lo, src + t * j - g.pl + lo,
                                (hi - lo) * sizeof(floating))
             for qe in range(j1 - j):
-                for r in range(4):
-                    for k in range(4):
-                        d[r][k] = rows[r * rw + 2 * qe + k]
-                for k in range(4):
-                    s[0][k] = d[0][k] - d[2][k]
-                    s[1][k] = d[1][k] + d[2][k]
-                    s[2][k] = d[2][k] - d[1][k]
-                    s[3][k] = d[1][k] - d[3][k]
-                for r in range(4):
-                    out = v + (4 * r * g.c + ch) * nq + q - q0 + qe
-                    out[0] = s[r][0] - s[r][2]
-                    out[g.c * nq] = s[r][1] + s[r][2]
-                    out[2 * g.c * nq] = s[r][2] - s[r][1]
-                    out[3 * g.c * nq] = s[r][1] - s[r][3]
+                k = q - q0 + qe
+                out = v + (k // pw * g.c + ch) * pw + k % pw
+                if t == 4:
+                    _wino4_in(rows + 4 * qe, rw, out, es)
+                else:
+                    _wino2_in(rows + 2 * qe, rw, out, es)
             q += j1 - j
+
+
+cdef inline void _wino2_out(const floating* v, floating* res) noexcept nogil:
+    """res[0:2, 0:2] (rows 4 apart) = A^T M A for the 4x4 M = v (F(2x2))."""
+    cdef Py_ssize_t k
+    cdef floating t0[4]
+    cdef floating t1[4]
+    for k in range(4):
+        t0[k] = v[k] + v[4 + k] + v[8 + k]
+        t1[k] = v[4 + k] - v[8 + k] - v[12 + k]
+    res[0] = t0[0] + t0[1] + t0[2]
+    res[1] = t0[1] - t0[2] - t0[3]
+    res[4] = t1[0] + t1[1] + t1[2]
+    res[5] = t1[1] - t1[2] - t1[3]
+
+
+cdef inline void _wino4_out(const floating* v, floating* res) noexcept nogil:
+    """res[0:4, 0:4] (rows 4 apart) = A^T M A for the 6x6 M = v (F(4x4))."""
+    cdef Py_ssize_t k, i
+    cdef floating t[4][6]
+    for k in range(6):
+        _wino4_at(v + k, 6, &t[0][k], 6)
+    for i in range(4):
+        _wino4_at(&t[i][0], 1, res + 4 * i, 1)
 
 
 cdef void _wino_output(const floating* mm, floating* y, const floating* bias, const Geom* g,
                        Py_ssize_t q0, Py_ssize_t nq, int act, floating act_param) noexcept nogil:
-    """y tile q = act(A^T M_q A + bias), clipped to the output; M_q[e] = mm[e, o, q - q0]."""
-    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g), P = g.oh * g.ow
-    cdef Py_ssize_t o, q, b, a, j, k, e, oy, ox
-    cdef floating t0[4]
-    cdef floating t1v[4]
-    cdef floating v[16]
+    """y tile q = act(A^T M_q A + bias), clipped to the output; M_q[e] = mm[e, o, q - q0]
+    (rows _wino_ldm apart)."""
+    cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
+    cdef Py_ssize_t o, q, b, a, j, e, oy, ox, i, k, nr, nc, E = _wino_e(g), ldm = _wino_ldm(g)
+    cdef floating v[36]
+    cdef floating res[16]
     cdef floating bo
     cdef floating* dst
     for o in range(g.m):
@@ -160,21 +377,20 @@ cdef void _wino_output(const floating* mm, floating* y, const floating* bias, co
         a = (q0 - b * t1) // tw
         j = q0 - b * t1 - a * tw
         for q in range(nq):
-            for e in range(16):
-                v[e] = mm[(e * g.m + o) * nq + q]
-            for k in range(4):
-                t0[k] = v[k] + v[4 + k] + v[8 + k]
-                t1v[k] = v[4 + k] - v[8 + k] - v[12 + k]
-            oy = 2 * a
-            ox = 2 * j
+            for e in range(E):
+                v[e] = mm[(e * g.m + o) * ldm + q]
+            if t == 4:
+                _wino4_out(v, res)
+            else:
+                _wino2_out(v, res)
+            oy = t * a
+            ox = t * j
+            nr = min(t, g.oh - oy)
+            nc = min(t, g.ow - ox)
             dst = y + (b * g.m + o) * P + oy * g.ow + ox
-            dst[0] = _gemm_act(t0[0] + t0[1] + t0[2] + bo, act, act_param)
-            if ox + 1 < g.ow:
-                dst[1] = _gemm_act(t0[1] - t0[2] - t0[3] + bo, act, act_param)
-            if oy + 1 < g.oh:
-                dst[g.ow] = _gemm_act(t1v[0] + t1v[1] + t1v[2] + bo, act, act_param)
-                if ox + 1 < g.ow:
-                    dst[g.ow + 1] = _gemm_act(t1v[1] - t1v[2] - t1v[3] + bo, act, act_param)
+            for i in range(nr):
+                for k in range(nc):
+                    dst[i * g.ow + k] = _gemm_act(res[4 * i + k] + bo, act, act_param)
             j += 1
             if j == tw:
                 j = 0
@@ -184,59 +400,87 @@ cdef void _wino_output(const floating* mm, floating* y, const floating* bias, co
                     b += 1
 
 
+cdef void _wino_gemm(const floating* u, const floating* v, floating* mm, Py_ssize_t m,
+                     Py_ssize_t c, Py_ssize_t nq, Py_ssize_t ldm, int kernel, Py_ssize_t mr,
+                     Py_ssize_t nr) noexcept nogil:
+    """mm[m, nq] (rows ldm apart) = U @ V for U [m, c] in MR-row panels and V [c, nq] in
+    NR-column panels: the micro-kernel on each tile, column panel outermost (it stays in
+    L2 while U's panels stream)."""
+    cdef Py_ssize_t jb, ib, j, i
+    for jb in range((nq + nr - 1) // nr):
+        j = jb * nr
+        for ib in range((m + mr - 1) // mr):
+            i = ib * mr
+            _tile(kernel, c, u + i * c, v + j * c, nr, 0, mm + i * ldm + j, ldm,
+                  min(mr, m - i), min(nr, nq - j), mr, nr, 1, 0, NULL, NULL, ACT_NONE, 0)
+
+
 cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
                       floating* ws, const Geom* g, Py_ssize_t q0, Py_ssize_t nq, int act,
                       floating act_param, int n_threads) noexcept nogil:
-    """Tiles q0 .. q0 + nq: input transform, 16 GEMMs, output transform."""
-    cdef Py_ssize_t e
+    """Tiles q0 .. q0 + nq: input transform, E GEMMs (over the threads), output transform."""
+    cdef int kernel = cnnc_gemm_kernel()
+    cdef Py_ssize_t mr = cnnc_gemm_mr(kernel, floating is double)
+    cdef Py_ssize_t nr = cnnc_gemm_nr(kernel, floating is double)
+    cdef Py_ssize_t e, E = _wino_e(g), es = _wino_vstride(g), ldm = _wino_ldm(g)
+    cdef Py_ssize_t su = _wino_round(g.m, mr) * g.c
     cdef floating* v = ws
-    cdef floating* mm = ws + 16 * g.c * nq
-    _wino_input(x, v, ws + 16 * (g.c + g.m) * g.wcols, g, q0, nq)
-    for e in range(16):
-        gemm(False, False, g.m, nq, g.c, 1, u + e * g.m * g.c, g.c, v + e * g.c * nq, nq, 0,
-             mm + e * g.m * nq, nq, NULL, BIAS_NONE, ACT_NONE, 0, n_threads)
+    cdef floating* mm = ws + E * es
+    _wino_input(x, v, mm + E * g.m * ldm, g, q0, nq, nr, es)
+    if n_threads > 1:
+        for e in prange(E, num_threads=n_threads, schedule="static"):
+            _wino_gemm(u + e * su, v + e * es, mm + e * g.m * ldm, g.m, g.c, nq, ldm, kernel,
+                       mr, nr)
+    else:
+        for e in range(E):
+            _wino_gemm(u + e * su, v + e * es, mm + e * g.m * ldm, g.m, g.c, nq, ldm, kernel,
+                       mr, nr)
     _wino_output(mm, y, bias, g, q0, nq, act, act_param)
 
 
 cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
                     int n_threads) noexcept nogil:
-    """y = act(conv3x3(x, w) + bias) by Winograd F(2x2, 3x3); ws: _wino_workspace elements."""
+    """y = act(conv3x3(x, w) + bias) by Winograd F(t x t, 3x3); ws: _wino_workspace
+    elements."""
+    cdef int kernel = cnnc_gemm_kernel()
     cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
     cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
     cdef Py_ssize_t per = _wino_per_worker(g)
+    cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, WINO_MR) * g.c
     cdef floating* u = ws
-    _wino_weights(w, u, g.m, g.c)
+    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double))
     if g.wworkers > 1:
         with parallel(num_threads=g.wworkers):
             tid = threadid()
             for k in prange(chunks, schedule="static"):
-                _wino_chunk(x, u, bias, y, ws + 16 * g.m * g.c + tid * per, g, k * g.wcols,
+                _wino_chunk(x, u, bias, y, ws + size_u + tid * per, g, k * g.wcols,
                             min(g.wcols, total - k * g.wcols), act, act_param, 1)
     else:
         for k in range(chunks):
-            _wino_chunk(x, u, bias, y, ws + 16 * g.m * g.c, g, k * g.wcols,
+            _wino_chunk(x, u, bias, y, ws + size_u, g, k * g.wcols,
                         min(g.wcols, total - k * g.wcols), act, act_param, n_threads)
 
 
-# Weight gradient by Winograd F(2x2, 3x3). With P = A dY A^T (4x4, from a 2x2 tile of dy)
-# and V = B^T d B (the forward's input transform), dW[o, i] = G^T Z[o, i] G where
-# Z[o, i] = sum over tiles of P_o * V_i (elementwise): for each of the 16 positions e a
-# GEMM Z_e^T[C, M] += V_e[C, tiles] @ P_e^T[tiles, M], contracting over the tiles.
-# 16/36 of im2col's multiplies; the GEMMs are as large as M x C and as deep as a chunk.
+# Weight gradient by Winograd F(t x t, 3x3). With P = A dY A^T ((t+2) x (t+2), from a t x t
+# tile of dy) and V = B^T d B (the forward's input transform), dW[o, i] = G^T Z[o, i] G
+# where Z[o, i] = sum over tiles of P_o * V_i (elementwise): for each of the E positions e
+# a GEMM Z_e^T[C, M] += V_e[C, tiles] @ P_e^T[tiles, M], contracting over the tiles.
+# 16/36 (F(2x2)) or 36/144 (F(4x4)) of im2col's multiplies; the GEMMs are as large as
+# M x C and as deep as a chunk.
 
 cdef inline bint _wino_wg_ok(const Geom* g) noexcept nogil:
     return (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
             and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.c >= WINO_WG_MIN_CHANNELS
-            and g.m >= WINO_WG_MIN_CHANNELS and g.n * _wino_tiles(g) >= WINO_MIN_TILES)
+            and g.m >= WINO_WG_MIN_CHANNELS and _wino_cover(g) >= WINO_MIN_TILES)
 
 
 cdef Py_ssize_t _wino_wg_cols(const Geom* g) noexcept nogil:
     """Tiles per weight-gradient chunk, the GEMMs' depth: as many as the forward's chunk,
     or up to WINO_WG_COLS where the 4*M*K term of the workspace bound leaves room; then
     evened out over the chunks (a last chunk of a few tiles would cost a pass over Z)."""
-    cdef Py_ssize_t total = g.n * _wino_tiles(g)
-    cdef Py_ssize_t room = (4 * g.m * g.kdim - 16 * g.m * g.c) // (16 * (g.c + g.m))
+    cdef Py_ssize_t total = g.n * _wino_tiles(g), E = _wino_e(g)
+    cdef Py_ssize_t room = (4 * g.m * g.kdim - E * g.m * g.c) // (E * (g.c + g.m))
     cdef Py_ssize_t cols = max(g.wcols, min(<Py_ssize_t> WINO_WG_COLS, room))
     return _wino_even(total, (total + cols - 1) // cols)
 
@@ -246,104 +490,126 @@ cdef inline Py_ssize_t _wino_wg_slots(const Geom* g) noexcept nogil:
     and there are chunks to share, else 1 (the threads then work inside the GEMMs, which
     at 64 channels, 64 x 64 outputs, barely gain: ResNet-20's stage 3 ran 1.1x on two)."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
-    if 16 * g.m * g.c > WINO_WG_SLOT_MAX or total <= cols:
+    if _wino_e(g) * g.m * g.c > WINO_WG_SLOT_MAX or total <= cols:
         return 1
     return WINO_WG_SLOTS
 
 
 cdef inline Py_ssize_t _wino_wg_per_worker(const Geom* g) noexcept nogil:
     """One chunk's V, P^T and padded input rows."""
-    return 16 * (g.c + g.m) * _wino_wg_cols(g) + 4 * (g.ow + 3)
+    return _wino_e(g) * ((g.c + g.m) * _wino_wg_cols(g) + 2 * WINO_PAD) + _wino_rows(g)
 
 
 cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:
-    """Z (per slot) for all 16 positions, then each worker's chunk scratch."""
+    """Z (per slot) for all E positions, then each worker's chunk scratch."""
     cdef Py_ssize_t slots = _wino_wg_slots(g)
-    return (slots * 16 * g.m * g.c
+    return (slots * _wino_e(g) * g.m * g.c
             + min(g.threads, slots) * _wino_wg_per_worker(g))
 
 
 cdef void _wino_dy(const floating* dy, floating* pt, const Geom* g, Py_ssize_t q0,
                    Py_ssize_t nq) noexcept nogil:
-    """pt[e, q - q0, o] = (A t A^T)[e] for the 2x2 tile t of dy[., o] at tile q (0 past
-    the output's last row or column)."""
-    cdef Py_ssize_t tw = (g.ow + 1) // 2, t1 = _wino_tiles(g), P = g.oh * g.ow
-    cdef Py_ssize_t q, o, b, a, j, oy, ox, r
-    cdef floating d[2][2]
-    cdef floating t[4][2]
+    """pt[e * (nq * M + WINO_PAD) + (q - q0) * M + o] = (A d A^T)[e] for the t x t tile d
+    of dy[., o] at tile q (0 past the output's last row or column)."""
+    cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
+    cdef Py_ssize_t q, o, b, a, j, oy, ox, r, k, nr, nc, es = nq * g.m + WINO_PAD
+    cdef Py_ssize_t E = _wino_e(g)
+    cdef floating d[4][4]
+    cdef floating s[6][4]
+    cdef floating p[36]
     cdef const floating* src
     cdef floating* out
+    memset(&d[0][0], 0, sizeof(d))
     for q in range(q0, q0 + nq):
         b = q // t1
         a = (q - b * t1) // tw
         j = q - b * t1 - a * tw
-        oy = 2 * a
-        ox = 2 * j
+        oy = t * a
+        ox = t * j
+        nr = min(t, g.oh - oy)
+        nc = min(t, g.ow - ox)
         for o in range(g.m):
             src = dy + (b * g.m + o) * P + oy * g.ow + ox
-            d[0][0] = src[0]
-            d[0][1] = src[1] if ox + 1 < g.ow else 0
-            d[1][0] = src[g.ow] if oy + 1 < g.oh else 0
-            d[1][1] = src[g.ow + 1] if ox + 1 < g.ow and oy + 1 < g.oh else 0
-            for r in range(2):
-                t[0][r] = d[0][r]
-                t[1][r] = d[0][r] + d[1][r]
-                t[2][r] = d[0][r] - d[1][r]
-                t[3][r] = -d[1][r]
-            for r in range(4):
-                out = pt + (4 * r * nq + q - q0) * g.m + o
-                out[0] = t[r][0]
-                out[nq * g.m] = t[r][0] + t[r][1]
-                out[2 * nq * g.m] = t[r][0] - t[r][1]
-                out[3 * nq * g.m] = -t[r][1]
+            for r in range(t):
+                for k in range(t):
+                    d[r][k] = src[r * g.ow + k] if r < nr and k < nc else 0
+            if t == 4:
+                for k in range(4):
+                    _wino4_a(&d[0][k], 4, &s[0][k], 4)
+                for r in range(6):
+                    _wino4_a(&s[r][0], 1, &p[6 * r], 1)
+            else:
+                for r in range(2):
+                    s[0][r] = d[0][r]
+                    s[1][r] = d[0][r] + d[1][r]
+                    s[2][r] = d[0][r] - d[1][r]
+                    s[3][r] = -d[1][r]
+                for r in range(4):
+                    p[4 * r] = s[r][0]
+                    p[4 * r + 1] = s[r][0] + s[r][1]
+                    p[4 * r + 2] = s[r][0] - s[r][1]
+                    p[4 * r + 3] = -s[r][1]
+            out = pt + (q - q0) * g.m + o
+            for k in range(E):
+                out[k * es] = p[k]
 
 
 cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g,
                           bint accumulate) noexcept nogil:
     """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]. Blocks of WINO_WG_OUT
-    output channels: the 16 positions of a block are 16 short contiguous runs of zt (one
-    (o, i) at a time would read 16 values 1 MiB apart at 512 channels: 2x slower)."""
-    cdef Py_ssize_t ob, o0, o, i, e, k, n
-    cdef floating z[16][WINO_WG_OUT]
-    cdef floating u[3][4]
+    output channels: the E positions of a block are E short contiguous runs of zt (one
+    (o, i) at a time would read E values 1 MiB apart at 512 channels: 2x slower)."""
+    cdef Py_ssize_t ob, o0, o, i, e, k, n, E = _wino_e(g)
+    cdef floating z[36][WINO_WG_OUT]
+    cdef floating zo[36]
+    cdef floating u[3][6]
+    cdef floating r3[3][3]
     cdef floating* dst
     for ob in range((g.m + WINO_WG_OUT - 1) // WINO_WG_OUT):
         o0 = ob * WINO_WG_OUT
         n = min(<Py_ssize_t> WINO_WG_OUT, g.m - o0)
         for i in range(g.c):
-            for e in range(16):
+            for e in range(E):
                 memcpy(&z[e][0], zt + (e * g.c + i) * g.m + o0, n * sizeof(floating))
             for o in range(n):
-                for k in range(4):  # G^T rows: (1, .5, .5, 0), (0, .5, -.5, 0), (0, .5, .5, 1)
-                    u[0][k] = z[k][o] + (z[4 + k][o] + z[8 + k][o]) * 0.5
-                    u[1][k] = (z[4 + k][o] - z[8 + k][o]) * 0.5
-                    u[2][k] = (z[4 + k][o] + z[8 + k][o]) * 0.5 + z[12 + k][o]
+                for e in range(E):
+                    zo[e] = z[e][o]
+                if g.wtile == 4:
+                    for k in range(6):
+                        _wino4_gt(&zo[k], 6, &u[0][k], 6)
+                    for k in range(3):
+                        _wino4_gt(&u[k][0], 1, &r3[k][0], 1)
+                else:
+                    for k in range(4):  # G^T rows: (1, .5, .5, 0), (0, .5, -.5, 0), (0, .5, .5, 1)
+                        u[0][k] = zo[k] + (zo[4 + k] + zo[8 + k]) * <floating>0.5
+                        u[1][k] = (zo[4 + k] - zo[8 + k]) * <floating>0.5
+                        u[2][k] = (zo[4 + k] + zo[8 + k]) * <floating>0.5 + zo[12 + k]
+                    for k in range(3):
+                        r3[k][0] = u[k][0] + (u[k][1] + u[k][2]) * <floating>0.5
+                        r3[k][1] = (u[k][1] - u[k][2]) * <floating>0.5
+                        r3[k][2] = (u[k][1] + u[k][2]) * <floating>0.5 + u[k][3]
                 dst = dw + ((o0 + o) * g.c + i) * 9
-                for k in range(3):
-                    if not accumulate:
-                        dst[3 * k] = 0
-                        dst[3 * k + 1] = 0
-                        dst[3 * k + 2] = 0
-                    dst[3 * k] += u[k][0] + (u[k][1] + u[k][2]) * 0.5
-                    dst[3 * k + 1] += (u[k][1] - u[k][2]) * 0.5
-                    dst[3 * k + 2] += (u[k][1] + u[k][2]) * 0.5 + u[k][3]
+                for k in range(9):
+                    dst[k] = (dst[k] if accumulate else 0) + r3[k // 3][k % 3]
 
 
 cdef void _wino_wg_chunks(const floating* x, const floating* dy, floating* zt,
                           floating* ws, const Geom* g, Py_ssize_t k0, Py_ssize_t k1,
                           int n_threads) noexcept nogil:
-    """zt = the sum over chunks k0 .. k1 (in order) of V_e @ P_e^T, e < 16."""
+    """zt = the sum over chunks k0 .. k1 (in order) of V_e @ P_e^T, e < E."""
     cdef Py_ssize_t k, e, q0, nq, total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
+    cdef Py_ssize_t E = _wino_e(g)
     cdef floating* v = ws
-    cdef floating* pt = v + 16 * g.c * cols
-    cdef floating* rows = pt + 16 * g.m * cols
+    cdef floating* pt = v + E * (g.c * cols + WINO_PAD)
+    cdef floating* rows = pt + E * (g.m * cols + WINO_PAD)
     for k in range(k0, k1):
         q0 = k * cols
         nq = min(cols, total - q0)
-        _wino_input(x, v, rows, g, q0, nq)
+        _wino_input(x, v, rows, g, q0, nq, nq, g.c * nq + WINO_PAD)
         _wino_dy(dy, pt, g, q0, nq)
-        for e in range(16):
-            gemm(False, False, g.c, g.m, nq, 1, v + e * g.c * nq, nq, pt + e * nq * g.m, g.m,
+        for e in range(E):
+            gemm(False, False, g.c, g.m, nq, 1, v + e * (g.c * nq + WINO_PAD), nq,
+                 pt + e * (nq * g.m + WINO_PAD), g.m,
                  0 if k == k0 else 1, zt + e * g.c * g.m, g.m, NULL, BIAS_NONE, ACT_NONE,
                  0, n_threads)
 
@@ -355,7 +621,7 @@ cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, float
     partial Z by one thread each, then added in order. ws: _wino_wg_workspace elements."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
     cdef Py_ssize_t chunks = (total + cols - 1) // cols, slots = _wino_wg_slots(g)
-    cdef Py_ssize_t size = 16 * g.m * g.c, s, e, tid = 0
+    cdef Py_ssize_t size = _wino_e(g) * g.m * g.c, s, e, tid = 0
     cdef floating* scratch = ws + slots * size
     if slots == 1:
         _wino_wg_chunks(x, dy, ws, scratch, g, 0, chunks, n_threads)
@@ -504,7 +770,7 @@ cdef inline bint _wvec_ok(Geom* g) noexcept nogil:
             and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.n > 0
             and WINO_VEC_MIN <= g.c <= WINO_MIN_CHANNELS and g.m >= WINO_VEC_MIN
             and min(g.c, g.m) < WINO_MIN_CHANNELS
-            and g.n * _wino_tiles(g) >= WINO_VEC_MIN_TILES):
+            and _wino_cover(g) >= WINO_VEC_MIN_TILES):
         return False
     _wvec_chunking(g)
     return _wvec_per_worker(g) <= 2 * COL_TILE

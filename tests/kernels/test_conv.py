@@ -140,6 +140,16 @@ WVEC_CASES = [
     (2, 16, 48, 48, 16, (3, 3), 1, (1, 2, 2, 1), 1, 1),
 ]
 
+# Winograd F(4x4, 3x3) (>= 64 channels, M a multiple of 8, >= 256 2x2 tiles in the call):
+# whole 4x4 tiles; partial tiles with asymmetric padding; odd C (its flipped backward-data,
+# M = 65, takes F(2x2)); M = 68 is not a multiple of 8, so F(2x2) throughout.
+WINO4_CASES = [
+    (16, 64, 8, 8, 64, (3, 3), 1, 1, 1, 1),
+    (6, 64, 15, 13, 72, (3, 3), 1, (0, 2, 1, 0), 1, 1),
+    (2, 65, 23, 21, 64, (3, 3), 1, 1, 1, 1),
+    (16, 64, 8, 8, 68, (3, 3), 1, 1, 1, 1),
+]
+
 
 def _case_arrays(case, dtype, rng=RNG):
     n, c, h, w, m, k, stride, pad, dil, groups = case
@@ -187,7 +197,8 @@ def test_conv_forward(case, dtype):
         y = forward(x, wt, bias, y_shape, kw, act)
         ref = ACTS[act](ref_conv(x, wt, bias, kw["stride"], kw["padding"], kw["dilation"],
                                  kw["groups"]))
-        np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+        # rounding grows with the sums' size (Winograd F(4x4)'s float32 sums: ~1e-5 of it)
+        np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * max(1, np.abs(ref).max()))
 
 
 @pytest.mark.parametrize("act", ["leaky_relu", "sigmoid", "tanh"])
@@ -403,6 +414,54 @@ def test_wino_vec_matches_other_paths(case, dtype):
         assert runs[0][0].tobytes() != runs[1][0].tobytes()  # it did take another path
         for got, want in zip(*runs):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def _wino4_runs(case, dtype, n_threads=1):
+    """Forward (relu), backward-data, weight gradient with F(4x4) allowed, then without
+    (the same draws on every call)."""
+    rng = np.random.default_rng(5)
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype, rng)
+    dy = rng.standard_normal(y_shape).astype(dtype)
+    runs = []
+    for enabled in (True, False):
+        conv._set_wino4(enabled)
+        try:
+            runs.append((forward(x, wt, b, y_shape, kw, "relu", n_threads),)
+                        + backward(x, wt, dy, kw, n_threads)[:2])
+        finally:
+            conv._set_wino4(True)
+    return x, wt, b, dy, kw, runs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WINO4_CASES)
+def test_wino4_matches_reference(case, dtype):
+    """F(4x4) against the reference and against F(2x2) on every output; it takes another
+    path exactly where it applies."""
+    x, wt, b, dy, kw, runs = _wino4_runs(case, dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    ref = ACTS["relu"](ref_conv(x, wt, b, 1, kw["padding"], 1, 1))
+    np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    assert (runs[0][0].tobytes() != runs[1][0].tobytes()) == (case[4] % 8 == 0)
+    for got, want in zip(*runs):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("case", WINO4_CASES[:3])
+def test_wino4_adjoint_and_threads(case):
+    """float64: backward-data and the weight gradient are the forward's adjoints; float32:
+    two threads give the same bytes as one, and nothing outside the outputs is written."""
+    x, wt, _, y_shape, kw = _case_arrays(case, np.float64)
+    dy = RNG.standard_normal(y_shape)
+    y = forward(x, wt, None, y_shape, kw)
+    dx, dw, _ = backward(x, wt, dy, kw)
+    lhs = np.vdot(dy, y)
+    np.testing.assert_allclose(np.vdot(dx, x), lhs, rtol=1e-11)
+    np.testing.assert_allclose(np.vdot(dw, wt), lhs, rtol=1e-11)
+    one, two = (_wino4_runs(case, np.float32, nt)[5][0] for nt in (1, 2))
+    for a, b2 in zip(one, two):
+        assert a.tobytes() == b2.tobytes()
+    _assert_writes_inside(case)
 
 
 # per-tap GEMMs (conv_taps.pxi): the first three take it by default (few output pixels,
