@@ -119,9 +119,10 @@ cdef enum:
     WINO_TILE_CHANNELS = 16384  # ... nor fewer than this / min(C, M) tiles
     WINO_W_LANES = 128  # kernels per block of the Winograd weight transform
     WINO_COL_UNIT = 16  # ... forward chunks are whole multiples of this many tiles
-    WINO_MR = 8  # ... U's rows padded to this (the largest MR of gemm_micro.h)
     WINO_NR = 32  # ... and V's columns (the largest float NR)
     WINO_PAD = 16  # ... elements between V's positions beyond the NR-rounded size
+    WINO_LANES = 16  # ... tiles transformed at once, in vector lanes
+    WINO_MAX_COLS = 1024  # ... a bound on any chunk's tiles (WINO_COLS, WINO_WG_COLS)
     WINO_WG_MIN_CHANNELS = 64  # Winograd weight gradient: below, the transforms dominate
     WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
     WINO_WG_OUT = 16  # ... output channels per block of its output transform

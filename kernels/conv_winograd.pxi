@@ -41,11 +41,17 @@ cdef inline bint _wino_ok(const Geom* g) noexcept nogil:
 cdef inline int _wino_tile(const Geom* g) noexcept nogil:
     """4 where F(4x4)'s 36 products per 4x4 tile, over the padded tiles, are at most 3/4 of
     F(2x2)'s 16 per 2x2 tile (8x8 outputs: 0.56; 6x5: 1.0), else 2. Only for M a multiple
-    of WINO_MR: its U, padded to whole panels, then stays within the 4*M*K of the
+    of the GEMM's MR: its U, padded to whole panels, then stays within the 4*M*K of the
     documented workspace bound."""
     cdef Py_ssize_t f2 = 16 * ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
     cdef Py_ssize_t f4 = 36 * ((g.oh + 3) // 4) * ((g.ow + 3) // 4)
-    return 4 if _wino4_enabled and g.m % WINO_MR == 0 and 4 * f4 <= 3 * f2 else 2
+    return 4 if _wino4_enabled and g.m % _wino_mr() == 0 and 4 * f4 <= 3 * f2 else 2
+
+
+cdef inline Py_ssize_t _wino_mr() noexcept nogil:
+    """Rows per panel of U: the MR of the GEMM kernel this module runs (fixed for the
+    process once first read, so a geometry's sizes stay valid)."""
+    return cnnc_gemm_mr(cnnc_gemm_kernel(), 0)
 
 
 cdef inline Py_ssize_t _wino_e(const Geom* g) noexcept nogil:
@@ -63,9 +69,11 @@ cdef inline Py_ssize_t _wino_tiles(const Geom* g) noexcept nogil:
     return ((g.oh + g.wtile - 1) // g.wtile) * _wino_tw(g)
 
 
-cdef inline Py_ssize_t _wino_rows(const Geom* g) noexcept nogil:
-    """The zero-padded input rows under a run of tiles: t + 2 rows of t * tw + 2."""
-    return (g.wtile + 2) * (g.wtile * _wino_tw(g) + 2)
+cdef inline Py_ssize_t _wino_rows(const Geom* g, Py_ssize_t cols) noexcept nogil:
+    """The zero-padded input rows under a chunk of `cols` tiles: t + 2 rows of t * tw + 2
+    for each tile row it touches."""
+    cdef Py_ssize_t tw = _wino_tw(g)
+    return ((cols + tw - 1) // tw + 1) * (g.wtile + 2) * (g.wtile * tw + 2)
 
 
 cdef void _wino_chunking(Geom* g) noexcept nogil:
@@ -78,7 +86,8 @@ cdef void _wino_chunking(Geom* g) noexcept nogil:
     WINO_COL_UNIT tiles (no ragged column panel in the GEMMs)."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), chunks
     cdef Py_ssize_t E = _wino_e(g)
-    cdef Py_ssize_t cap = ((3 * COL_TILE - _wino_rows(g) - E * (WINO_NR * g.c + WINO_PAD + g.m))
+    cdef Py_ssize_t cap = ((3 * COL_TILE - _wino_rows(g, WINO_COLS)
+                            - E * (WINO_NR * g.c + WINO_PAD + g.m))
                            // (E * (g.c + g.m)))
     cap = max(1, min(<Py_ssize_t> WINO_COLS, cap))
     if cap >= WINO_COL_UNIT:
@@ -105,7 +114,7 @@ cdef inline Py_ssize_t _wino_even(Py_ssize_t total, Py_ssize_t chunks) noexcept 
 
 # The forward's GEMMs read U and V already in the micro-kernel's panels (no packing per
 # chunk: it cost as much as the multiplies at 256 channels and 64-tile chunks): U in
-# MR-row panels, padded to WINO_MR rows, V in NR-column panels of a chunk rounded to
+# MR-row panels, padded to whole panels, V in NR-column panels of a chunk rounded to
 # WINO_NR tiles (sized for the widest kernel, so a kernel chosen later still fits). The
 # E positions of V lie WINO_PAD elements more than a power of two apart, and M's rows
 # (ldm, odd) likewise, so one tile's E values do not share a cache set.
@@ -122,46 +131,22 @@ cdef inline Py_ssize_t _wino_ldm(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _wino_per_worker(const Geom* g) noexcept nogil:
     """V and M of one chunk, and the padded input rows."""
-    return _wino_e(g) * (_wino_vstride(g) + g.m * _wino_ldm(g)) + _wino_rows(g)
+    return _wino_e(g) * (_wino_vstride(g) + g.m * _wino_ldm(g)) + _wino_rows(g, g.wcols)
 
 
 cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
     """U for all E positions, then one chunk's scratch per worker."""
-    return (_wino_e(g) * _wino_round(g.m, WINO_MR) * g.c
+    return (_wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
             + g.wworkers * _wino_per_worker(g))
 
 
-# The 1-D transforms of F(4x4, 3x3), each on values s apart, results os apart.
-
-cdef inline void _wino4_bt(const floating* d, Py_ssize_t s, floating* o,
-                           Py_ssize_t os) noexcept nogil:
-    """o = B^T d (6 values), B^T rows (4,0,-5,0,1,0), (0,-4,-4,1,1,0), (0,4,-4,-1,1,0),
-    (0,-2,-1,2,1,0), (0,2,-1,-2,1,0), (0,4,0,-5,0,1)."""
-    cdef floating t1 = d[4 * s] - 4 * d[2 * s], t2 = d[3 * s] - 4 * d[s]
-    cdef floating t3 = d[4 * s] - d[2 * s], t4 = 2 * (d[3 * s] - d[s])
-    o[0] = 4 * d[0] - 5 * d[2 * s] + d[4 * s]
-    o[os] = t1 + t2
-    o[2 * os] = t1 - t2
-    o[3 * os] = t3 + t4
-    o[4 * os] = t3 - t4
-    o[5 * os] = 4 * d[s] - 5 * d[3 * s] + d[5 * s]
-
-
-cdef inline void _wino4_at(const floating* m, Py_ssize_t s, floating* o,
-                           Py_ssize_t os) noexcept nogil:
-    """o = A^T m (6 -> 4 values), A^T rows (1,1,1,1,1,0), (0,1,-1,2,-2,0), (0,1,1,4,4,0),
-    (0,1,-1,8,-8,1)."""
-    cdef floating a = m[s] + m[2 * s], b = m[s] - m[2 * s]
-    cdef floating c = m[3 * s] + m[4 * s], d = m[3 * s] - m[4 * s]
-    o[0] = m[0] + a + c
-    o[os] = b + 2 * d
-    o[2 * os] = a + 4 * c
-    o[3 * os] = b + 8 * d + m[5 * s]
-
+# The 1-D transforms of F(4x4, 3x3)'s weight gradient, each on values s apart, results os
+# apart.
 
 cdef inline void _wino4_a(const floating* y, Py_ssize_t s, floating* o,
                           Py_ssize_t os) noexcept nogil:
-    """o = A y (4 -> 6 values), the transpose of _wino4_at."""
+    """o = A y (4 -> 6 values), A^T's rows (1,1,1,1,1,0), (0,1,-1,2,-2,0), (0,1,1,4,4,0),
+    (0,1,-1,8,-8,1)."""
     cdef floating a = y[0] + y[2 * s], b = y[s] + y[3 * s]
     cdef floating c = y[0] + 4 * y[2 * s], d = 2 * y[s] + 8 * y[3 * s]
     o[0] = y[0]
@@ -270,32 +255,13 @@ cdef void _wino_weights(const floating* w, floating* u, const Geom* g,
                        n * mr * sizeof(floating))
 
 
-cdef inline void _wino2_in(const floating* rows, Py_ssize_t rw, floating* out,
-                           Py_ssize_t es) noexcept nogil:
-    """out[e * es] = (B^T d B)[e] for the 4x4 patch d whose rows start rw apart (F(2x2))."""
-    cdef Py_ssize_t r, k
-    cdef floating s[4][4]
-    for k in range(4):
-        s[0][k] = rows[k] - rows[2 * rw + k]
-        s[1][k] = rows[rw + k] + rows[2 * rw + k]
-        s[2][k] = rows[2 * rw + k] - rows[rw + k]
-        s[3][k] = rows[rw + k] - rows[3 * rw + k]
-    for r in range(4):
-        out[4 * r * es] = s[r][0] - s[r][2]
-        out[(4 * r + 1) * es] = s[r][1] + s[r][2]
-        out[(4 * r + 2) * es] = s[r][2] - s[r][1]
-        out[(4 * r + 3) * es] = s[r][1] - s[r][3]
-
-
-cdef inline void _wino4_in(const floating* rows, Py_ssize_t rw, floating* out,
-                           Py_ssize_t es) noexcept nogil:
-    """out[e * es] = (B^T d B)[e] for the 6x6 patch d whose rows start rw apart (F(4x4))."""
-    cdef Py_ssize_t r, k
-    cdef floating s[6][6]
-    for k in range(6):
-        _wino4_bt(rows + k, rw, &s[0][k], 6)
-    for r in range(6):
-        _wino4_bt(&s[r][0], 1, out + 6 * r * es, es)
+cdef extern from "conv_wino_lanes.h" nogil:
+    void cnnc_wl_in_s(const float* rows, const Py_ssize_t* off, int n, int t, Py_ssize_t rw,
+                      float* d, Py_ssize_t es)
+    void cnnc_wl_in_d(const double* rows, const Py_ssize_t* off, int n, int t, Py_ssize_t rw,
+                      double* d, Py_ssize_t es)
+    void cnnc_wl_out_s(const float* src, Py_ssize_t es, int t, float* m)
+    void cnnc_wl_out_d(const double* src, Py_ssize_t es, int t, double* m)
 
 
 cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom* g,
@@ -303,101 +269,103 @@ cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom
     """v[e * es + (k // pw) * C * pw + ch * pw + k % pw] = (B^T d B)[e] for the input
     patch d of tile q = q0 + k (0 outside x): panels of pw tiles (pw = nq: plain rows).
 
-    The t + 2 input rows under a run of tiles are first copied, zero-padded, into `rows`
-    (t + 2 rows of t * tw + 2), so the transform itself has no bounds checks.
+    Per channel, the t + 2 input rows under each tile row the chunk touches are first
+    copied, zero-padded, into `rows` (t + 2 rows of t * tw + 2 per tile row), so that the
+    transform, WINO_LANES tiles at a time in vector lanes, reads without bounds checks.
     """
-    cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), rw = t * tw + 2
-    cdef Py_ssize_t ch, q, qe, b, a, j, j1, r, ih, lo, hi, k
-    cdef floating* out
-    cdef const floating* src
+    cdef Py_ssize_t t = g.wtile, a = t + 2, tw = _wino_tw(g), th = _wino_tiles(g) // tw
+    cdef Py_ssize_t rw = t * tw + 2, tr0 = q0 // tw, ntr = (q0 + nq - 1) // tw - tr0 + 1
+    cdef Py_ssize_t ch, tr, b, ta, r, ih, k, kb, k0, n, l, e, lo, hi, L = WINO_LANES
+    cdef Py_ssize_t off[WINO_MAX_COLS]
+    cdef floating d[36 * WINO_LANES]
+    cdef const floating* p
+    cdef floating* dst
+    for k in range(nq):  # tile q0 + k's patch starts at rows[off[k]]
+        off[k] = ((q0 + k) // tw - tr0) * a * rw + t * ((q0 + k) % tw)
+    lo = max(0, g.pl)  # rows[.][c] = x[ih, c - pl]
+    hi = min(rw, g.w + g.pl)
     for ch in range(g.c):
-        q = q0
-        while q < q0 + nq:  # one run of tiles along a tile row
-            b = q // t1
-            a = (q - b * t1) // tw
-            j = q - b * t1 - a * tw
-            j1 = min(tw, j + q0 + nq - q)
-            for r in range(t + 2):
-                ih = t * a - g.pt + r
-                memset(rows + r * rw, 0, rw * sizeof(floating))
-                if 0 <= ih < g.h:
-                    src = x + ((b * g.c + ch) * g.h + ih) * g.w
-                    lo = max(0, g.pl - t * j)   # rows[r][k] = x[ih, t*j - pl + k]
-                    hi = min(rw, g.w + g.pl - t * j)
-                    if hi > lo:
-                        memcpy(rows + r * rw + lo, src + t * j - g.pl + lo,
-                               (hi - lo) * sizeof(floating))
-            for qe in range(j1 - j):
-                k = q - q0 + qe
-                out = v + (k // pw * g.c + ch) * pw + k % pw
-                if t == 4:
-                    _wino4_in(rows + 4 * qe, rw, out, es)
+        for tr in range(ntr):
+            b = (tr0 + tr) // th
+            ta = tr0 + tr - b * th
+            for r in range(a):
+                ih = t * ta - g.pt + r
+                dst = rows + (tr * a + r) * rw
+                if 0 <= ih < g.h and hi > lo:  # short rows: plain loops beat libc calls
+                    p = x + ((b * g.c + ch) * g.h + ih) * g.w - g.pl
+                    for k in range(lo):
+                        dst[k] = 0
+                    for k in range(lo, hi):
+                        dst[k] = p[k]
+                    for k in range(hi, rw):
+                        dst[k] = 0
                 else:
-                    _wino2_in(rows + 2 * qe, rw, out, es)
-            q += j1 - j
-
-
-cdef inline void _wino2_out(const floating* v, floating* res) noexcept nogil:
-    """res[0:2, 0:2] (rows 4 apart) = A^T M A for the 4x4 M = v (F(2x2))."""
-    cdef Py_ssize_t k
-    cdef floating t0[4]
-    cdef floating t1[4]
-    for k in range(4):
-        t0[k] = v[k] + v[4 + k] + v[8 + k]
-        t1[k] = v[4 + k] - v[8 + k] - v[12 + k]
-    res[0] = t0[0] + t0[1] + t0[2]
-    res[1] = t0[1] - t0[2] - t0[3]
-    res[4] = t1[0] + t1[1] + t1[2]
-    res[5] = t1[1] - t1[2] - t1[3]
-
-
-cdef inline void _wino4_out(const floating* v, floating* res) noexcept nogil:
-    """res[0:4, 0:4] (rows 4 apart) = A^T M A for the 6x6 M = v (F(4x4))."""
-    cdef Py_ssize_t k, i
-    cdef floating t[4][6]
-    for k in range(6):
-        _wino4_at(v + k, 6, &t[0][k], 6)
-    for i in range(4):
-        _wino4_at(&t[i][0], 1, res + 4 * i, 1)
+                    for k in range(rw):
+                        dst[k] = 0
+        for kb in range((nq + L - 1) // L):
+            k0 = kb * L
+            n = min(L, nq - k0)
+            if n == L and k0 % pw + L <= pw:  # straight into v: one run per position
+                dst = v + (k0 // pw * g.c + ch) * pw + k0 % pw
+                if floating is float:
+                    cnnc_wl_in_s(rows, off + k0, <int> n, <int> t, rw, dst, es)
+                else:
+                    cnnc_wl_in_d(rows, off + k0, <int> n, <int> t, rw, dst, es)
+            else:
+                if floating is float:
+                    cnnc_wl_in_s(rows, off + k0, <int> n, <int> t, rw, d, L)
+                else:
+                    cnnc_wl_in_d(rows, off + k0, <int> n, <int> t, rw, d, L)
+                for l in range(n):
+                    dst = v + ((k0 + l) // pw * g.c + ch) * pw + (k0 + l) % pw
+                    for e in range(a * a):
+                        dst[e * es] = d[e * L + l]
 
 
 cdef void _wino_output(const floating* mm, floating* y, const floating* bias, const Geom* g,
                        Py_ssize_t q0, Py_ssize_t nq, int act, floating act_param) noexcept nogil:
     """y tile q = act(A^T M_q A + bias), clipped to the output; M_q[e] = mm[e, o, q - q0]
-    (rows _wino_ldm apart)."""
+    (rows _wino_ldm apart). WINO_LANES tiles at a time in vector lanes."""
     cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
-    cdef Py_ssize_t o, q, b, a, j, e, oy, ox, i, k, nr, nc, E = _wino_e(g), ldm = _wino_ldm(g)
-    cdef floating v[36]
-    cdef floating res[16]
+    cdef Py_ssize_t o, q, b, ta, j, e, i, k, kb, k0, n, l, E = _wino_e(g), ldm = _wino_ldm(g)
+    cdef Py_ssize_t L = WINO_LANES, nr, nc, es
+    cdef Py_ssize_t yoff[WINO_MAX_COLS]
+    cdef int clip[WINO_MAX_COLS]
+    cdef floating m[36 * WINO_LANES]
     cdef floating bo
+    cdef const floating* src
     cdef floating* dst
+    for k in range(nq):  # tile q0 + k: its first pixel in image plane 0, rows x columns kept
+        q = q0 + k
+        b = q // t1
+        ta = (q - b * t1) // tw
+        j = q - b * t1 - ta * tw
+        yoff[k] = b * g.m * P + t * ta * g.ow + t * j
+        clip[k] = <int> (min(t, g.oh - t * ta) * 8 + min(t, g.ow - t * j))
     for o in range(g.m):
         bo = 0 if bias == NULL else bias[o]
-        b = q0 // t1
-        a = (q0 - b * t1) // tw
-        j = q0 - b * t1 - a * tw
-        for q in range(nq):
-            for e in range(E):
-                v[e] = mm[(e * g.m + o) * ldm + q]
-            if t == 4:
-                _wino4_out(v, res)
+        for kb in range((nq + L - 1) // L):
+            k0 = kb * L
+            n = min(L, nq - k0)
+            src = mm + o * ldm + k0
+            es = g.m * ldm
+            if n < L:  # a last partial block: its lanes, zero-padded, through `m`
+                for e in range(E):
+                    for l in range(L):
+                        m[e * L + l] = src[e * es + l] if l < n else 0
+                src, es = m, L
+            if floating is float:
+                cnnc_wl_out_s(src, es, <int> t, m)
             else:
-                _wino2_out(v, res)
-            oy = t * a
-            ox = t * j
-            nr = min(t, g.oh - oy)
-            nc = min(t, g.ow - ox)
-            dst = y + (b * g.m + o) * P + oy * g.ow + ox
-            for i in range(nr):
-                for k in range(nc):
-                    dst[i * g.ow + k] = _gemm_act(res[4 * i + k] + bo, act, act_param)
-            j += 1
-            if j == tw:
-                j = 0
-                a += 1
-                if a * tw == t1:
-                    a = 0
-                    b += 1
+                cnnc_wl_out_d(src, es, <int> t, m)
+            for l in range(n):
+                dst = y + yoff[k0 + l] + o * P
+                nr = clip[k0 + l] >> 3
+                nc = clip[k0 + l] & 7
+                for i in range(nr):
+                    for k in range(nc):
+                        dst[i * g.ow + k] = _gemm_act(m[(t * i + k) * L + l] + bo, act,
+                                                      act_param)
 
 
 cdef void _wino_gemm(const floating* u, const floating* v, floating* mm, Py_ssize_t m,
@@ -447,7 +415,7 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
     cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
     cdef Py_ssize_t per = _wino_per_worker(g)
-    cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, WINO_MR) * g.c
+    cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
     cdef floating* u = ws
     _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double))
     if g.wworkers > 1:
@@ -497,7 +465,8 @@ cdef inline Py_ssize_t _wino_wg_slots(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _wino_wg_per_worker(const Geom* g) noexcept nogil:
     """One chunk's V, P^T and padded input rows."""
-    return _wino_e(g) * ((g.c + g.m) * _wino_wg_cols(g) + 2 * WINO_PAD) + _wino_rows(g)
+    return (_wino_e(g) * ((g.c + g.m) * _wino_wg_cols(g) + 2 * WINO_PAD)
+            + _wino_rows(g, _wino_wg_cols(g)))
 
 
 cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:

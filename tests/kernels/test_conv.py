@@ -1,5 +1,9 @@
 """Convolution kernels against numpy float64 references, adjoint identities and finite
 differences."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -462,6 +466,29 @@ def test_wino4_adjoint_and_threads(case):
     for a, b2 in zip(one, two):
         assert a.tobytes() == b2.tobytes()
     _assert_writes_inside(case)
+
+
+@pytest.mark.parametrize("kernel", ["avx2", "portable"])
+def test_wino_panels_of_other_gemm_kernels(kernel):
+    """The Winograd GEMMs read U and V in the micro-kernel's panels: with the narrower MR and
+    NR of the other kernels (float64 panels narrower than the 16 transform lanes), F(4x4)
+    and F(2x2) still match the reference in all three passes."""
+    code = f"""
+import sys, numpy as np
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_conv import WINO4_CASES, _wino4_runs, ref_conv, ACTS
+for case in WINO4_CASES[:2]:
+    for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
+        x, wt, b, dy, kw, runs = _wino4_runs(case, dtype)
+        ref = ACTS["relu"](ref_conv(x, wt, b, 1, kw["padding"], 1, 1))
+        np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+        for got, want in zip(*runs):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+print("ok")
+"""
+    env = dict(os.environ, CNNC_GEMM_KERNEL=kernel)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 # per-tap GEMMs (conv_taps.pxi): the first three take it by default (few output pixels,

@@ -1,0 +1,84 @@
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3) input and output transforms of CNNC_WL tiles at
+ * once, for the GEMM Winograd path (conv_winograd.pxi): the tiles sit in vector lanes,
+ * element (r, k) of tile l at d[((t + 2) * r + k) * CNNC_WL + l], so each 1-D transform is
+ * a handful of whole-vector adds. Written with GCC vector extensions: the build's -march
+ * picks the instructions (16 floats: one AVX-512 register; 16 doubles: two). */
+#ifndef CNNC_CONV_WINO_LANES_H
+#define CNNC_CONV_WINO_LANES_H
+#include <stddef.h>
+#include <string.h>
+
+#define CNNC_WL 16
+
+/* F(4x4): B^T rows (4,0,-5,0,1,0), (0,-4,-4,1,1,0), (0,4,-4,-1,1,0), (0,-2,-1,2,1,0),
+ * (0,2,-1,-2,1,0), (0,4,0,-5,0,1); A^T rows (1,1,1,1,1,0), (0,1,-1,2,-2,0),
+ * (0,1,1,4,4,0), (0,1,-1,8,-8,1). F(2x2): B^T rows (1,0,-1,0), (0,1,1,0), (0,-1,1,0),
+ * (0,1,0,-1); A^T rows (1,1,1,0), (0,1,-1,-1). p: 1-D input, s apart; o: output, s apart. */
+#define CNNC_WL_FUNCS(SUF, T, VT)                                                          \
+static inline void cnnc_wl_bt6_##SUF(const VT *p, int s, VT *o) {                          \
+    VT t1 = p[4 * s] - (T)4 * p[2 * s], t2 = p[3 * s] - (T)4 * p[s];                       \
+    VT t3 = p[4 * s] - p[2 * s], t4 = (T)2 * (p[3 * s] - p[s]);                            \
+    o[0] = (T)4 * p[0] - (T)5 * p[2 * s] + p[4 * s];                                       \
+    o[s] = t1 + t2;                                                                        \
+    o[2 * s] = t1 - t2;                                                                    \
+    o[3 * s] = t3 + t4;                                                                    \
+    o[4 * s] = t3 - t4;                                                                    \
+    o[5 * s] = (T)4 * p[s] - (T)5 * p[3 * s] + p[5 * s];                                   \
+}                                                                                          \
+static inline void cnnc_wl_bt4_##SUF(const VT *p, int s, VT *o) {                          \
+    o[0] = p[0] - p[2 * s];                                                                \
+    o[s] = p[s] + p[2 * s];                                                                \
+    o[2 * s] = p[2 * s] - p[s];                                                            \
+    o[3 * s] = p[s] - p[3 * s];                                                            \
+}                                                                                          \
+static inline void cnnc_wl_at6_##SUF(const VT *p, int s, VT *o, int os) {                  \
+    VT a = p[s] + p[2 * s], b = p[s] - p[2 * s];                                           \
+    VT c = p[3 * s] + p[4 * s], e = p[3 * s] - p[4 * s];                                   \
+    o[0] = p[0] + a + c;                                                                   \
+    o[os] = b + (T)2 * e;                                                                  \
+    o[2 * os] = a + (T)4 * c;                                                              \
+    o[3 * os] = b + (T)8 * e + p[5 * s];                                                   \
+}                                                                                          \
+static inline void cnnc_wl_at4_##SUF(const VT *p, int s, VT *o, int os) {                  \
+    o[0] = p[0] + p[s] + p[2 * s];                                                         \
+    o[os] = p[s] - p[2 * s] - p[3 * s];                                                    \
+}                                                                                          \
+/* B^T d B for the patches of CNNC_WL tiles, gathered from rows (tile l's patch starts at   \
+ * rows[off[min(l, n - 1)]], its rows rw apart), position e's lanes stored at d + e * es.  \
+ */                                                                                        \
+static void cnnc_wl_in_##SUF(const T *rows, const ptrdiff_t *off, int n, int t,            \
+                             ptrdiff_t rw, T *d, ptrdiff_t es) {                           \
+    const int a = t + 2;                                                                   \
+    VT x[36], s[36];                                                                       \
+    for (int r = 0; r < a; r++)                                                            \
+        for (int k = 0; k < a; k++)                                                        \
+            for (int l = 0; l < CNNC_WL; l++)                                              \
+                x[a * r + k][l] = rows[off[l < n ? l : n - 1] + r * rw + k];               \
+    if (t == 4) {                                                                          \
+        for (int r = 0; r < 6; r++) cnnc_wl_bt6_##SUF(x + 6 * r, 1, s + 6 * r);            \
+        for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, x + k);                    \
+    } else {                                                                               \
+        for (int r = 0; r < 4; r++) cnnc_wl_bt4_##SUF(x + 4 * r, 1, s + 4 * r);            \
+        for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                    \
+    }                                                                                      \
+    for (int e = 0; e < a * a; e++) memcpy(d + e * es, &x[e], sizeof(VT));                 \
+}                                                                                          \
+/* m[(t * i + k) * CNNC_WL + l] = (A^T M_l A)[i, k] with M_l[e] = src[e * es + l]. */      \
+static void cnnc_wl_out_##SUF(const T *src, ptrdiff_t es, int t, T *m) {                   \
+    VT x[36], s[24];                                                                       \
+    for (int e = 0; e < (t + 2) * (t + 2); e++) memcpy(&x[e], src + e * es, sizeof(VT));   \
+    if (t == 4) {                                                                          \
+        for (int r = 0; r < 6; r++) cnnc_wl_at6_##SUF(x + 6 * r, 1, s + 4 * r, 1);         \
+        for (int k = 0; k < 4; k++) cnnc_wl_at6_##SUF(s + k, 4, x + k, 4);                 \
+    } else {                                                                               \
+        for (int r = 0; r < 4; r++) cnnc_wl_at4_##SUF(x + 4 * r, 1, s + 2 * r, 1);         \
+        for (int k = 0; k < 2; k++) cnnc_wl_at4_##SUF(s + k, 2, x + k, 2);                 \
+    }                                                                                      \
+    for (int e = 0; e < t * t; e++) memcpy(m + e * CNNC_WL, &x[e], sizeof(VT));            \
+}
+
+typedef float cnnc_wl_f16 __attribute__((vector_size(16 * sizeof(float))));
+typedef double cnnc_wl_d16 __attribute__((vector_size(16 * sizeof(double))));
+CNNC_WL_FUNCS(s, float, cnnc_wl_f16)
+CNNC_WL_FUNCS(d, double, cnnc_wl_d16)
+#endif
