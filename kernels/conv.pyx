@@ -125,7 +125,6 @@ cdef enum:
     WINO_MAX_COLS = 1024  # ... a bound on any chunk's tiles (WINO_COLS, WINO_WG_COLS)
     WINO_WG_MIN_CHANNELS = 64  # Winograd weight gradient: below, the transforms dominate
     WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
-    WINO_WG_OUT = 16  # ... output channels per block of its output transform
     WINO_WG_SLOTS = 2  # ... partial Z summed separately (one thread each) ...
     WINO_WG_SLOT_MAX = 262144  # ... when Z (16 * M * C elements) is at most this
     WINO_VEC_MIN = 16  # vector Winograd: channels from this (see _wvec_ok) ...

@@ -43,6 +43,22 @@ static inline void cnnc_wl_at4_##SUF(const VT *p, int s, VT *o, int os) {       
     o[0] = p[0] + p[s] + p[2 * s];                                                         \
     o[os] = p[s] - p[2 * s] - p[3 * s];                                                    \
 }                                                                                          \
+static inline void cnnc_wl_a6_##SUF(const VT *y, int s, VT *o, int os) {                   \
+    VT a = y[0] + y[2 * s], b = y[s] + y[3 * s];                                           \
+    VT c = y[0] + (T)4 * y[2 * s], e = (T)2 * y[s] + (T)8 * y[3 * s];                      \
+    o[0] = y[0];                                                                           \
+    o[os] = a + b;                                                                         \
+    o[2 * os] = a - b;                                                                     \
+    o[3 * os] = c + e;                                                                     \
+    o[4 * os] = c - e;                                                                     \
+    o[5 * os] = y[3 * s];                                                                  \
+}                                                                                          \
+static inline void cnnc_wl_a4_##SUF(const VT *y, int s, VT *o, int os) {                   \
+    o[0] = y[0];                                                                           \
+    o[os] = y[0] + y[s];                                                                   \
+    o[2 * os] = y[0] - y[s];                                                               \
+    o[3 * os] = -y[s];                                                                     \
+}                                                                                          \
 /* B^T d B for the patches of CNNC_WL tiles, gathered from rows (tile l's patch starts at   \
  * rows[off[min(l, n - 1)]], its rows rw apart), position e's lanes stored at d + e * es.  \
  */                                                                                        \
@@ -62,6 +78,56 @@ static void cnnc_wl_in_##SUF(const T *rows, const ptrdiff_t *off, int n, int t, 
         for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                    \
     }                                                                                      \
     for (int e = 0; e < a * a; e++) memcpy(d + e * es, &x[e], sizeof(VT));                 \
+}                                                                                          \
+/* A d A^T (t x t -> (t+2) x (t+2)) for the dy tiles of CNNC_WL channels: channel l's tile \
+ * at src + min(l, n - 1) * ps, rows ld apart, nr x nc of it inside dy (0 past that);       \
+ * position e's lanes stored at d + e * es. A's rows: the columns of A^T above. */         \
+static void cnnc_wl_dy_##SUF(const T *src, ptrdiff_t ps, int n, ptrdiff_t ld, int nr,      \
+                             int nc, int t, T *d, ptrdiff_t es) {                          \
+    VT x[16], s[24], p[36];                                                                \
+    const int a = t + 2;                                                                   \
+    for (int r = 0; r < t; r++)                                                            \
+        for (int k = 0; k < t; k++)                                                        \
+            for (int l = 0; l < CNNC_WL; l++)                                              \
+                x[t * r + k][l] = r < nr && k < nc ? src[(l < n ? l : n - 1) * ps          \
+                                                         + r * ld + k] : (T)0;            \
+    if (t == 4) {                                                                          \
+        for (int k = 0; k < 4; k++) cnnc_wl_a6_##SUF(x + k, 4, s + k, 4);                  \
+        for (int r = 0; r < 6; r++) cnnc_wl_a6_##SUF(s + 4 * r, 1, p + 6 * r, 1);          \
+    } else {                                                                               \
+        for (int k = 0; k < 2; k++) cnnc_wl_a4_##SUF(x + k, 2, s + k, 2);                  \
+        for (int r = 0; r < 4; r++) cnnc_wl_a4_##SUF(s + 2 * r, 1, p + 4 * r, 1);          \
+    }                                                                                      \
+    for (int e = 0; e < a * a; e++) memcpy(d + e * es, &p[e], sizeof(VT));                 \
+}                                                                                          \
+/* r[(3 * i + k) * CNNC_WL + l] = (G^T Z_l G)[i, k] with Z_l[e] = z[e * es + l]: the      \
+ * weight gradient's output transform, G's rows (1,0,0), (1,1,1)/2, (1,-1,1)/2, (0,0,1)     \
+ * for F(2x2); (1/4,0,0), -(1,1,1)/6, -(1,-1,1)/6, (1/24,1/12,1/6), (1/24,-1/12,1/6),       \
+ * (0,0,1) for F(4x4). */                                                                  \
+static void cnnc_wl_gt_##SUF(const T *z, ptrdiff_t es, int t, T *r) {                      \
+    VT x[36], u[18], o[9];                                                                 \
+    const int a = t + 2;                                                                   \
+    for (int e = 0; e < a * a; e++) memcpy(&x[e], z + e * es, sizeof(VT));                 \
+    for (int pass = 0; pass < 2; pass++) {  /* columns of x into u [3][a], rows into o */  \
+        for (int j = 0; j < (pass ? 3 : a); j++) {                                         \
+            const VT *p = pass ? u + a * j : x + j;                                        \
+            const int s = pass ? 1 : a;                                                    \
+            VT *q = pass ? o + 3 * j : u + j;                                              \
+            const int os = pass ? 1 : a;                                                   \
+            if (t == 4) {                                                                  \
+                VT c1 = p[s] + p[2 * s], d1 = p[s] - p[2 * s];                             \
+                VT c2 = p[3 * s] + p[4 * s], d2 = p[3 * s] - p[4 * s];                     \
+                q[0] = (T)0.25 * p[0] - c1 * (T)(1.0 / 6) + c2 * (T)(1.0 / 24);            \
+                q[os] = d2 * (T)(1.0 / 12) - d1 * (T)(1.0 / 6);                            \
+                q[2 * os] = (c2 - c1) * (T)(1.0 / 6) + p[5 * s];                           \
+            } else {                                                                       \
+                q[0] = p[0] + (p[s] + p[2 * s]) * (T)0.5;                                  \
+                q[os] = (p[s] - p[2 * s]) * (T)0.5;                                        \
+                q[2 * os] = (p[s] + p[2 * s]) * (T)0.5 + p[3 * s];                         \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    for (int k = 0; k < 9; k++) memcpy(r + k * CNNC_WL, &o[k], sizeof(VT));                \
 }                                                                                          \
 /* m[(t * i + k) * CNNC_WL + l] = (A^T M_l A)[i, k] with M_l[e] = src[e * es + l]. */      \
 static void cnnc_wl_out_##SUF(const T *src, ptrdiff_t es, int t, T *m) {                   \

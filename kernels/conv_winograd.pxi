@@ -140,34 +140,6 @@ cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
             + g.wworkers * _wino_per_worker(g))
 
 
-# The 1-D transforms of F(4x4, 3x3)'s weight gradient, each on values s apart, results os
-# apart.
-
-cdef inline void _wino4_a(const floating* y, Py_ssize_t s, floating* o,
-                          Py_ssize_t os) noexcept nogil:
-    """o = A y (4 -> 6 values), A^T's rows (1,1,1,1,1,0), (0,1,-1,2,-2,0), (0,1,1,4,4,0),
-    (0,1,-1,8,-8,1)."""
-    cdef floating a = y[0] + y[2 * s], b = y[s] + y[3 * s]
-    cdef floating c = y[0] + 4 * y[2 * s], d = 2 * y[s] + 8 * y[3 * s]
-    o[0] = y[0]
-    o[os] = a + b
-    o[2 * os] = a - b
-    o[3 * os] = c + d
-    o[4 * os] = c - d
-    o[5 * os] = y[3 * s]
-
-
-cdef inline void _wino4_gt(const floating* z, Py_ssize_t s, floating* o,
-                           Py_ssize_t os) noexcept nogil:
-    """o = G^T z (6 -> 3 values), the transpose of G's rows (1/4,0,0), -(1,1,1)/6,
-    -(1,-1,1)/6, (1/24,1/12,1/6), (1/24,-1/12,1/6), (0,0,1)."""
-    cdef floating a = z[s] + z[2 * s], b = z[s] - z[2 * s]
-    cdef floating c = z[3 * s] + z[4 * s], d = z[3 * s] - z[4 * s]
-    o[0] = <floating>0.25 * z[0] - a * <floating>(1.0 / 6) + c * <floating>(1.0 / 24)
-    o[os] = d * <floating>(1.0 / 12) - b * <floating>(1.0 / 6)
-    o[2 * os] = (c - a) * <floating>(1.0 / 6) + z[5 * s]
-
-
 cdef inline void _wino_kernel(const floating* k3, floating* out,
                               Py_ssize_t stride) noexcept nogil:
     """out[e * stride] = (G k3 G^T)[e] for one 3x3 kernel k3 (F(2x2), sums in double)."""
@@ -260,6 +232,12 @@ cdef extern from "conv_wino_lanes.h" nogil:
                       float* d, Py_ssize_t es)
     void cnnc_wl_in_d(const double* rows, const Py_ssize_t* off, int n, int t, Py_ssize_t rw,
                       double* d, Py_ssize_t es)
+    void cnnc_wl_dy_s(const float* src, Py_ssize_t ps, int n, Py_ssize_t ld, int nr, int nc,
+                      int t, float* d, Py_ssize_t es)
+    void cnnc_wl_dy_d(const double* src, Py_ssize_t ps, int n, Py_ssize_t ld, int nr, int nc,
+                      int t, double* d, Py_ssize_t es)
+    void cnnc_wl_gt_s(const float* z, Py_ssize_t es, int t, float* r)
+    void cnnc_wl_gt_d(const double* z, Py_ssize_t es, int t, double* r)
     void cnnc_wl_out_s(const float* src, Py_ssize_t es, int t, float* m)
     void cnnc_wl_out_d(const double* src, Py_ssize_t es, int t, double* m)
 
@@ -479,87 +457,72 @@ cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:
 cdef void _wino_dy(const floating* dy, floating* pt, const Geom* g, Py_ssize_t q0,
                    Py_ssize_t nq) noexcept nogil:
     """pt[e * (nq * M + WINO_PAD) + (q - q0) * M + o] = (A d A^T)[e] for the t x t tile d
-    of dy[., o] at tile q (0 past the output's last row or column)."""
+    of dy[., o] at tile q (0 past the output's last row or column): WINO_LANES output
+    channels at a time in vector lanes."""
     cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
-    cdef Py_ssize_t q, o, b, a, j, oy, ox, r, k, nr, nc, es = nq * g.m + WINO_PAD
-    cdef Py_ssize_t E = _wino_e(g)
-    cdef floating d[4][4]
-    cdef floating s[6][4]
-    cdef floating p[36]
+    cdef Py_ssize_t q, ob, o0, b, a, j, oy, ox, e, l, n, es = nq * g.m + WINO_PAD
+    cdef Py_ssize_t E = _wino_e(g), L = WINO_LANES
+    cdef int nr, nc
+    cdef floating p[36 * WINO_LANES]
     cdef const floating* src
     cdef floating* out
-    memset(&d[0][0], 0, sizeof(d))
     for q in range(q0, q0 + nq):
         b = q // t1
         a = (q - b * t1) // tw
         j = q - b * t1 - a * tw
         oy = t * a
         ox = t * j
-        nr = min(t, g.oh - oy)
-        nc = min(t, g.ow - ox)
-        for o in range(g.m):
-            src = dy + (b * g.m + o) * P + oy * g.ow + ox
-            for r in range(t):
-                for k in range(t):
-                    d[r][k] = src[r * g.ow + k] if r < nr and k < nc else 0
-            if t == 4:
-                for k in range(4):
-                    _wino4_a(&d[0][k], 4, &s[0][k], 4)
-                for r in range(6):
-                    _wino4_a(&s[r][0], 1, &p[6 * r], 1)
-            else:
-                for r in range(2):
-                    s[0][r] = d[0][r]
-                    s[1][r] = d[0][r] + d[1][r]
-                    s[2][r] = d[0][r] - d[1][r]
-                    s[3][r] = -d[1][r]
-                for r in range(4):
-                    p[4 * r] = s[r][0]
-                    p[4 * r + 1] = s[r][0] + s[r][1]
-                    p[4 * r + 2] = s[r][0] - s[r][1]
-                    p[4 * r + 3] = -s[r][1]
-            out = pt + (q - q0) * g.m + o
-            for k in range(E):
-                out[k * es] = p[k]
+        nr = <int> min(t, g.oh - oy)
+        nc = <int> min(t, g.ow - ox)
+        for ob in range((g.m + L - 1) // L):
+            o0 = ob * L
+            n = min(L, g.m - o0)
+            src = dy + (b * g.m + o0) * P + oy * g.ow + ox
+            out = pt + (q - q0) * g.m + o0
+            if n == L:
+                if floating is float:
+                    cnnc_wl_dy_s(src, P, <int> n, g.ow, nr, nc, <int> t, out, es)
+                else:
+                    cnnc_wl_dy_d(src, P, <int> n, g.ow, nr, nc, <int> t, out, es)
+            else:  # the last channels: through `p`
+                if floating is float:
+                    cnnc_wl_dy_s(src, P, <int> n, g.ow, nr, nc, <int> t, p, L)
+                else:
+                    cnnc_wl_dy_d(src, P, <int> n, g.ow, nr, nc, <int> t, p, L)
+                for e in range(E):
+                    for l in range(n):
+                        out[e * es + l] = p[e * L + l]
 
 
 cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g,
                           bint accumulate) noexcept nogil:
-    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]. Blocks of WINO_WG_OUT
-    output channels: the E positions of a block are E short contiguous runs of zt (one
-    (o, i) at a time would read E values 1 MiB apart at 512 channels: 2x slower)."""
-    cdef Py_ssize_t ob, o0, o, i, e, k, n, E = _wino_e(g)
-    cdef floating z[36][WINO_WG_OUT]
-    cdef floating zo[36]
-    cdef floating u[3][6]
-    cdef floating r3[3][3]
+    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]: WINO_LANES output
+    channels at a time in vector lanes, whose E positions are E short contiguous runs of
+    zt (one (o, i) at a time would read E values 1 MiB apart at 512 channels: 2x slower)."""
+    cdef Py_ssize_t ob, o0, o, i, e, k, n, es, E = _wino_e(g), L = WINO_LANES
+    cdef floating z[36 * WINO_LANES]
+    cdef floating r[9 * WINO_LANES]
+    cdef const floating* src
     cdef floating* dst
-    for ob in range((g.m + WINO_WG_OUT - 1) // WINO_WG_OUT):
-        o0 = ob * WINO_WG_OUT
-        n = min(<Py_ssize_t> WINO_WG_OUT, g.m - o0)
+    for ob in range((g.m + L - 1) // L):
+        o0 = ob * L
+        n = min(L, g.m - o0)
         for i in range(g.c):
-            for e in range(E):
-                memcpy(&z[e][0], zt + (e * g.c + i) * g.m + o0, n * sizeof(floating))
-            for o in range(n):
+            src = zt + i * g.m + o0
+            es = g.c * g.m
+            if n < L:  # the last channels, zero-padded, through `z`
                 for e in range(E):
-                    zo[e] = z[e][o]
-                if g.wtile == 4:
-                    for k in range(6):
-                        _wino4_gt(&zo[k], 6, &u[0][k], 6)
-                    for k in range(3):
-                        _wino4_gt(&u[k][0], 1, &r3[k][0], 1)
-                else:
-                    for k in range(4):  # G^T rows: (1, .5, .5, 0), (0, .5, -.5, 0), (0, .5, .5, 1)
-                        u[0][k] = zo[k] + (zo[4 + k] + zo[8 + k]) * <floating>0.5
-                        u[1][k] = (zo[4 + k] - zo[8 + k]) * <floating>0.5
-                        u[2][k] = (zo[4 + k] + zo[8 + k]) * <floating>0.5 + zo[12 + k]
-                    for k in range(3):
-                        r3[k][0] = u[k][0] + (u[k][1] + u[k][2]) * <floating>0.5
-                        r3[k][1] = (u[k][1] - u[k][2]) * <floating>0.5
-                        r3[k][2] = (u[k][1] + u[k][2]) * <floating>0.5 + u[k][3]
+                    for o in range(L):
+                        z[e * L + o] = src[e * es + o] if o < n else 0
+                src, es = z, L
+            if floating is float:
+                cnnc_wl_gt_s(src, es, <int> g.wtile, r)
+            else:
+                cnnc_wl_gt_d(src, es, <int> g.wtile, r)
+            for o in range(n):
                 dst = dw + ((o0 + o) * g.c + i) * 9
                 for k in range(9):
-                    dst[k] = (dst[k] if accumulate else 0) + r3[k // 3][k % 3]
+                    dst[k] = (dst[k] if accumulate else 0) + r[k * L + o]
 
 
 cdef void _wino_wg_chunks(const floating* x, const floating* dy, floating* zt,
