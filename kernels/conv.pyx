@@ -19,7 +19,7 @@ GEMM. With stride 1 and >= 16 input channels per group (>= 4 when the direct pat
 it), backward-data is instead the forward conv of dy with the flipped, transposed weights
 (padding d*(k-1) - p): a GEMM as wide as the forward's and no col2im scatter. The weight
 gradient is direct for stride-1 layers with <= 32 input channels (measured: 1.1-2x
-im2col there; from 64, Winograd's). Images whose output has few pixels (P < 512) share
+im2col there), except where Winograd F(4x4) takes it (3x3 with 32 channels and more). Images whose output has few pixels (P < 512) share
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
 A forward chunk of at most 4 output pixels in all (VGG's last layers at batch 1) skips the
 GEMM: each weight row is dotted with the few columns as it streams from memory
@@ -123,7 +123,7 @@ cdef enum:
     WINO_PAD = 16  # ... elements between V's positions beyond the NR-rounded size
     WINO_LANES = 16  # ... tiles transformed at once, in vector lanes
     WINO_MAX_COLS = 1024  # ... a bound on any chunk's tiles (WINO_COLS, WINO_WG_COLS)
-    WINO_WG_MIN_CHANNELS = 64  # Winograd weight gradient: below, the transforms dominate
+    WINO_WG_MIN_CHANNELS = 32  # Winograd weight gradient: below, the transforms dominate
     WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
     WINO_WG_SLOTS = 2  # ... partial Z summed separately (one thread each) ...
     WINO_WG_SLOT_MAX = 262144  # ... when Z (16 * M * C elements) is at most this
@@ -287,10 +287,10 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     if _flips(g):
         f = _flipped(g)
         need = max(need, g.m * g.kdim + _fwd_elems(&f))
-    if _direct_wg_ok(g):
-        need = max(need, _direct_wg_ws(g))
-    elif _wino_wg_ok(g):
+    if _wino_wg_ok(g):
         need = max(need, _wino_wg_workspace(g))
+    elif _direct_wg_ok(g):
+        need = max(need, _direct_wg_ws(g))
     if g.taps:
         need = max(need, _taps_workspace(g))
     return need
@@ -1006,10 +1006,10 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
     elif g.taps & TAPS_WG:
         _taps_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
-    elif _direct_wg_ok(g):
-        _direct_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _wino_wg_ok(g):
         _wino_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
+    elif _direct_wg_ok(g):
+        _direct_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     else:
         _gemm_bwd_weight(x, dy, dw, ws, g, accumulate, n_threads)
 
