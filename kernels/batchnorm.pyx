@@ -25,13 +25,19 @@ set to 0 where the forward's relu output y is <= 0 when it had one:
 Passes over memory: training forward and backward make two each, one for the per-channel
 sums and one to write y (dx), both in memory order (n, then c, then positions), which the
 hardware prefetchers stream; a channel-by-channel order (rows of H*W values a channel apart)
-measured slower, though its second pass would hit the cache. With a fused relu the
-backward gates dy in GATE_CHUNK pieces into an L1 buffer.
+measured slower, and its second pass does not hit the cache either: the rows of a block of
+channels lie C*H*W apart, a power of two in the usual networks, so they fall into a few
+L2 sets. With a fused relu the backward gates dy in GATE_CHUNK pieces into an L1 buffer.
+Planes of at most 16 values (SMALL_TRAIN, SMALL_BACKWARD) instead go by blocks of whole
+channels, SPAN values an image: per-element partial sums run down the images in L1, then
+add across the plane, and the second pass writes the block the same way; rows of a few
+values cost more to set up than to process (3-5x slower at 2x2 and 4x4).
 
 Threads: the channels are split into one contiguous range per thread; each channel's sums
 are formed by its owner in a fixed order (n, then positions with LANES interleaved partial
-sums added pairwise, per GATE_CHUNK piece in backward), so every result is bitwise
-identical for any thread count.
+sums added pairwise, per GATE_CHUNK piece in backward; for small planes, each position
+down n, then the positions in order), so every result is bitwise identical for any thread
+count.
 """
 from cython.parallel cimport prange
 
@@ -41,6 +47,9 @@ cdef enum:
     LANES = 16     # interleaved partial sums of a row: vectorisable without reassociation
     GATE_CHUNK = 256   # elements of a row gated by relu at a time: an L1 buffer, small
                        # enough that the three input streams advance together
+    SPAN = 512     # small planes: elements of a block of whole channels (per image)
+    SMALL_TRAIN = 16     # the largest planes that take the small-plane paths (measured
+    SMALL_BACKWARD = 16  # with cold caches, as in a network: 8x8 planes run faster as rows)
 
 
 def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean,
@@ -156,7 +165,7 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
         dgamma.fill(0)
         dbeta.fill(0)
         return
-    y, work = None if y is None else _nck(y), np.empty((2, x.shape[1]))
+    y, work = None if y is None else _nck(y), np.empty((4, x.shape[1]))
     if x.dtype == np.float32:
         _backward[float](_nck(x), _nck(dy), y, gamma, save_mean, save_invstd, _nck(dx),
                          dgamma, dbeta, work, nt)
@@ -303,9 +312,17 @@ cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
                  floating[::1] running_var, bint track, double momentum, double eps,
                  bint relu, double[:, ::1] work, int nt) noexcept nogil:
     cdef Py_ssize_t C = x.shape[1], t
-    for t in prange(nt, schedule="static", num_threads=nt):
-        _train_channels(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
-                        track, momentum, eps, relu, work, t * C // nt, (t + 1) * C // nt)
+    # two parallel loops, not one with the test inside: gcc then compiles the row path
+    # as it did alone (25% faster rows of 64 values)
+    if x.shape[2] <= SMALL_TRAIN:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            _train_small(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
+                         track, momentum, eps, relu, work, t * C // nt, (t + 1) * C // nt)
+    else:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            _train_channels(x, gamma, beta, y, save_mean, save_invstd, running_mean,
+                            running_var, track, momentum, eps, relu, work, t * C // nt,
+                            (t + 1) * C // nt)
 
 
 cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma,
@@ -317,7 +334,7 @@ cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma
     """Channels [c0, c1): one pass for the sums, the statistics, one pass to write y.
     work[0:4, c]: the sums s1 and s2, the mean (first the shift k), gamma * invstd."""
     cdef Py_ssize_t n, c, S = x.shape[2]
-    cdef double m = x.shape[0] * S, d, var, invstd
+    cdef double m = x.shape[0] * S
     for c in range(c0, c1):
         work[0, c] = 0
         work[1, c] = 0
@@ -326,21 +343,108 @@ cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma
         for c in range(c0, c1):
             _shifted_sums(&x[n, c, 0], work[2, c], S, &work[0, c], &work[1, c])
     for c in range(c0, c1):
-        d = work[0, c] / m  # mean - k
-        var = max(work[1, c] / m - d * d, 0.0)
-        work[2, c] += d
-        invstd = 1 / sqrt(var + eps)
-        work[3, c] = gamma[c] * invstd
-        save_mean[c] = <floating>work[2, c]
-        save_invstd[c] = <floating>invstd
-        if track:
-            running_mean[c] = <floating>(momentum * running_mean[c]
-                                         + (1 - momentum) * work[2, c])
-            running_var[c] = <floating>(momentum * running_var[c]
-                                        + (1 - momentum) * var * m / (m - 1))
+        _stats(save_mean, save_invstd, running_mean, running_var, track, gamma, momentum, eps,
+               m, work, c)
     for n in range(x.shape[0]):
         for c in range(c0, c1):
             _normalise_row(&x[n, c, 0], &y[n, c, 0], S, work[2, c], work[3, c], beta[c], relu)
+
+
+cdef inline void _stats(floating[::1] save_mean, floating[::1] save_invstd,
+                        floating[::1] running_mean, floating[::1] running_var, bint track,
+                        const floating[::1] gamma, double momentum, double eps, double m,
+                        double[:, ::1] work, Py_ssize_t c) noexcept nogil:
+    """Channel c's statistics from work[0:3, c] = s1, s2, the shift k: work[2, c] becomes
+    the mean, work[3, c] gamma * invstd; saves them and updates the running ones."""
+    cdef double d = work[0, c] / m  # mean - k
+    cdef double var = max(work[1, c] / m - d * d, 0.0)
+    cdef double invstd = 1 / sqrt(var + eps)
+    work[2, c] += d
+    work[3, c] = gamma[c] * invstd
+    save_mean[c] = <floating>work[2, c]
+    save_invstd[c] = <floating>invstd
+    if track:
+        running_mean[c] = <floating>(momentum * running_mean[c] + (1 - momentum) * work[2, c])
+        running_var[c] = <floating>(momentum * running_var[c]
+                                    + (1 - momentum) * var * m / (m - 1))
+
+
+cdef inline void _spread(double* e, const double[:, ::1] work, Py_ssize_t row, Py_ssize_t c0,
+                         Py_ssize_t c1, Py_ssize_t S) noexcept nogil:
+    """e[(c - c0) * S + s] = work[row, c] for c0 <= c < c1, s < S: per-channel values laid
+    out like a block of channels, so the loops over a block are plain vector loops."""
+    cdef Py_ssize_t c, s
+    for c in range(c0, c1):
+        for s in range(S):
+            e[(c - c0) * S + s] = work[row, c]
+
+
+cdef inline void _fold(double* total, const double* a, Py_ssize_t c0, Py_ssize_t c1,
+                       Py_ssize_t S) noexcept nogil:
+    """total[c] = a[(c - c0) * S] + ... + a[(c - c0) * S + S - 1], in that order."""
+    cdef Py_ssize_t c, s
+    cdef double t
+    for c in range(c0, c1):
+        t = 0
+        for s in range(S):
+            t += a[(c - c0) * S + s]
+        total[c] = t
+
+
+cdef void _train_small(const floating[:, :, ::1] x, const floating[::1] gamma,
+                       const floating[::1] beta, floating[:, :, ::1] y,
+                       floating[::1] save_mean, floating[::1] save_invstd,
+                       floating[::1] running_mean, floating[::1] running_var, bint track,
+                       double momentum, double eps, bint relu, double[:, ::1] work,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """_train_channels for planes of at most SPAN values, a block of whole channels at a
+    time (at most SPAN values per image): rows of a few values cost more to set up than to
+    process, so the sums run down the images, one accumulator per element of the block
+    (then added across the plane), and the block's second pass finds it in L2."""
+    cdef double a[SPAN]
+    cdef double b[SPAN]
+    cdef double e[SPAN]
+    cdef Py_ssize_t n, i, L, c, cb, ce, S = x.shape[2], step = SPAN // x.shape[2]
+    cdef double m = x.shape[0] * S, v
+    cdef const floating* p
+    cdef floating* q
+    cdef floating r
+    cb = c0
+    while cb < c1:
+        ce = min(cb + step, c1)
+        L = (ce - cb) * S
+        for c in range(cb, ce):
+            work[2, c] = x[0, c, 0]
+        _spread(e, work, 2, cb, ce, S)
+        for i in range(L):
+            a[i] = 0
+            b[i] = 0
+        for n in range(x.shape[0]):
+            p = &x[n, cb, 0]
+            for i in range(L):
+                v = p[i] - e[i]
+                a[i] += v
+                b[i] += v * v
+        _fold(&work[0, 0], a, cb, ce, S)
+        _fold(&work[1, 0], b, cb, ce, S)
+        for c in range(cb, ce):
+            _stats(save_mean, save_invstd, running_mean, running_var, track, gamma, momentum,
+                   eps, m, work, c)
+            work[0, c] = beta[c]
+        _spread(a, work, 2, cb, ce, S)
+        _spread(b, work, 3, cb, ce, S)
+        _spread(e, work, 0, cb, ce, S)
+        for n in range(x.shape[0]):
+            p = &x[n, cb, 0]
+            q = &y[n, cb, 0]
+            if relu:
+                for i in range(L):
+                    r = <floating>((p[i] - a[i]) * b[i] + e[i])
+                    q[i] = r if r > 0 else 0
+            else:
+                for i in range(L):
+                    q[i] = <floating>((p[i] - a[i]) * b[i] + e[i])
+        cb = ce
 
 
 cdef void _infer(const floating[:, :, ::1] x, const floating[::1] beta,
@@ -360,9 +464,14 @@ cdef void _backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                     floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
                     double[:, ::1] work, int nt) noexcept nogil:
     cdef Py_ssize_t C = x.shape[1], t
-    for t in prange(nt, schedule="static", num_threads=nt):
-        _backward_channels(x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work,
-                           t * C // nt, (t + 1) * C // nt)
+    if x.shape[2] <= SMALL_BACKWARD:  # two parallel loops, as in _train
+        for t in prange(nt, schedule="static", num_threads=nt):
+            _backward_small(x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work,
+                            t * C // nt, (t + 1) * C // nt)
+    else:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            _backward_channels(x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work,
+                               t * C // nt, (t + 1) * C // nt)
 
 
 cdef void _backward_channels(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
@@ -383,16 +492,76 @@ cdef void _backward_channels(const floating[:, :, ::1] x, const floating[:, :, :
         for c in range(c0, c1):
             _grad_sums_row(&dy[n, c, 0], &y[n, c, 0] if relu else NULL, &x[n, c, 0],
                            mean[c], S, &work[0, c], &work[1, c])
-    # dx = k1*g - k2 - (x - mean)*k3 with k1 = gamma*invstd, k2 = k1*sum(g)/m,
-    # k3 = k1*invstd^2*sum(g*(x - mean))/m; work[0:2, c] then hold k2, k3
     for c in range(c0, c1):
-        dbeta[c] = <floating>work[0, c]
-        dgamma[c] = <floating>(work[1, c] * invstd[c])
-        k1 = <double>gamma[c] * invstd[c]
-        work[0, c] = k1 * work[0, c] / m
-        work[1, c] = k1 * invstd[c] * invstd[c] * work[1, c] / m
+        _grad_consts(gamma, mean, invstd, dgamma, dbeta, m, work, c)
     for n in range(x.shape[0]):
         for c in range(c0, c1):
             _grad_x_row(&dy[n, c, 0], &y[n, c, 0] if relu else NULL, &x[n, c, 0],
-                        &dx[n, c, 0], S, mean[c], <double>gamma[c] * invstd[c], work[0, c],
-                        work[1, c])
+                        &dx[n, c, 0], S, mean[c], work[2, c], work[0, c], work[1, c])
+
+
+cdef inline void _grad_consts(const floating[::1] gamma, const floating[::1] mean,
+                              const floating[::1] invstd, floating[::1] dgamma,
+                              floating[::1] dbeta, double m, double[:, ::1] work,
+                              Py_ssize_t c) noexcept nogil:
+    """dbeta[c], dgamma[c] from the sums work[0:2, c] = sum(g), sum(g * (x - mean)); then
+    work[0:4, c] = k2, k3, k1, mean for dx = k1*g - k2 - (x - mean)*k3, with
+    k1 = gamma*invstd, k2 = k1*sum(g)/m, k3 = k1*invstd^2*sum(g*(x - mean))/m."""
+    cdef double k1 = <double>gamma[c] * invstd[c]
+    dbeta[c] = <floating>work[0, c]
+    dgamma[c] = <floating>(work[1, c] * invstd[c])
+    work[0, c] = k1 * work[0, c] / m
+    work[1, c] = k1 * invstd[c] * invstd[c] * work[1, c] / m
+    work[2, c] = k1
+    work[3, c] = mean[c]
+
+
+cdef void _backward_small(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                          const floating[:, :, ::1] y, const floating[::1] gamma,
+                          const floating[::1] mean, const floating[::1] invstd,
+                          floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
+                          double[:, ::1] work, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """_backward_channels for planes of at most SPAN values, by blocks of whole channels
+    as in _train_small."""
+    cdef double a[SPAN]
+    cdef double b[SPAN]
+    cdef double e[SPAN]
+    cdef double f[SPAN]
+    cdef floating buf[SPAN]
+    cdef Py_ssize_t n, i, L, c, cb, ce, S = x.shape[2], step = SPAN // x.shape[2]
+    cdef double m = x.shape[0] * S, v
+    cdef bint relu = y is not None
+    cdef const floating* p
+    cdef const floating* g
+    cdef floating* q
+    cb = c0
+    while cb < c1:
+        ce = min(cb + step, c1)
+        L = (ce - cb) * S
+        for c in range(cb, ce):
+            work[3, c] = mean[c]
+        _spread(e, work, 3, cb, ce, S)
+        for i in range(L):
+            a[i] = 0
+            b[i] = 0
+        for n in range(x.shape[0]):
+            p = &x[n, cb, 0]
+            g = _gate(&dy[n, cb, 0], &y[n, cb, 0], buf, L) if relu else &dy[n, cb, 0]
+            for i in range(L):
+                v = g[i]
+                a[i] += v
+                b[i] += v * (p[i] - e[i])
+        _fold(&work[0, 0], a, cb, ce, S)
+        _fold(&work[1, 0], b, cb, ce, S)
+        for c in range(cb, ce):
+            _grad_consts(gamma, mean, invstd, dgamma, dbeta, m, work, c)
+        _spread(a, work, 2, cb, ce, S)
+        _spread(b, work, 0, cb, ce, S)
+        _spread(f, work, 1, cb, ce, S)
+        for n in range(x.shape[0]):
+            p = &x[n, cb, 0]
+            g = _gate(&dy[n, cb, 0], &y[n, cb, 0], buf, L) if relu else &dy[n, cb, 0]
+            q = &dx[n, cb, 0]
+            for i in range(L):
+                q[i] = <floating>(a[i] * g[i] - b[i] - (p[i] - e[i]) * f[i])
+        cb = ce

@@ -14,12 +14,17 @@ Conv as a GEMM, per image and group (P = OH*OW, K = C/groups * kh * kw):
 Paths, chosen from the shapes: 1x1 / stride 1 / no padding uses x itself as col (no
 workspace); depthwise (groups == C_in > 1) is a direct loop; other ungrouped stride-1
 layers take the direct path (conv_direct.pxi: a zero-padded copy of x read in place by
-register-tiled micro-kernels, no im2col) unless Winograd applies; the rest is im2col +
-GEMM. With stride 1 and >= 16 input channels per group (>= 4 when the direct path takes
-it), backward-data is instead the forward conv of dy with the flipped, transposed weights
-(padding d*(k-1) - p): a GEMM as wide as the forward's and no col2im scatter. The weight
-gradient is direct for stride-1 layers with <= 32 input channels (measured: 1.1-2x
-im2col there), except where Winograd F(4x4) takes it (3x3 with 32 channels and more). Images whose output has few pixels (P < 512) share
+register-tiled micro-kernels, no im2col) unless Winograd applies; so do strided layers
+with dilation 1 and more than one tap (conv_strided.pxi: x copied into its stride phase
+planes, on which the taps read consecutive pixels again), whose backward-data is one
+direct convolution of dy per phase of dx (ResNet-20's stride-2 3x3 layers: 1.1-1.4x
+im2col forward and backward-data); the rest is im2col + GEMM. With stride 1 and >= 16
+input channels per group (>= 4 when the direct path takes it), backward-data is instead
+the forward conv of dy with the flipped, transposed weights (padding d*(k-1) - p): a
+GEMM as wide as the forward's and no col2im scatter. The weight gradient is direct for
+stride-1 layers with <= 32 input channels (measured: 1.1-2x im2col there), except where
+Winograd F(4x4) takes it (3x3 with 32 channels or more). Images whose output has few
+pixels (P < 512) share
 a chunk: their columns sit side by side so that one GEMM is wide enough to run well.
 A forward chunk of at most 4 output pixels in all (VGG's last layers at batch 1) skips the
 GEMM: each weight row is dotted with the few columns as it streams from memory
@@ -61,7 +66,8 @@ COL_TILE_ELEMS = 2**19 elements (2 MiB in float32), or one column of K elements 
 alone is larger; a multi-image chunk holds at most 2**20 elements, a Winograd chunk 2**20 +
 2**19; the transposed weight gradient adds a channels-last copy of the chunk's x, used only
 when it holds at most 2**19 elements; the direct path's padded copy of x (and, for its
-weight gradient, of dy) holds at most 2**20 + 2**19 elements per thread; a vector Winograd
+weight gradient, of dy) holds at most 2**20 + 2**19 elements per thread, as do the strided
+path's phase planes of x or its padded dy; a vector Winograd
 chunk at most 2**20 (else that path is not taken); the per-tap path M*K elements of rearranged
 weights (or their gradient) and a chunk of channels-last x (or dx) and y (or dy) of at
 most 2**20 (else not taken). So ``conv2d_workspace_size`` <=
@@ -159,6 +165,7 @@ cdef struct Geom:
 
 include "conv_winograd.pxi"
 include "conv_direct.pxi"
+include "conv_strided.pxi"
 include "conv_taps.pxi"
 
 
@@ -268,6 +275,8 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
 cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
     if g.taps & TAPS_FWD:
         return _taps_workspace(g)
+    if g.direct and (g.sh > 1 or g.sw > 1):
+        return _strided_fwd_ws(g)
     if g.direct:
         return _direct_fwd_ws(g)
     if g.wvec:
@@ -287,6 +296,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     if _flips(g):
         f = _flipped(g)
         need = max(need, g.m * g.kdim + _fwd_elems(&f))
+    if _strided_data_ok(g):
+        need = max(need, _strided_data_ws(g))
     if _wino_wg_ok(g):
         need = max(need, _wino_wg_workspace(g))
     elif _direct_wg_ok(g):
@@ -972,6 +983,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
     elif g.taps & TAPS_FWD:
         _taps_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+    elif g.direct and (g.sh > 1 or g.sw > 1):
+        _strided_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.direct:
         _direct_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wvec:
@@ -989,6 +1002,8 @@ cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, fl
         _dw_bwd_data(dy, w, dx, g, n_threads)
     elif g.taps & TAPS_DATA:
         _taps_bwd_data(dy, w, dx, ws, g, n_threads)
+    elif _strided_data_ok(g):
+        _strided_bwd_data(dy, w, dx, ws, g, n_threads)
     elif _flips(g):  # a forward conv: no col2im scatter, and a GEMM with K = M*kh*kw
         f = _flipped(g)
         _flip_weights(w, ws, g)

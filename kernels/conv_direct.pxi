@@ -56,7 +56,8 @@ def _set_direct(bint enabled) -> None:
 
 
 cdef inline Py_ssize_t _direct_hp(const Geom* g) noexcept nogil:
-    return g.oh + g.dh * (g.kh - 1)
+    """Rows per image of a padded plane (of a phase plane with stride, conv_strided.pxi)."""
+    return g.oh + g.dh * (g.kh - 1) // g.sh
 
 
 cdef inline Py_ssize_t _direct_wp(const Geom* g) noexcept nogil:
@@ -66,6 +67,8 @@ cdef inline Py_ssize_t _direct_wp(const Geom* g) noexcept nogil:
     row's leading zeros), which leaves 1 wasted column per row instead of 2 at pad 1."""
     cdef Py_ssize_t wp = g.ow + g.dw * (g.kw - 1), pr = wp - g.w - g.pl
     cdef Py_ssize_t shared = g.w + max(g.pl, pr)
+    if g.sh > 1 or g.sw > 1:
+        return g.ow + g.dw * (g.kw - 1) // g.sw
     return shared if g.pl >= 0 and pr >= 0 and g.ow <= shared <= wp else wp
 
 
@@ -76,25 +79,31 @@ cdef inline Py_ssize_t _direct_slack(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _direct_xp(const Geom* g, Py_ssize_t nb) noexcept nogil:
     """Elements of a padded chunk of nb images, slack included."""
-    return g.c * nb * _direct_hp(g) * _direct_wp(g) + _direct_slack(g)
+    return g.c * _strided_phases(g) * nb * _direct_hp(g) * _direct_wp(g) + _direct_slack(g)
 
 
 cdef inline bint _direct_ok(const Geom* g) noexcept nogil:
-    """Stride 1, ungrouped, and each weight used by at least K/2 output pixels in the call:
-    with fewer (VGG's 256-512 channel layers on 8x8 or smaller images at batch 1) the
-    packed GEMM streams the weights better (direct: 0.2-0.7x of it there, measured)."""
-    return (_direct_enabled and g.path == PATH_IM2COL and g.sh == 1 and g.sw == 1
+    """Stride 1 (or a stride on phase planes, see conv_strided.pxi), ungrouped, and each
+    weight used by at least K/2 output pixels in the call: with fewer (VGG's 256-512
+    channel layers on 8x8 or smaller images at batch 1) the packed GEMM streams the
+    weights better (direct: 0.2-0.7x of it there, measured)."""
+    return (_direct_enabled and g.path == PATH_IM2COL and _strided_direct(g)
             and g.groups == 1 and 2 * g.n * g.oh * g.ow >= g.kdim
             and _direct_xp(g, 1) <= DIRECT_MAX_XP)
 
 
-cdef inline int _direct_mr(const Geom* g) noexcept nogil:
-    """Weight rows per forward tile: 8, or 6 or 4 when that wastes fewer padded rows."""
-    if g.m % 8 == 0 or g.m >= 32:
+cdef inline int _direct_mr_rows(Py_ssize_t m) noexcept nogil:
+    """Weight rows per tile for m output rows: 8, or 6 or 4 when that wastes fewer
+    padded rows."""
+    if m % 8 == 0 or m >= 32:
         return 8
-    if g.m % 6 == 0:
+    if m % 6 == 0:
         return 6
-    return 4 if g.m % 8 <= 4 else 8
+    return 4 if m % 8 <= 4 else 8
+
+
+cdef inline int _direct_mr(const Geom* g) noexcept nogil:
+    return _direct_mr_rows(g.m)
 
 
 cdef inline Py_ssize_t _direct_packed(const Geom* g) noexcept nogil:
@@ -128,11 +137,13 @@ cdef inline bint _direct_wg_rows(const Geom* g) noexcept nogil:
 cdef inline bint _direct_wg_ok(const Geom* g) noexcept nogil:
     """The direct weight gradient beats im2col + GEMM (measured: 1.1x at 32 channels, up
     to 2x at 1-3) for inputs of <= 32 channels when at most 15% of its columns are
-    padding; from 64 channels 3x3 layers take Winograd's."""
+    padding; from 64 channels 3x3 layers take Winograd's. Not strided layers: on their
+    phase planes it is no faster than im2col (ResNet-20's stage-2 entry: 2.7 vs 2.5 ms)."""
     cdef Py_ssize_t cols = g.oh * _direct_owv(g)
     if not _direct_wg_rows(g):
         cols = _direct_hp(g) * _direct_wp(g)
-    return (_direct_ok(g) and g.c <= 32 and 100 * cols <= 115 * g.oh * g.ow
+    return (_direct_ok(g) and g.sh == 1 and g.sw == 1 and g.c <= 32
+            and 100 * cols <= 115 * g.oh * g.ow
             and _direct_wg_per_worker(g) <= DIRECT_MAX_XP + COL_TILE)
 
 
@@ -173,12 +184,16 @@ cdef Py_ssize_t _direct_wg_ws(const Geom* g) noexcept nogil:
 
 
 cdef void _direct_offsets(const Geom* g, Py_ssize_t nb, int* off) noexcept nogil:
-    """off[(c, ki, kj)] = c*nb*Hp*Wp + ki*dh*Wp + kj*dw."""
+    """off[(c, ki, kj)] = c*nb*Hp*Wp + ki*dh*Wp + kj*dw; with stride, the tap's phase
+    plane and its row and column in there (see _strided_pad)."""
     cdef Py_ssize_t c, ki, kj, k = 0, wp = _direct_wp(g), plane = nb * _direct_hp(g) * wp
+    cdef Py_ssize_t npw = min(g.sw, g.kw), phases = _strided_phases(g), ph
     for c in range(g.c):
         for ki in range(g.kh):
             for kj in range(g.kw):
-                off[k] = <int> (c * plane + ki * g.dh * wp + kj * g.dw)
+                ph = ki * g.dh % g.sh * npw + kj * g.dw % g.sw
+                off[k] = <int> ((c * phases + ph) * plane + ki * g.dh // g.sh * wp
+                                + kj * g.dw // g.sw)
                 k += 1
 
 

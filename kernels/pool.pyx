@@ -17,14 +17,20 @@ once (dy at the winner, 0 elsewhere: windows do not overlap, so no memset pass; 
 16 windows or more, or from x); other kernels a row of outputs at a time, one pass per
 window offset. Edge windows (padding, ceil mode) keep the clipping loop; every other
 backward zeroes dx and adds dy at the winners (a plain scatter from a saved argmax).
+2x2 stride 2 on planes of even height and a width of 2, 4, 8 or 16, without padding, goes
+by units instead (a unit is one row of windows; the units of all planes follow one
+another in memory), vectorised across units: a row of 1 to 8 windows costs more to set up
+than to compute (3-20x). Their backward takes the unit path for 2x2 planes and the paths
+above otherwise (units of 2-8 windows did not vectorise there).
 
-Work is split over the N*C planes with a static schedule; a plane has one owner and is
-processed in a fixed order, so results are bitwise identical for any thread count.
+Work is split over the N*C planes (the unit paths: over the units) with a static
+schedule; each output has one owner and is processed in a fixed order, so results are
+bitwise identical for any thread count.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 import numpy as np
@@ -154,26 +160,26 @@ cdef void _max_row_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating*
     has that many (see _block_start)."""
     cdef Py_ssize_t j = 0, blk = 16 if n >= 16 else 8
     if n < 8:
-        _max_2x2(r0, w, base, y, am, n)
+        _max_2x2(r0, r0 + w, w, base, y, am, n)
         return
     while j < n:
         j = _block_start(j, n, blk)
         if blk == 16:
-            _max_2x2(r0 + 2 * j, w, base + 2 * <int32_t>j, y + j,
+            _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j,
                      am + j if am != NULL else NULL, 16)
         else:
-            _max_2x2(r0 + 2 * j, w, base + 2 * <int32_t>j, y + j,
+            _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j,
                      am + j if am != NULL else NULL, 8)
         j += blk
 
 
-cdef inline void _max_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating* y,
-                          int32_t* am, Py_ssize_t n) noexcept nogil:
-    """n (<= 16) adjacent 2x2 windows as in _max_row_2x2: max of each row's pair, then of
-    the two rows, which keeps the row-major first-maximum and last-NaN rule; branch-free.
-    Without argmax the indices go to a scratch array: the same loop without that store
-    is unrolled by gcc 12 into branches, 10x slower on random data."""
-    cdef const floating* r1 = r0 + w
+cdef inline void _max_2x2(const floating* r0, const floating* r1, Py_ssize_t w, int32_t base,
+                          floating* y, int32_t* am, Py_ssize_t n) noexcept nogil:
+    """n (<= 16) adjacent 2x2 windows as in _max_row_2x2, their rows' pairs at r0 and r1
+    (r0 + w in the plane): max of each row's pair, then of the two rows, which keeps the
+    row-major first-maximum and last-NaN rule; branch-free. Without argmax the indices go
+    to a scratch array: the same loop without that store is unrolled by gcc 12 into
+    branches, 10x slower on random data."""
     cdef Py_ssize_t j
     cdef floating a, b, c, d, m0, m1
     cdef int32_t scratch[16]
@@ -239,10 +245,91 @@ cdef void _maxpool_fwd_plane(const floating* x, floating* y, int32_t* am,
         _max_clipped(x, y, am, g, i, g.j_hi, g.ow)
 
 
+cdef enum:
+    UNIT_CHUNK = 128  # rows of windows per chunk of the unit paths (their bases: on the stack)
+
+
+cdef inline bint _units(const Geom* g) noexcept nogil:
+    """Whether a 2x2 stride-2 pool runs by units: no padding, even h and w (so the rows of
+    windows of all planes follow one another in memory, a unit being one row of windows,
+    two input rows) and 1, 2, 4 or 8 windows a row, too few for a fast row at a time."""
+    return (_is_2x2(g) and g.pt == 0 and g.pl == 0 and g.h == 2 * g.oh and g.w == 2 * g.ow
+            and (g.ow == 1 or g.ow == 2 or g.ow == 4 or g.ow == 8))
+
+
+cdef inline Py_ssize_t _unit_bases(int32_t* base, Py_ssize_t r, Py_ssize_t n,
+                                   const Geom* g) noexcept nogil:
+    """base[k] = plane index of the top-left of unit r + k (k < n, n <= UNIT_CHUNK); returns
+    min(n, UNIT_CHUNK)."""
+    cdef Py_ssize_t k, i = r % g.oh
+    n = min(n, <Py_ssize_t>UNIT_CHUNK)
+    for k in range(n):
+        base[k] = <int32_t>(i * 2 * g.w)
+        i += 1
+        if i == g.oh:
+            i = 0
+    return n
+
+
+cdef inline void _max_units(const floating* x, Py_ssize_t step, Py_ssize_t dw, Py_ssize_t w,
+                            floating* y, int32_t* am, const int32_t* base, Py_ssize_t n,
+                            Py_ssize_t ow) noexcept nogil:
+    """n units of ow windows each, in a plane of width w: unit u's two input rows at
+    x + step * u and dw further, its top-left at base[u] in the plane. Called with literal
+    step, dw and ow, so the windows of a unit unroll and gcc vectorises over units."""
+    cdef Py_ssize_t u
+    for u in range(n):
+        _max_2x2(x + step * u, x + step * u + dw, w, base[u], y + ow * u, am + ow * u, ow)
+
+
+cdef inline void _gather_windows(const floating* x, floating* xt, const int32_t* base,
+                                 int32_t* wbase, Py_ssize_t n, Py_ssize_t ow) noexcept nogil:
+    """The windows of n units of ow (2 or 4, literal) windows, as units of one window:
+    xt[4q:4q + 4] = window q's four elements, wbase[q] its top-left in the plane. Short
+    rows of windows do not vectorise; units of one window do, and this copy is cheap."""
+    cdef Py_ssize_t u, j, q
+    for u in range(n):
+        for j in range(ow):
+            q = ow * u + j
+            memcpy(xt + 4 * q, x + 4 * ow * u + 2 * j, 2 * sizeof(floating))
+            memcpy(xt + 4 * q + 2, x + 4 * ow * u + 2 * ow + 2 * j, 2 * sizeof(floating))
+            wbase[q] = base[u] + 2 * <int32_t>j
+
+
+cdef void _maxpool_fwd_units(const floating* x, floating* y, int32_t* argmax,
+                             const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Units [r0, r1) of the whole batch (see _units), UNIT_CHUNK at a time."""
+    cdef int32_t base[UNIT_CHUNK]
+    cdef int32_t wbase[4 * UNIT_CHUNK]
+    cdef int32_t scratch[8 * UNIT_CHUNK]
+    cdef floating xt[16 * UNIT_CHUNK]
+    cdef Py_ssize_t n, ow = g.ow, w = g.w
+    cdef int32_t* am
+    while r0 < r1:
+        n = _unit_bases(base, r0, r1 - r0, g)
+        am = argmax + ow * r0 if argmax != NULL else scratch
+        if ow == 1:
+            _max_units(x + 4 * r0, 4, 2, 2, y + r0, am, base, n, 1)
+        elif ow == 8:
+            _max_units(x + 32 * r0, 32, 16, 16, y + 8 * r0, am, base, n, 8)
+        else:
+            if ow == 2:
+                _gather_windows(x + 8 * r0, xt, base, wbase, n, 2)
+            else:
+                _gather_windows(x + 16 * r0, xt, base, wbase, n, 4)
+            _max_units(xt, 4, 2, w, y + ow * r0, am, wbase, ow * n, 1)
+        r0 += n
+
+
 cdef void _maxpool_fwd(const floating* x, floating* y, int32_t* argmax, Py_ssize_t planes,
                        Geom g, int n_threads) noexcept nogil:
     """y = max over each window; argmax (if not NULL) = its index in the plane."""
-    cdef Py_ssize_t p, out = g.oh * g.ow
+    cdef Py_ssize_t p, t, out = g.oh * g.ow, units = planes * g.oh
+    if _units(&g):
+        for t in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
+            _maxpool_fwd_units(x, y, argmax, &g, t * units // n_threads,
+                               (t + 1) * units // n_threads)
+        return
     for p in prange(planes, nogil=True, num_threads=n_threads, schedule="static"):
         _maxpool_fwd_plane(x + p * g.h * g.w, y + p * out,
                            argmax + p * out if argmax != NULL else NULL, &g)
@@ -354,6 +441,23 @@ cdef Py_ssize_t _bwd_plane_2x2(const floating* dy, const int32_t* am, const floa
     return bad
 
 
+cdef Py_ssize_t _maxpool_bwd_units(const floating* dy, const int32_t* am, const floating* x,
+                                   floating* dx, const Geom* g, Py_ssize_t r0,
+                                   Py_ssize_t r1) noexcept nogil:
+    """dx of units [r0, r1) of one window each (2x2 planes, see _units), UNIT_CHUNK at a
+    time; returns how many held a saved winner outside its window. (Units of 2-8 windows
+    did not vectorise this way: they take the row paths.)"""
+    cdef int32_t base[UNIT_CHUNK]
+    cdef Py_ssize_t n, u, bad = 0
+    while r0 < r1:
+        n = _unit_bases(base, r0, r1 - r0, g)
+        for u in range(r0, r0 + n):
+            bad += _bwd_2x2(dy + u, am + u if am != NULL else NULL,
+                            x + 4 * u if am == NULL else NULL, dx + 4 * u, 2, base[u - r0], 1)
+        r0 += n
+    return bad
+
+
 cdef Py_ssize_t _maxpool_bwd(const floating* dy, const int32_t* argmax, const floating* x,
                              floating* dx, Py_ssize_t planes, Geom g,
                              int n_threads) noexcept nogil:
@@ -361,9 +465,15 @@ cdef Py_ssize_t _maxpool_bwd(const floating* dy, const int32_t* argmax, const fl
 
     Returns how many saved winners (or rows of them) were invalid: skipped, never written.
     """
-    cdef Py_ssize_t p, i, bad = 0, out = g.oh * g.ow, plane = g.h * g.w
+    cdef Py_ssize_t p, i, t, bad = 0, out = g.oh * g.ow, plane = g.h * g.w
+    cdef Py_ssize_t units = planes * g.oh
     cdef const int32_t* am
     cdef const floating* xp
+    if _units(&g) and g.ow == 1:
+        for t in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
+            bad += _maxpool_bwd_units(dy, argmax, x, dx, &g, t * units // n_threads,
+                                      (t + 1) * units // n_threads)
+        return bad
     for p in prange(planes, nogil=True, num_threads=n_threads, schedule="static"):
         am = argmax + p * out if argmax != NULL else NULL
         xp = x + p * plane if x != NULL else NULL

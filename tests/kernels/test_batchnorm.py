@@ -8,7 +8,10 @@ from kernel_checks import numeric_grad
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
 SHAPES = [(2, 1), (3, 7), (65, 17), (2, 3, 1, 1), (1, 5, 3, 7), (4, 31, 2, 3), (2, 2, 9, 13),
-          (127, 3), (2, 3, 37, 41)]  # the last: rows longer than the kernel's chunks
+          (127, 3), (2, 3, 37, 41),  # the last: rows longer than the kernel's chunks
+          # planes of at most 16 values go by blocks of whole channels (512 values an
+          # image): several blocks, the last one partial
+          (2, 1031), (3, 131, 3, 3), (5, 67, 4, 4), (7, 45, 2, 2), (2, 9, 1, 17)]
 
 
 def rand(rng, shape, dtype, scale=1.0, shift=0.0):
@@ -91,7 +94,7 @@ def test_backward_matches_numpy(shape, dtype):
     np.testing.assert_array_equal(dy, dx)
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2, 3)])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2, 3), (2, 2, 5, 4)])  # small planes, rows
 def test_backward_finite_differences(shape):
     rng = np.random.default_rng(4)
     x, gamma, beta, _, _ = make(rng, shape, np.float64)
@@ -107,12 +110,12 @@ def test_backward_finite_differences(shape):
     B.batchnorm_backward(x, c, gamma, mean, invstd, dx, dgamma, dbeta)
     tol = dict(rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dx.ravel(), numeric_grad(loss, x, range(x.size)), **tol)
-    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(3)), **tol)
-    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(3)), **tol)
+    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(shape[1])), **tol)
+    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(shape[1])), **tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(65, 17), (4, 31, 2, 3), (2, 3, 37, 41)])
+@pytest.mark.parametrize("shape", [(65, 17), (4, 31, 2, 3), (2, 3, 37, 41), (3, 70, 3, 3)])
 def test_fused_relu_is_relu_of_the_output_and_masks_the_gradient(shape, dtype):
     rng = np.random.default_rng(8)
     x, gamma, beta, rm, rv = make(rng, shape, dtype)
@@ -133,9 +136,10 @@ def test_fused_relu_is_relu_of_the_output_and_masks_the_gradient(shape, dtype):
     np.testing.assert_array_equal(dy, dx)
 
 
-def test_fused_relu_backward_finite_differences():
+@pytest.mark.parametrize("shape", [(3, 4, 2, 3), (2, 3, 5, 4)])  # a small plane, rows
+def test_fused_relu_backward_finite_differences(shape):
     rng = np.random.default_rng(9)
-    x, gamma, beta, _, _ = make(rng, (3, 4, 2, 3), np.float64)
+    x, gamma, beta, _, _ = make(rng, shape, np.float64)
     c = rand(rng, x.shape, np.float64)
     y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
 
@@ -151,8 +155,8 @@ def test_fused_relu_backward_finite_differences():
     B.batchnorm_backward(x, c, gamma, mean, invstd, dx, dgamma, dbeta, y=y.copy())
     tol = dict(rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dx.ravel(), numeric_grad(loss, x, range(x.size)), **tol)
-    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(4)), **tol)
-    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(4)), **tol)
+    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(shape[1])), **tol)
+    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, range(shape[1])), **tol)
 
 
 def test_matches_torch_batchnorm2d_over_several_steps():
@@ -183,9 +187,10 @@ def test_matches_torch_batchnorm2d_over_several_steps():
         bn.weight.grad = bn.bias.grad = None
 
 
-def test_float32_statistics_survive_a_large_offset():
+@pytest.mark.parametrize("shape", [(64, 2, 16, 16), (256, 2, 2, 2)])  # rows, small planes
+def test_float32_statistics_survive_a_large_offset(shape):
     rng = np.random.default_rng(6)
-    x = (rng.standard_normal((64, 2, 16, 16)) * 1e-2 + 1e3).astype(np.float32)
+    x = (rng.standard_normal(shape) * 1e-2 + 1e3).astype(np.float32)
     y, mean, invstd = np.empty_like(x), np.empty(2, np.float32), np.empty(2, np.float32)
     B.batchnorm_forward_train(x, np.ones(2, np.float32), np.zeros(2, np.float32), y, mean,
                               invstd, None, None, eps=1e-8)
@@ -196,7 +201,7 @@ def test_float32_statistics_survive_a_large_offset():
 @pytest.mark.parametrize("activation", ["none", "relu"])
 def test_one_and_two_threads_are_bitwise_equal(activation):
     rng = np.random.default_rng(7)
-    for shape in [(8, 48, 31, 33), (4099, 70), (2, 3, 37, 41)]:
+    for shape in [(8, 48, 31, 33), (4099, 70), (2, 3, 37, 41), (6, 301, 3, 3), (9, 77, 4, 4)]:
         x, gamma, beta, rm, rv = make(rng, shape, np.float32)
         dy = rand(rng, shape, np.float32)
         results = []
@@ -211,6 +216,25 @@ def test_one_and_two_threads_are_bitwise_equal(activation):
             results.append(outs)
         for a, b in zip(*results):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(5, 67, 4, 4), (3, 131, 3, 3), (2, 9, 5, 5)])
+def test_no_writes_outside_outputs(shape):
+    """Outputs carved from NaN-filled buffers: the borders stay NaN, the inside is set."""
+    rng = np.random.default_rng(10)
+    x, gamma, beta, rm, rv = make(rng, shape, np.float32)
+    dy = rand(rng, shape, np.float32)
+    c = shape[1]
+    bufs = [np.full(n + 64, np.nan, np.float32) for n in (x.size, x.size, c, c, c, c)]
+    y, dx, mean, invstd, dg, db = (b[32:-32].reshape(s) for b, s in
+                                   zip(bufs, [shape, shape, c, c, c, c]))
+    for nt in (1, 2):
+        B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm, rv, n_threads=nt,
+                                  activation="relu")
+        B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt, y=y)
+        for buf in bufs:
+            assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
+            assert not np.isnan(buf[32:-32]).any()
 
 
 def test_bad_inputs_raise_value_error():

@@ -154,6 +154,25 @@ WINO4_CASES = [
     (16, 64, 8, 8, 68, (3, 3), 1, 1, 1, 1),
 ]
 
+# Strided layers split into phase planes (conv_strided.pxi; 3x3 and larger kernels,
+# dilation 1): ResNet-20's stage 2 and 3 convs, odd and even sizes, paddings 0-2 and asymmetric, 5x5,
+# M not a multiple of the 8-row tile, strides larger than the kernel (phases no tap
+# reaches: zero in dx), stride in one dimension only, a 1-pixel-wide input; the 1x1
+# shortcut keeps im2col.
+STRIDED_CASES = [
+    (3, 16, 32, 32, 32, (3, 3), 2, 1, 1, 1),
+    (2, 32, 16, 16, 64, (3, 3), 2, 1, 1, 1),
+    (2, 5, 9, 7, 6, (3, 3), 2, 0, 1, 1),
+    (3, 7, 10, 11, 9, (3, 3), 2, 2, 1, 1),
+    (2, 3, 13, 12, 4, (5, 5), 2, 2, 1, 1),
+    (2, 4, 11, 9, 5, (3, 3), 2, (0, 1, 1, 0), 1, 1),
+    (2, 6, 12, 13, 8, (3, 2), (2, 3), (1, 0, 2, 1), 1, 1),
+    (1, 4, 9, 9, 7, (2, 2), 3, 1, 1, 1),
+    (5, 2, 7, 5, 3, (3, 3), (2, 1), 1, 1, 1),
+    (5, 3, 6, 1, 4, (3, 3), 2, 1, 1, 1),
+    (2, 8, 8, 8, 16, (1, 1), 2, 0, 1, 1),
+]
+
 
 def _case_arrays(case, dtype, rng=RNG):
     n, c, h, w, m, k, stride, pad, dil, groups = case
@@ -282,7 +301,10 @@ def _fd(f, v, dy, eps=1e-6):
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 7)]
                          + [DIRECT_CASES[i] for i in (3, 4)]
-                         + [(1, 16, 5, 7, 16, (3, 3), 1, (1, 0, 2, 1), 1, 1)])
+                         + [(1, 16, 5, 7, 16, (3, 3), 1, (1, 0, 2, 1), 1, 1),
+                            (1, 2, 9, 8, 3, (3, 3), 2, 1, 1, 1),       # strided, one image
+                            (1, 1, 11, 9, 2, (5, 5), 2, 2, 1, 1),
+                            (1, 2, 8, 9, 3, (3, 2), (2, 3), (1, 0, 2, 1), 1, 1)])
 def test_conv_backward_finite_differences(case):
     """Through the fused bias + tanh epilogue: d tanh = 1 - y^2, then conv backward."""
     x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
@@ -318,7 +340,7 @@ def ref_weight_grad(x, dy, w_shape, stride, pad, dil, groups):
 
 
 @pytest.mark.parametrize("case", WGRAD_T_CASES + [CONV_CASES[i] for i in (1, 4, 14, 15)]
-                         + DIRECT_CASES)
+                         + DIRECT_CASES + STRIDED_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_weight_gradient(case, dtype):
     x, wt, b, y_shape, kw = _case_arrays(case, dtype)
@@ -363,7 +385,8 @@ def test_conv_small_batches(case, n):
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (1, 2, 5, 6, 12, 14, 15, 16, 18, 20)]
-                         + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES[2:5])
+                         + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES[2:5]
+                         + STRIDED_CASES)
 @pytest.mark.parametrize("n", [1, 3, 23])
 def test_conv_threads_bitwise_equal(case, n):
     """n = 23 splits small images into several multi-image chunks shared by the threads."""
@@ -395,6 +418,40 @@ def test_direct_path_matches_im2col(case, dtype):
     np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
     for got, want in zip(*runs):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", STRIDED_CASES)
+def test_strided_path_matches_im2col(case, dtype):
+    """The polyphase path against the reference, and against im2col + GEMM on every
+    output, with a fused activation."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    runs = []
+    for strided in (True, False):
+        conv._set_strided(strided)
+        try:
+            runs.append((forward(x, wt, b, y_shape, kw, "leaky_relu"),)
+                        + backward(x, wt, dy, kw))
+        finally:
+            conv._set_strided(True)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    ref = ACTS["leaky_relu"](ref_conv(x, wt, b, kw["stride"], kw["padding"], 1, 1))
+    np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    for got, want in zip(*runs):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_strided_workspace_bound():
+    """ResNet-20's strided layers stay within the documented workspace bound."""
+    for x_shape, w_shape in [((64, 16, 32, 32), (32, 16, 3, 3)),
+                             ((64, 32, 16, 16), (64, 32, 3, 3)),
+                             ((1, 3, 224, 224), (64, 3, 7, 7))]:
+        k = w_shape[1] * w_shape[2] * w_shape[3]
+        for nt in (1, 2):
+            assert conv.conv2d_workspace_size(x_shape, w_shape, 2, 1, n_threads=nt) <= (
+                nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS)
+                + 4 * w_shape[0] * k)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -608,7 +665,7 @@ def _assert_writes_inside(case):
 
 
 def test_no_writes_outside_outputs():
-    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES:
+    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES + STRIDED_CASES:
         _assert_writes_inside(case)
 
 

@@ -21,6 +21,8 @@ CASES = [
     (3, 3, 3, 1, (0, 0, 0, 0), False),        # kernel == input
     (7, 7, 2, 3, (1, 0, 0, 1), True),         # stride > kernel
     (31, 2, (3, 1), (2, 1), (1, 2, 0, 0), True),
+    (2, 2, 2, 2, (0, 0, 0, 0), False),         # max-pool units of one window
+    (4, 8, 2, 2, (0, 0, 0, 0), False),         # units of four windows
 ]
 
 
@@ -39,6 +41,15 @@ FAST_CASES = [
     (11, 40, 3, 1, (1, 1, 1, 1), False),     # general interior path, stride 1
     (9, 37, 3, 2, (0, 0, 0, 0), True),
     (8, 41, (2, 3), (1, 2), (1, 0, 0, 1), False),
+    # even planes without padding, 1, 2, 4 or 8 windows a row: by units (rows of windows
+    # of all planes in a row, whole or one window at a time)
+    (2, 2, 2, 2, (0, 0, 0, 0), False),
+    (4, 4, 2, 2, (0, 0, 0, 0), True),
+    (8, 8, 2, 2, (0, 0, 0, 0), False),
+    (16, 16, 2, 2, (0, 0, 0, 0), False),
+    (6, 4, 2, 2, (0, 0, 0, 0), False),
+    (2, 16, 2, 2, (0, 0, 0, 0), False),
+    (10, 2, 2, 2, (0, 0, 0, 0), False),
 ]
 
 
@@ -346,6 +357,58 @@ def test_maxpool_fast_paths_threads_bitwise_equal():
             results.append((y, am, dxa, dxx))
         for a, b in zip(*results):
             assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(3, 50, 2, 2), (5, 37, 4, 4), (3, 11, 8, 6), (4, 9, 16, 16)])
+def test_maxpool_units_across_chunks_and_threads(shape):
+    """More units than one chunk of the unit paths (128 rows of windows); two threads split
+    the units inside a plane; both dtypes against the reference, bitwise across threads."""
+    for dtype in (np.float32, np.float64):
+        x = _draw("ties", shape, dtype)
+        want_am = ref_argmax(x, 2, 2, (0, 0, 0, 0), False)
+        dy = RNG.standard_normal(want_am.shape).astype(dtype)
+        want_dx = ref_backward(dy.astype(np.float64), want_am, x.shape)
+        results = []
+        for nt in (1, 2):
+            y, am = _out(x, 2, 2, 0, False), np.empty(want_am.shape, np.int32)
+            pool.maxpool2d_forward(x, y, am, 2, n_threads=nt)
+            np.testing.assert_array_equal(am, want_am)
+            dxa, dxx = np.empty_like(x), np.empty_like(x)
+            pool.maxpool2d_backward(dy, am, None, dxa, 2, n_threads=nt)
+            pool.maxpool2d_backward(dy, None, x, dxx, 2, n_threads=nt)
+            np.testing.assert_array_equal(dxa, want_dx)
+            results.append((y, am, dxa, dxx))
+        for a, b in zip(*results):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_maxpool_units_no_writes_outside_outputs():
+    """Outputs carved from NaN-filled buffers (argmax from -1-filled ones) stay inside."""
+    for shape in [(3, 50, 2, 2), (5, 37, 4, 4), (2, 7, 8, 8), (3, 5, 16, 16)]:
+        x = RNG.standard_normal(shape).astype(np.float32)
+        oshape = shape[:2] + (shape[2] // 2, shape[3] // 2)
+        size, osize = int(np.prod(shape)), int(np.prod(oshape))
+        ybuf = np.full(osize + 64, np.nan, np.float32)
+        abuf = np.full(osize + 64, -1, np.int32)
+        dbuf = np.full(size + 64, np.nan, np.float32)
+        y, am = ybuf[32:-32].reshape(oshape), abuf[32:-32].reshape(oshape)
+        dx = dbuf[32:-32].reshape(shape)
+        pool.maxpool2d_forward(x, y, am, 2, n_threads=2)
+        pool.maxpool2d_backward(y, am, None, dx, 2, n_threads=2)
+        for buf, unset in ((ybuf, np.isnan), (dbuf, np.isnan), (abuf, lambda a: a == -1)):
+            assert unset(buf[:32]).all() and unset(buf[-32:]).all()
+            assert not unset(buf[32:-32]).any()
+
+
+def test_maxpool_backward_rejects_argmax_outside_a_2x2_plane():
+    x = RNG.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    y, am = np.empty((2, 3, 1, 1), np.float32), np.empty((2, 3, 1, 1), np.int32)
+    pool.maxpool2d_forward(x, y, am, 2)
+    for bad in (4, -1):
+        am2 = am.copy()
+        am2[1, 2, 0, 0] = bad
+        with pytest.raises(ValueError, match="outside the input plane or their window"):
+            pool.maxpool2d_backward(y, am2, None, np.empty_like(x), 2, n_threads=2)
 
 
 def test_maxpool_backward_rejects_argmax_outside_its_window():
