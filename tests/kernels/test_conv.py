@@ -129,6 +129,9 @@ DIRECT_CASES = [
     (1, 24, 12, 12, 40, (3, 3), 1, 1, 1, 1),
     (2, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1),                # LeNet-5's conv2: dx on 6 rows
     (2, 24, 16, 16, 20, (3, 3), 1, 1, 1, 1),               # direct weight gradient, 24 ch
+    (2, 3, 20, 32, 32, (3, 3), 1, 0, 1, 1),                # seed CNN's conv1: 8x3 dW tiles,
+    (2, 2, 18, 18, 3, (2, 2), 1, 0, 1, 1),                 # rows of 30 (a masked tail); 3x8
+    (2, 2, 5, 20, 3, (3, 3), 1, (12, 5, 0, 0), 1, 1),      # forward tiles on zero rows only
 ]
 
 # Winograd with the tiles in vector lanes (3x3 stride 1, 16-64 channels): whole images
@@ -418,6 +421,21 @@ def test_direct_path_matches_im2col(case, dtype):
     np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
     for got, want in zip(*runs):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("act", [None, "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("case", [DIRECT_CASES[i] for i in (0, 1, 5, 9)])
+def test_direct_forward_activations(case, act):
+    """The direct tiles store bias (+ relu) straight into y; other activations run over
+    the finished rows: every image, and one image's row blocks on 2 threads."""
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64)
+    for bias in (b, None):
+        ref = ACTS[act](ref_conv(x, wt, bias, kw["stride"], kw["padding"], kw["dilation"], 1))
+        for nt in (1, 2):
+            np.testing.assert_allclose(forward(x, wt, bias, y_shape, kw, act, nt), ref,
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(forward(x[:1], wt, bias, (1,) + y_shape[1:], kw, act, nt),
+                                       ref[:1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
