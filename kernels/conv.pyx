@@ -128,6 +128,7 @@ cdef enum:
     WINO_NR = 32  # ... and V's columns (the largest float NR)
     WINO_PAD = 16  # ... elements between V's positions beyond the NR-rounded size
     WINO_LANES = 16  # ... tiles transformed at once, in vector lanes
+    WINO_MB = 48  # ... output channels per block of the forward's GEMMs (every MR divides)
     WINO_MAX_COLS = 1024  # ... a bound on any chunk's tiles (WINO_COLS, WINO_WG_COLS)
     WINO_WG_MIN_CHANNELS = 32  # Winograd weight gradient: below, the transforms dominate
     WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
@@ -262,6 +263,13 @@ cdef inline bint _flips(const Geom* g) noexcept nogil:
     return g.cg >= FLIP_MIN_CHANNELS or (g.cg >= 4 and _flipped(g).direct)
 
 
+cdef inline bint _wino_flip(const Geom* f) noexcept nogil:
+    """The flipped conv f runs GEMM Winograd, whose weight transform reads the original
+    weights flipped in place (a flipped copy besides its U would break the 4*M*K term of
+    the workspace bound under F(4x4))."""
+    return f.wino and not (f.taps & TAPS_FWD) and f.path != PATH_DEPTHWISE
+
+
 cdef Geom _flipped(const Geom* g) noexcept nogil:
     """Geometry of dx = conv(dy, flip(W)^T): stride 1, padding d*(k-1) - p (may be < 0)."""
     cdef Geom f = g[0]
@@ -296,10 +304,12 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
         need = max(need, g.workers * (g.ws1 + g.xt) + _wgrad_slots(g) * g.m * g.kdim)
     if _flips(g):
         f = _flipped(g)
-        need = max(need, g.m * g.kdim + _fwd_elems(&f))
+        need = max(need, _fwd_elems(&f) + (0 if _wino_flip(&f) else g.m * g.kdim))
     if _strided_data_ok(g):
         need = max(need, _strided_data_ws(g))
-    if _wino_wg_ok(g):
+    if g.taps & TAPS_WG:  # counted below
+        pass
+    elif _wino_wg_ok(g):
         need = max(need, _wino_wg_workspace(g))
     elif _direct_wg_ok(g):
         need = max(need, _direct_wg_ws(g))
@@ -1027,8 +1037,11 @@ cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, fl
         _strided_bwd_data(dy, w, dx, ws, g, n_threads)
     elif _flips(g):  # a forward conv: no col2im scatter, and a GEMM with K = M*kh*kw
         f = _flipped(g)
-        _flip_weights(w, ws, g)
-        _conv_fwd(dy, ws, NULL, dx, ws + g.m * g.kdim, &f, ACT_NONE, 0, n_threads)
+        if _wino_flip(&f):
+            _wino_fwd(dy, w, NULL, dx, ws, &f, ACT_NONE, 0, n_threads, True)
+        else:
+            _flip_weights(w, ws, g)
+            _conv_fwd(dy, ws, NULL, dx, ws + g.m * g.kdim, &f, ACT_NONE, 0, n_threads)
     else:
         _gemm_bwd_data(dy, w, dx, ws, g, n_threads)
 

@@ -56,7 +56,9 @@ cdef int _taps_passes(const Geom* g) noexcept nogil:
     64-512 channels backward-data wins at any batch (1.3-1.5x at batch 1, up to 2.4x at
     2x2 and batch 64); forward and weight gradient from 4 images (batch 64 on 2x2: 2x and
     3.7x; 4x4: even and 1.3x) but not at batch 1, where the weights' layout passes cost
-    more than the GEMMs (2-4x slower). On 8x8 outputs it loses (1.5x slower at batch 64)."""
+    more than the GEMMs (2-4x slower). On 8x8 outputs it loses (1.5x slower at batch 64).
+    Where Winograd F(4x4) applies (4x4 outputs from 64 images), it takes the forward and
+    backward-data: 1.15-1.3x these (VGG's 512-channel 4x4 layers at batch 64)."""
     cdef int passes = TAPS_FWD | TAPS_DATA | TAPS_WG
     if not (_taps_mode and g.path == PATH_IM2COL and g.groups == 1 and g.sw == 1
             and _taps_image(g) <= TAPS_ELEMS):
@@ -65,7 +67,13 @@ cdef int _taps_passes(const Geom* g) noexcept nogil:
         return passes
     if g.oh * g.ow > TAPS_MAX_PIXELS or min(g.c, g.m) < TAPS_MIN_CHANNELS:
         return 0
-    return passes if g.n >= TAPS_MIN_IMAGES else TAPS_DATA
+    if g.n < TAPS_MIN_IMAGES:
+        passes = TAPS_DATA
+    if g.wino and g.wtile == 4:  # Winograd F(4x4) instead, its flipped conv too if it can
+        passes &= ~TAPS_FWD
+        if g.c % _wino_mr() == 0:
+            passes &= ~TAPS_DATA
+    return passes
 
 
 cdef inline Py_ssize_t _taps_workspace(const Geom* g) noexcept nogil:

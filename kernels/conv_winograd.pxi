@@ -78,20 +78,20 @@ cdef inline Py_ssize_t _wino_rows(const Geom* g, Py_ssize_t cols) noexcept nogil
 
 cdef void _wino_chunking(Geom* g) noexcept nogil:
     """g.wcols tiles per chunk (the last may have fewer) and g.wworkers. A chunk's V and M
-    take at most a thread's share of the workspace bound (2**20 + 2**19 elements), and the
+    (for a block of WINO_MB output channels at a time) take at most a thread's share of
+    the workspace bound (2**20 + 2**19 elements), and the
     chunks are evened out, in a number rounded up to a multiple of WINO_CHUNK_ROUND while
     they keep WINO_MIN_COLS tiles: two or four threads then get equal shares (3 chunks of
     511, 511 and 2 tiles left ResNet-20's stage 3 on one thread), and each chunk, which
     streams all of U once, stays wide enough. Widths are whole multiples of
     WINO_COL_UNIT tiles (no ragged column panel in the GEMMs)."""
-    cdef Py_ssize_t total = g.n * _wino_tiles(g), chunks
-    cdef Py_ssize_t E = _wino_e(g)
-    cdef Py_ssize_t cap = ((3 * COL_TILE - _wino_rows(g, WINO_COLS)
-                            - E * (WINO_NR * g.c + WINO_PAD + g.m))
-                           // (E * (g.c + g.m)))
-    cap = max(1, min(<Py_ssize_t> WINO_COLS, cap))
-    if cap >= WINO_COL_UNIT:
-        cap = cap // WINO_COL_UNIT * WINO_COL_UNIT
+    cdef Py_ssize_t total = g.n * _wino_tiles(g), chunks, E = _wino_e(g)
+    cdef Py_ssize_t mb = min(g.m, <Py_ssize_t> WINO_MB), cap = WINO_COLS
+    while cap > WINO_COL_UNIT and _wino_scratch(g, cap) > 3 * COL_TILE:
+        cap -= WINO_COL_UNIT
+    if _wino_scratch(g, cap) > 3 * COL_TILE:  # very wide layers: chunks under 16 tiles
+        cap = max(1, (3 * COL_TILE - _wino_rows(g, cap) - E * (WINO_NR * g.c + WINO_PAD + mb))
+                  // (E * (g.c + mb)))
     chunks = max(1, (total + cap - 1) // cap)
     if chunks > 1:
         chunks = max(chunks, min((chunks + WINO_CHUNK_ROUND - 1) // WINO_CHUNK_ROUND
@@ -125,13 +125,20 @@ cdef inline Py_ssize_t _wino_vstride(const Geom* g) noexcept nogil:
 
 
 cdef inline Py_ssize_t _wino_ldm(const Geom* g) noexcept nogil:
-    """Row stride of a chunk's M [E, M, ldm]."""
+    """Row stride of a chunk's M [E, WINO_MB, ldm]."""
     return g.wcols | 1
 
 
+cdef inline Py_ssize_t _wino_scratch(const Geom* g, Py_ssize_t cols) noexcept nogil:
+    """V and M (one block of output channels) of a chunk of `cols` tiles, and the padded
+    input rows."""
+    return (_wino_e(g) * (g.c * _wino_round(cols, WINO_NR) + WINO_PAD
+                          + min(g.m, <Py_ssize_t> WINO_MB) * (cols | 1))
+            + _wino_rows(g, cols))
+
+
 cdef inline Py_ssize_t _wino_per_worker(const Geom* g) noexcept nogil:
-    """V and M of one chunk, and the padded input rows."""
-    return _wino_e(g) * (_wino_vstride(g) + g.m * _wino_ldm(g)) + _wino_rows(g, g.wcols)
+    return _wino_scratch(g, g.wcols)
 
 
 cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
@@ -201,11 +208,13 @@ cdef void _wino_lanes(const double* kd, floating* ub, int t) noexcept nogil:
                 ub[(4 * r + 3) * L + l] = <floating>c
 
 
-cdef void _wino_weights(const floating* w, floating* u, const Geom* g,
-                        Py_ssize_t mr) noexcept nogil:
-    """u[e, ob, i, r] = (G w[ob * mr + r, i] G^T)[e], 0 for rows past m: each position's
-    U in the GEMM's MR-row panels. A run of WINO_W_LANES / mr input channels of one panel
-    is transformed at once, and each position's share of it is one contiguous run of u."""
+cdef void _wino_weights(const floating* w, floating* u, const Geom* g, Py_ssize_t mr,
+                        bint flip) noexcept nogil:
+    """u[e, ob, i, r] = (G k G^T)[e] for k = w[ob * mr + r, i] (flip: w is the weight of
+    the conv whose backward-data this is, [C, M, 3, 3], and k = w[i, ob * mr + r] rotated
+    by 180 degrees: no flipped copy), 0 for rows past m: each position's U in the GEMM's
+    MR-row panels. A run of WINO_W_LANES / mr input channels of one panel is transformed
+    at once, and each position's share of it is one contiguous run of u."""
     cdef Py_ssize_t ob, ib, i0, i, r, j, e, n, o, run = WINO_W_LANES // mr, c = g.c
     cdef Py_ssize_t mb = (g.m + mr - 1) // mr, E = _wino_e(g)
     cdef double kd[9 * WINO_W_LANES]
@@ -219,8 +228,13 @@ cdef void _wino_weights(const floating* w, floating* u, const Geom* g,
                 o = ob * mr + r
                 for i in range(n):
                     for j in range(9):
-                        kd[j * WINO_W_LANES + i * mr + r] = (
-                            w[(o * c + i0 + i) * 9 + j] if o < g.m else 0)
+                        if o >= g.m:
+                            kd[j * WINO_W_LANES + i * mr + r] = 0
+                        elif flip:
+                            kd[j * WINO_W_LANES + i * mr + r] = w[((i0 + i) * g.m + o) * 9
+                                                                  + 8 - j]
+                        else:
+                            kd[j * WINO_W_LANES + i * mr + r] = w[(o * c + i0 + i) * 9 + j]
             _wino_lanes(kd, ub, <int> g.wtile)
             for e in range(E):
                 memcpy(u + ((e * mb + ob) * c + i0) * mr, ub + e * WINO_W_LANES,
@@ -301,9 +315,11 @@ cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom
 
 
 cdef void _wino_output(const floating* mm, floating* y, const floating* bias, const Geom* g,
-                       Py_ssize_t q0, Py_ssize_t nq, int act, floating act_param) noexcept nogil:
-    """y tile q = act(A^T M_q A + bias), clipped to the output; M_q[e] = mm[e, o, q - q0]
-    (rows _wino_ldm apart). WINO_LANES tiles at a time in vector lanes."""
+                       Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t o0, Py_ssize_t no, int act,
+                       floating act_param) noexcept nogil:
+    """y tile q of channels o0 .. o0 + no = act(A^T M_q A + bias), clipped to the output;
+    M_q[e] = mm[e, o - o0, q - q0] (rows _wino_ldm apart, positions WINO_MB rows apart).
+    WINO_LANES tiles at a time in vector lanes."""
     cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
     cdef Py_ssize_t o, q, b, ta, j, e, i, k, kb, k0, n, l, E = _wino_e(g), ldm = _wino_ldm(g)
     cdef Py_ssize_t L = WINO_LANES, nr, nc, es
@@ -320,13 +336,13 @@ cdef void _wino_output(const floating* mm, floating* y, const floating* bias, co
         j = q - b * t1 - ta * tw
         yoff[k] = b * g.m * P + t * ta * g.ow + t * j
         clip[k] = <int> (min(t, g.oh - t * ta) * 8 + min(t, g.ow - t * j))
-    for o in range(g.m):
+    for o in range(o0, o0 + no):
         bo = 0 if bias == NULL else bias[o]
         for kb in range((nq + L - 1) // L):
             k0 = kb * L
             n = min(L, nq - k0)
-            src = mm + o * ldm + k0
-            es = g.m * ldm
+            src = mm + (o - o0) * ldm + k0
+            es = min(g.m, <Py_ssize_t> WINO_MB) * ldm
             if n < L:  # a last partial block: its lanes, zero-padded, through `m`
                 for e in range(E):
                     for l in range(L):
@@ -364,38 +380,44 @@ cdef void _wino_gemm(const floating* u, const floating* v, floating* mm, Py_ssiz
 cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
                       floating* ws, const Geom* g, Py_ssize_t q0, Py_ssize_t nq, int act,
                       floating act_param, int n_threads) noexcept nogil:
-    """Tiles q0 .. q0 + nq: input transform, E GEMMs (over the threads), output transform."""
+    """Tiles q0 .. q0 + nq: input transform, then per block of WINO_MB output channels
+    (so V, not M, sets the chunk's width) E GEMMs over the threads and the output
+    transform."""
     cdef int kernel = cnnc_gemm_kernel()
     cdef Py_ssize_t mr = cnnc_gemm_mr(kernel, floating is double)
     cdef Py_ssize_t nr = cnnc_gemm_nr(kernel, floating is double)
     cdef Py_ssize_t e, E = _wino_e(g), es = _wino_vstride(g), ldm = _wino_ldm(g)
-    cdef Py_ssize_t su = _wino_round(g.m, mr) * g.c
+    cdef Py_ssize_t su = _wino_round(g.m, mr) * g.c, mb = min(g.m, <Py_ssize_t> WINO_MB)
+    cdef Py_ssize_t ob, o0, no
     cdef floating* v = ws
     cdef floating* mm = ws + E * es
-    _wino_input(x, v, mm + E * g.m * ldm, g, q0, nq, nr, es)
-    if n_threads > 1:
-        for e in prange(E, num_threads=n_threads, schedule="static"):
-            _wino_gemm(u + e * su, v + e * es, mm + e * g.m * ldm, g.m, g.c, nq, ldm, kernel,
-                       mr, nr)
-    else:
-        for e in range(E):
-            _wino_gemm(u + e * su, v + e * es, mm + e * g.m * ldm, g.m, g.c, nq, ldm, kernel,
-                       mr, nr)
-    _wino_output(mm, y, bias, g, q0, nq, act, act_param)
+    _wino_input(x, v, mm + E * mb * ldm, g, q0, nq, nr, es)
+    for ob in range((g.m + mb - 1) // mb):
+        o0 = ob * mb
+        no = min(mb, g.m - o0)
+        if n_threads > 1:
+            for e in prange(E, num_threads=n_threads, schedule="static"):
+                _wino_gemm(u + e * su + o0 * g.c, v + e * es, mm + e * mb * ldm, no, g.c, nq,
+                           ldm, kernel, mr, nr)
+        else:
+            for e in range(E):
+                _wino_gemm(u + e * su + o0 * g.c, v + e * es, mm + e * mb * ldm, no, g.c, nq,
+                           ldm, kernel, mr, nr)
+        _wino_output(mm, y, bias, g, q0, nq, o0, no, act, act_param)
 
 
 cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
-                    int n_threads) noexcept nogil:
-    """y = act(conv3x3(x, w) + bias) by Winograd F(t x t, 3x3); ws: _wino_workspace
-    elements."""
+                    int n_threads, bint flip=False) noexcept nogil:
+    """y = act(conv3x3(x, w) + bias) by Winograd F(t x t, 3x3) (flip: w as in
+    _wino_weights); ws: _wino_workspace elements."""
     cdef int kernel = cnnc_gemm_kernel()
     cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
     cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
     cdef Py_ssize_t per = _wino_per_worker(g)
     cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
     cdef floating* u = ws
-    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double))
+    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip)
     if g.wworkers > 1:
         with parallel(num_threads=g.wworkers):
             tid = threadid()
@@ -427,12 +449,15 @@ cdef inline bint _wino_wg_ok(const Geom* g) noexcept nogil:
 
 
 cdef Py_ssize_t _wino_wg_cols(const Geom* g) noexcept nogil:
-    """Tiles per weight-gradient chunk, the GEMMs' depth: as many as the forward's chunk,
-    or up to WINO_WG_COLS where the 4*M*K term of the workspace bound leaves room; then
-    evened out over the chunks (a last chunk of a few tiles would cost a pass over Z)."""
+    """Tiles per weight-gradient chunk, the GEMMs' depth: as many as a thread's share of
+    the workspace bound holds (at most the forward's chunk), or up to WINO_WG_COLS where
+    the 4*M*K term leaves room; then evened out over the chunks (a last chunk of a few
+    tiles would cost a pass over Z)."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), E = _wino_e(g)
     cdef Py_ssize_t room = (4 * g.m * g.kdim - E * g.m * g.c) // (E * (g.c + g.m))
-    cdef Py_ssize_t cols = max(g.wcols, min(<Py_ssize_t> WINO_WG_COLS, room))
+    cdef Py_ssize_t share = ((3 * COL_TILE - _wino_rows(g, g.wcols) - 2 * E * WINO_PAD)
+                             // (E * (g.c + g.m)) - 1)  # - 1: _wino_even may add one
+    cdef Py_ssize_t cols = max(1, min(g.wcols, share), min(<Py_ssize_t> WINO_WG_COLS, room))
     return _wino_even(total, (total + cols - 1) // cols)
 
 

@@ -702,7 +702,12 @@ def test_workspace_is_bounded_and_tiled():
                                  ((64, 64, 8, 8), (64, 64, 3, 3), 2),
                                  ((64, 16, 32, 32), (32, 16, 3, 3), 4),
                                  ((64, 32, 16, 16), (32, 32, 3, 3), 2),
-                                 ((1, 63, 40, 4000), (16, 63, 3, 3), 2)]:
+                                 ((1, 63, 40, 4000), (16, 63, 3, 3), 2),
+                                 # Winograd F(4x4): VGG-11's 8x8 and 16x16 layers
+                                 ((64, 256, 8, 8), (256, 256, 3, 3), 1),
+                                 ((64, 128, 8, 8), (256, 128, 3, 3), 2),
+                                 ((64, 64, 16, 16), (128, 64, 3, 3), 1),
+                                 ((32, 32, 31, 31), (64, 32, 3, 3), 1)]:
         k = w_shape[1] * w_shape[2] * w_shape[3]
         assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
             nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS) + 4 * w_shape[0] * k)
