@@ -138,7 +138,10 @@ cdef inline Py_ssize_t _wino_scratch(const Geom* g, Py_ssize_t cols) noexcept no
 
 
 cdef inline Py_ssize_t _wino_per_worker(const Geom* g) noexcept nogil:
-    return _wino_scratch(g, g.wcols)
+    """A worker's chunk scratch; a single worker runs its transforms on all the threads,
+    each with its own padded input rows."""
+    return (_wino_scratch(g, g.wcols)
+            + (g.threads - 1 if g.wworkers == 1 else 0) * _wino_rows(g, g.wcols))
 
 
 cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
@@ -209,36 +212,46 @@ cdef void _wino_lanes(const double* kd, floating* ub, int t) noexcept nogil:
 
 
 cdef void _wino_weights(const floating* w, floating* u, const Geom* g, Py_ssize_t mr,
-                        bint flip) noexcept nogil:
+                        bint flip, int n_threads) noexcept nogil:
     """u[e, ob, i, r] = (G k G^T)[e] for k = w[ob * mr + r, i] (flip: w is the weight of
     the conv whose backward-data this is, [C, M, 3, 3], and k = w[i, ob * mr + r] rotated
     by 180 degrees: no flipped copy), 0 for rows past m: each position's U in the GEMM's
-    MR-row panels. A run of WINO_W_LANES / mr input channels of one panel is transformed
-    at once, and each position's share of it is one contiguous run of u."""
-    cdef Py_ssize_t ob, ib, i0, i, r, j, e, n, o, run = WINO_W_LANES // mr, c = g.c
+    MR-row panels, the panels over n_threads threads."""
+    cdef Py_ssize_t ob, mb = (g.m + mr - 1) // mr
+    if n_threads > 1:
+        for ob in prange(mb, num_threads=n_threads, schedule="static"):
+            _wino_weights_panel(w, u, g, mr, flip, ob)
+    else:
+        for ob in range(mb):
+            _wino_weights_panel(w, u, g, mr, flip, ob)
+
+
+cdef void _wino_weights_panel(const floating* w, floating* u, const Geom* g, Py_ssize_t mr,
+                              bint flip, Py_ssize_t ob) noexcept nogil:
+    """_wino_weights for panel ob: a run of WINO_W_LANES / mr input channels is
+    transformed at once, and each position's share of it is one contiguous run of u."""
+    cdef Py_ssize_t ib, i0, i, r, j, e, n, o, run = WINO_W_LANES // mr, c = g.c
     cdef Py_ssize_t mb = (g.m + mr - 1) // mr, E = _wino_e(g)
     cdef double kd[9 * WINO_W_LANES]
     cdef floating ub[36 * WINO_W_LANES]
     memset(kd, 0, sizeof(kd))
-    for ob in range(mb):
-        for ib in range((c + run - 1) // run):
-            i0 = ib * run
-            n = min(run, c - i0)
-            for r in range(mr):
-                o = ob * mr + r
-                for i in range(n):
-                    for j in range(9):
-                        if o >= g.m:
-                            kd[j * WINO_W_LANES + i * mr + r] = 0
-                        elif flip:
-                            kd[j * WINO_W_LANES + i * mr + r] = w[((i0 + i) * g.m + o) * 9
-                                                                  + 8 - j]
-                        else:
-                            kd[j * WINO_W_LANES + i * mr + r] = w[(o * c + i0 + i) * 9 + j]
-            _wino_lanes(kd, ub, <int> g.wtile)
-            for e in range(E):
-                memcpy(u + ((e * mb + ob) * c + i0) * mr, ub + e * WINO_W_LANES,
-                       n * mr * sizeof(floating))
+    for ib in range((c + run - 1) // run):
+        i0 = ib * run
+        n = min(run, c - i0)
+        for r in range(mr):
+            o = ob * mr + r
+            for i in range(n):
+                for j in range(9):
+                    if o >= g.m:
+                        kd[j * WINO_W_LANES + i * mr + r] = 0
+                    elif flip:
+                        kd[j * WINO_W_LANES + i * mr + r] = w[((i0 + i) * g.m + o) * 9 + 8 - j]
+                    else:
+                        kd[j * WINO_W_LANES + i * mr + r] = w[(o * c + i0 + i) * 9 + j]
+        _wino_lanes(kd, ub, <int> g.wtile)
+        for e in range(E):
+            memcpy(u + ((e * mb + ob) * c + i0) * mr, ub + e * WINO_W_LANES,
+                   n * mr * sizeof(floating))
 
 
 cdef extern from "conv_wino_lanes.h" nogil:
@@ -257,78 +270,87 @@ cdef extern from "conv_wino_lanes.h" nogil:
 
 
 cdef void _wino_input(const floating* x, floating* v, floating* rows, const Geom* g,
-                      Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t pw, Py_ssize_t es) noexcept nogil:
+                      Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t pw, Py_ssize_t es,
+                      Py_ssize_t rstride, int n_threads) noexcept nogil:
     """v[e * es + (k // pw) * C * pw + ch * pw + k % pw] = (B^T d B)[e] for the input
     patch d of tile q = q0 + k (0 outside x): panels of pw tiles (pw = nq: plain rows).
+    Channels over n_threads threads, thread i using the rows at rows + i * rstride."""
+    cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), rw = t * tw + 2, tr0 = q0 // tw
+    cdef Py_ssize_t k, ch, tid = 0
+    cdef Py_ssize_t off[WINO_MAX_COLS]
+    for k in range(nq):  # tile q0 + k's patch starts at rows[off[k]]
+        off[k] = ((q0 + k) // tw - tr0) * (t + 2) * rw + t * ((q0 + k) % tw)
+    if n_threads > 1:
+        with parallel(num_threads=n_threads):
+            tid = threadid()
+            for ch in prange(g.c, schedule="static"):
+                _wino_input_channel(x, v, rows + tid * rstride, g, q0, nq, pw, es, off, ch)
+    else:
+        for ch in range(g.c):
+            _wino_input_channel(x, v, rows, g, q0, nq, pw, es, off, ch)
 
-    Per channel, the t + 2 input rows under each tile row the chunk touches are first
-    copied, zero-padded, into `rows` (t + 2 rows of t * tw + 2 per tile row), so that the
-    transform, WINO_LANES tiles at a time in vector lanes, reads without bounds checks.
-    """
+
+cdef void _wino_input_channel(const floating* x, floating* v, floating* rows, const Geom* g,
+                              Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t pw, Py_ssize_t es,
+                              const Py_ssize_t* off, Py_ssize_t ch) noexcept nogil:
+    """_wino_input for channel ch. The t + 2 input rows under each tile row the chunk
+    touches are first copied, zero-padded, into `rows` (t + 2 rows of t * tw + 2 per tile
+    row), so that the transform, WINO_LANES tiles at a time in vector lanes, reads without
+    bounds checks."""
     cdef Py_ssize_t t = g.wtile, a = t + 2, tw = _wino_tw(g), th = _wino_tiles(g) // tw
     cdef Py_ssize_t rw = t * tw + 2, tr0 = q0 // tw, ntr = (q0 + nq - 1) // tw - tr0 + 1
-    cdef Py_ssize_t ch, tr, b, ta, r, ih, k, kb, k0, n, l, e, lo, hi, L = WINO_LANES
-    cdef Py_ssize_t off[WINO_MAX_COLS]
+    cdef Py_ssize_t tr, b, ta, r, ih, k, kb, k0, n, l, e, L = WINO_LANES
+    cdef Py_ssize_t lo = max(0, g.pl), hi = min(rw, g.w + g.pl)  # rows[.][c] = x[ih, c - pl]
     cdef floating d[36 * WINO_LANES]
     cdef const floating* p
     cdef floating* dst
-    for k in range(nq):  # tile q0 + k's patch starts at rows[off[k]]
-        off[k] = ((q0 + k) // tw - tr0) * a * rw + t * ((q0 + k) % tw)
-    lo = max(0, g.pl)  # rows[.][c] = x[ih, c - pl]
-    hi = min(rw, g.w + g.pl)
-    for ch in range(g.c):
-        for tr in range(ntr):
-            b = (tr0 + tr) // th
-            ta = tr0 + tr - b * th
-            for r in range(a):
-                ih = t * ta - g.pt + r
-                dst = rows + (tr * a + r) * rw
-                if 0 <= ih < g.h and hi > lo:  # short rows: plain loops beat libc calls
-                    p = x + ((b * g.c + ch) * g.h + ih) * g.w - g.pl
-                    for k in range(lo):
-                        dst[k] = 0
-                    for k in range(lo, hi):
-                        dst[k] = p[k]
-                    for k in range(hi, rw):
-                        dst[k] = 0
-                else:
-                    for k in range(rw):
-                        dst[k] = 0
-        for kb in range((nq + L - 1) // L):
-            k0 = kb * L
-            n = min(L, nq - k0)
-            if n == L and k0 % pw + L <= pw:  # straight into v: one run per position
-                dst = v + (k0 // pw * g.c + ch) * pw + k0 % pw
-                if floating is float:
-                    cnnc_wl_in_s(rows, off + k0, <int> n, <int> t, rw, dst, es)
-                else:
-                    cnnc_wl_in_d(rows, off + k0, <int> n, <int> t, rw, dst, es)
+    for tr in range(ntr):
+        b = (tr0 + tr) // th
+        ta = tr0 + tr - b * th
+        for r in range(a):
+            ih = t * ta - g.pt + r
+            dst = rows + (tr * a + r) * rw
+            if 0 <= ih < g.h and hi > lo:  # short rows: plain loops beat libc calls
+                p = x + ((b * g.c + ch) * g.h + ih) * g.w - g.pl
+                for k in range(lo):
+                    dst[k] = 0
+                for k in range(lo, hi):
+                    dst[k] = p[k]
+                for k in range(hi, rw):
+                    dst[k] = 0
             else:
-                if floating is float:
-                    cnnc_wl_in_s(rows, off + k0, <int> n, <int> t, rw, d, L)
-                else:
-                    cnnc_wl_in_d(rows, off + k0, <int> n, <int> t, rw, d, L)
-                for l in range(n):
-                    dst = v + ((k0 + l) // pw * g.c + ch) * pw + (k0 + l) % pw
-                    for e in range(a * a):
-                        dst[e * es] = d[e * L + l]
+                for k in range(rw):
+                    dst[k] = 0
+    for kb in range((nq + L - 1) // L):
+        k0 = kb * L
+        n = min(L, nq - k0)
+        if n == L and k0 % pw + L <= pw:  # straight into v: one run per position
+            dst = v + (k0 // pw * g.c + ch) * pw + k0 % pw
+            if floating is float:
+                cnnc_wl_in_s(rows, off + k0, <int> n, <int> t, rw, dst, es)
+            else:
+                cnnc_wl_in_d(rows, off + k0, <int> n, <int> t, rw, dst, es)
+        else:
+            if floating is float:
+                cnnc_wl_in_s(rows, off + k0, <int> n, <int> t, rw, d, L)
+            else:
+                cnnc_wl_in_d(rows, off + k0, <int> n, <int> t, rw, d, L)
+            for l in range(n):
+                dst = v + ((k0 + l) // pw * g.c + ch) * pw + (k0 + l) % pw
+                for e in range(a * a):
+                    dst[e * es] = d[e * L + l]
 
 
 cdef void _wino_output(const floating* mm, floating* y, const floating* bias, const Geom* g,
                        Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t o0, Py_ssize_t no, int act,
-                       floating act_param) noexcept nogil:
+                       floating act_param, int n_threads) noexcept nogil:
     """y tile q of channels o0 .. o0 + no = act(A^T M_q A + bias), clipped to the output;
     M_q[e] = mm[e, o - o0, q - q0] (rows _wino_ldm apart, positions WINO_MB rows apart).
-    WINO_LANES tiles at a time in vector lanes."""
+    Channels over n_threads threads."""
     cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
-    cdef Py_ssize_t o, q, b, ta, j, e, i, k, kb, k0, n, l, E = _wino_e(g), ldm = _wino_ldm(g)
-    cdef Py_ssize_t L = WINO_LANES, nr, nc, es
+    cdef Py_ssize_t o, q, b, ta, j, k
     cdef Py_ssize_t yoff[WINO_MAX_COLS]
     cdef int clip[WINO_MAX_COLS]
-    cdef floating m[36 * WINO_LANES]
-    cdef floating bo
-    cdef const floating* src
-    cdef floating* dst
     for k in range(nq):  # tile q0 + k: its first pixel in image plane 0, rows x columns kept
         q = q0 + k
         b = q // t1
@@ -336,30 +358,50 @@ cdef void _wino_output(const floating* mm, floating* y, const floating* bias, co
         j = q - b * t1 - ta * tw
         yoff[k] = b * g.m * P + t * ta * g.ow + t * j
         clip[k] = <int> (min(t, g.oh - t * ta) * 8 + min(t, g.ow - t * j))
-    for o in range(o0, o0 + no):
-        bo = 0 if bias == NULL else bias[o]
-        for kb in range((nq + L - 1) // L):
-            k0 = kb * L
-            n = min(L, nq - k0)
-            src = mm + (o - o0) * ldm + k0
-            es = min(g.m, <Py_ssize_t> WINO_MB) * ldm
-            if n < L:  # a last partial block: its lanes, zero-padded, through `m`
-                for e in range(E):
-                    for l in range(L):
-                        m[e * L + l] = src[e * es + l] if l < n else 0
-                src, es = m, L
-            if floating is float:
-                cnnc_wl_out_s(src, es, <int> t, m)
-            else:
-                cnnc_wl_out_d(src, es, <int> t, m)
-            for l in range(n):
-                dst = y + yoff[k0 + l] + o * P
-                nr = clip[k0 + l] >> 3
-                nc = clip[k0 + l] & 7
-                for i in range(nr):
-                    for k in range(nc):
-                        dst[i * g.ow + k] = _gemm_act(m[(t * i + k) * L + l] + bo, act,
-                                                      act_param)
+    if n_threads > 1:
+        for o in prange(o0, o0 + no, num_threads=n_threads, schedule="static"):
+            _wino_output_channel(mm + (o - o0) * _wino_ldm(g), y + o * P, bias, g, nq, o,
+                                 yoff, clip, act, act_param)
+    else:
+        for o in range(o0, o0 + no):
+            _wino_output_channel(mm + (o - o0) * _wino_ldm(g), y + o * P, bias, g, nq, o,
+                                 yoff, clip, act, act_param)
+
+
+cdef void _wino_output_channel(const floating* mo, floating* yo, const floating* bias,
+                               const Geom* g, Py_ssize_t nq, Py_ssize_t o,
+                               const Py_ssize_t* yoff, const int* clip, int act,
+                               floating act_param) noexcept nogil:
+    """_wino_output for channel o: M of its tiles at mo, y's plane o of image 0 at yo.
+    WINO_LANES tiles at a time in vector lanes."""
+    cdef Py_ssize_t t = g.wtile, E = _wino_e(g), ldm = _wino_ldm(g), L = WINO_LANES
+    cdef Py_ssize_t e, i, k, kb, k0, n, l, nr, nc, es
+    cdef floating m[36 * WINO_LANES]
+    cdef floating bo = 0 if bias == NULL else bias[o]
+    cdef const floating* src
+    cdef floating* dst
+    for kb in range((nq + L - 1) // L):
+        k0 = kb * L
+        n = min(L, nq - k0)
+        src = mo + k0
+        es = min(g.m, <Py_ssize_t> WINO_MB) * ldm
+        if n < L:  # a last partial block: its lanes, zero-padded, through `m`
+            for e in range(E):
+                for l in range(L):
+                    m[e * L + l] = src[e * es + l] if l < n else 0
+            src, es = m, L
+        if floating is float:
+            cnnc_wl_out_s(src, es, <int> t, m)
+        else:
+            cnnc_wl_out_d(src, es, <int> t, m)
+        for l in range(n):
+            dst = yo + yoff[k0 + l]
+            nr = clip[k0 + l] >> 3
+            nc = clip[k0 + l] & 7
+            for i in range(nr):
+                for k in range(nc):
+                    dst[i * g.ow + k] = _gemm_act(m[(t * i + k) * L + l] + bo, act,
+                                                  act_param)
 
 
 cdef void _wino_gemm(const floating* u, const floating* v, floating* mm, Py_ssize_t m,
@@ -391,7 +433,7 @@ cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias
     cdef Py_ssize_t ob, o0, no
     cdef floating* v = ws
     cdef floating* mm = ws + E * es
-    _wino_input(x, v, mm + E * mb * ldm, g, q0, nq, nr, es)
+    _wino_input(x, v, mm + E * mb * ldm, g, q0, nq, nr, es, _wino_rows(g, g.wcols), n_threads)
     for ob in range((g.m + mb - 1) // mb):
         o0 = ob * mb
         no = min(mb, g.m - o0)
@@ -403,7 +445,7 @@ cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias
             for e in range(E):
                 _wino_gemm(u + e * su + o0 * g.c, v + e * es, mm + e * mb * ldm, no, g.c, nq,
                            ldm, kernel, mr, nr)
-        _wino_output(mm, y, bias, g, q0, nq, o0, no, act, act_param)
+        _wino_output(mm, y, bias, g, q0, nq, o0, no, act, act_param, n_threads)
 
 
 cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
@@ -417,7 +459,7 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t per = _wino_per_worker(g)
     cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
     cdef floating* u = ws
-    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip)
+    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip, n_threads)
     if g.wworkers > 1:
         with parallel(num_threads=g.wworkers):
             tid = threadid()
@@ -472,9 +514,10 @@ cdef inline Py_ssize_t _wino_wg_slots(const Geom* g) noexcept nogil:
 
 
 cdef inline Py_ssize_t _wino_wg_per_worker(const Geom* g) noexcept nogil:
-    """One chunk's V, P^T and padded input rows."""
+    """One chunk's V, P^T and padded input rows (one set per thread when a single slot
+    runs its transforms on all the threads)."""
     return (_wino_e(g) * ((g.c + g.m) * _wino_wg_cols(g) + 2 * WINO_PAD)
-            + _wino_rows(g, _wino_wg_cols(g)))
+            + (g.threads if _wino_wg_slots(g) == 1 else 1) * _wino_rows(g, _wino_wg_cols(g)))
 
 
 cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:
@@ -485,74 +528,89 @@ cdef Py_ssize_t _wino_wg_workspace(const Geom* g) noexcept nogil:
 
 
 cdef void _wino_dy(const floating* dy, floating* pt, const Geom* g, Py_ssize_t q0,
-                   Py_ssize_t nq) noexcept nogil:
+                   Py_ssize_t nq, int n_threads) noexcept nogil:
     """pt[e * (nq * M + WINO_PAD) + (q - q0) * M + o] = (A d A^T)[e] for the t x t tile d
-    of dy[., o] at tile q (0 past the output's last row or column): WINO_LANES output
-    channels at a time in vector lanes."""
+    of dy[., o] at tile q (0 past the output's last row or column): tiles over n_threads
+    threads, WINO_LANES output channels at a time in vector lanes."""
+    cdef Py_ssize_t q
+    if n_threads > 1:
+        for q in prange(q0, q0 + nq, num_threads=n_threads, schedule="static"):
+            _wino_dy_tile(dy, pt, g, q0, nq, q)
+    else:
+        for q in range(q0, q0 + nq):
+            _wino_dy_tile(dy, pt, g, q0, nq, q)
+
+
+cdef void _wino_dy_tile(const floating* dy, floating* pt, const Geom* g, Py_ssize_t q0,
+                        Py_ssize_t nq, Py_ssize_t q) noexcept nogil:
+    """_wino_dy for tile q."""
     cdef Py_ssize_t t = g.wtile, tw = _wino_tw(g), t1 = _wino_tiles(g), P = g.oh * g.ow
-    cdef Py_ssize_t q, ob, o0, b, a, j, oy, ox, e, l, n, es = nq * g.m + WINO_PAD
-    cdef Py_ssize_t E = _wino_e(g), L = WINO_LANES
-    cdef int nr, nc
+    cdef Py_ssize_t ob, o0, e, l, n, es = nq * g.m + WINO_PAD, E = _wino_e(g), L = WINO_LANES
+    cdef Py_ssize_t b = q // t1, a = (q - b * t1) // tw, j = q - b * t1 - a * tw
+    cdef Py_ssize_t oy = t * a, ox = t * j
+    cdef int nr = <int> min(t, g.oh - oy), nc = <int> min(t, g.ow - ox)
     cdef floating p[36 * WINO_LANES]
     cdef const floating* src
     cdef floating* out
-    for q in range(q0, q0 + nq):
-        b = q // t1
-        a = (q - b * t1) // tw
-        j = q - b * t1 - a * tw
-        oy = t * a
-        ox = t * j
-        nr = <int> min(t, g.oh - oy)
-        nc = <int> min(t, g.ow - ox)
+    for ob in range((g.m + L - 1) // L):
+        o0 = ob * L
+        n = min(L, g.m - o0)
+        src = dy + (b * g.m + o0) * P + oy * g.ow + ox
+        out = pt + (q - q0) * g.m + o0
+        if n == L:
+            if floating is float:
+                cnnc_wl_dy_s(src, P, <int> n, g.ow, nr, nc, <int> t, out, es)
+            else:
+                cnnc_wl_dy_d(src, P, <int> n, g.ow, nr, nc, <int> t, out, es)
+        else:  # the last channels: through `p`
+            if floating is float:
+                cnnc_wl_dy_s(src, P, <int> n, g.ow, nr, nc, <int> t, p, L)
+            else:
+                cnnc_wl_dy_d(src, P, <int> n, g.ow, nr, nc, <int> t, p, L)
+            for e in range(E):
+                for l in range(n):
+                    out[e * es + l] = p[e * L + l]
+
+
+cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g, bint accumulate,
+                          int n_threads) noexcept nogil:
+    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]: blocks of WINO_LANES
+    output channels over n_threads threads."""
+    cdef Py_ssize_t ob, L = WINO_LANES
+    if n_threads > 1:
+        for ob in prange((g.m + L - 1) // L, num_threads=n_threads, schedule="static"):
+            _wino_wg_output_block(zt, dw, g, accumulate, ob * L)
+    else:
         for ob in range((g.m + L - 1) // L):
-            o0 = ob * L
-            n = min(L, g.m - o0)
-            src = dy + (b * g.m + o0) * P + oy * g.ow + ox
-            out = pt + (q - q0) * g.m + o0
-            if n == L:
-                if floating is float:
-                    cnnc_wl_dy_s(src, P, <int> n, g.ow, nr, nc, <int> t, out, es)
-                else:
-                    cnnc_wl_dy_d(src, P, <int> n, g.ow, nr, nc, <int> t, out, es)
-            else:  # the last channels: through `p`
-                if floating is float:
-                    cnnc_wl_dy_s(src, P, <int> n, g.ow, nr, nc, <int> t, p, L)
-                else:
-                    cnnc_wl_dy_d(src, P, <int> n, g.ow, nr, nc, <int> t, p, L)
-                for e in range(E):
-                    for l in range(n):
-                        out[e * es + l] = p[e * L + l]
+            _wino_wg_output_block(zt, dw, g, accumulate, ob * L)
 
 
-cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g,
-                          bint accumulate) noexcept nogil:
-    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]: WINO_LANES output
-    channels at a time in vector lanes, whose E positions are E short contiguous runs of
-    zt (one (o, i) at a time would read E values 1 MiB apart at 512 channels: 2x slower)."""
-    cdef Py_ssize_t ob, o0, o, i, e, k, n, es, E = _wino_e(g), L = WINO_LANES
+cdef void _wino_wg_output_block(const floating* zt, floating* dw, const Geom* g,
+                                bint accumulate, Py_ssize_t o0) noexcept nogil:
+    """_wino_wg_output for output channels o0 .. o0 + WINO_LANES, in vector lanes: their E
+    positions are E short contiguous runs of zt (one (o, i) at a time would read E values
+    1 MiB apart at 512 channels: 2x slower)."""
+    cdef Py_ssize_t o, i, e, k, es, E = _wino_e(g), L = WINO_LANES, n = min(L, g.m - o0)
     cdef floating z[36 * WINO_LANES]
     cdef floating r[9 * WINO_LANES]
     cdef const floating* src
     cdef floating* dst
-    for ob in range((g.m + L - 1) // L):
-        o0 = ob * L
-        n = min(L, g.m - o0)
-        for i in range(g.c):
-            src = zt + i * g.m + o0
-            es = g.c * g.m
-            if n < L:  # the last channels, zero-padded, through `z`
-                for e in range(E):
-                    for o in range(L):
-                        z[e * L + o] = src[e * es + o] if o < n else 0
-                src, es = z, L
-            if floating is float:
-                cnnc_wl_gt_s(src, es, <int> g.wtile, r)
-            else:
-                cnnc_wl_gt_d(src, es, <int> g.wtile, r)
-            for o in range(n):
-                dst = dw + ((o0 + o) * g.c + i) * 9
-                for k in range(9):
-                    dst[k] = (dst[k] if accumulate else 0) + r[k * L + o]
+    for i in range(g.c):
+        src = zt + i * g.m + o0
+        es = g.c * g.m
+        if n < L:  # the last channels, zero-padded, through `z`
+            for e in range(E):
+                for o in range(L):
+                    z[e * L + o] = src[e * es + o] if o < n else 0
+            src, es = z, L
+        if floating is float:
+            cnnc_wl_gt_s(src, es, <int> g.wtile, r)
+        else:
+            cnnc_wl_gt_d(src, es, <int> g.wtile, r)
+        for o in range(n):
+            dst = dw + ((o0 + o) * g.c + i) * 9
+            for k in range(9):
+                dst[k] = (dst[k] if accumulate else 0) + r[k * L + o]
 
 
 cdef void _wino_wg_chunks(const floating* x, const floating* dy, floating* zt,
@@ -567,8 +625,9 @@ cdef void _wino_wg_chunks(const floating* x, const floating* dy, floating* zt,
     for k in range(k0, k1):
         q0 = k * cols
         nq = min(cols, total - q0)
-        _wino_input(x, v, rows, g, q0, nq, nq, g.c * nq + WINO_PAD)
-        _wino_dy(dy, pt, g, q0, nq)
+        _wino_input(x, v, rows, g, q0, nq, nq, g.c * nq + WINO_PAD, _wino_rows(g, cols),
+                    n_threads)
+        _wino_dy(dy, pt, g, q0, nq, n_threads)
         for e in range(E):
             gemm(False, False, g.c, g.m, nq, 1, v + e * (g.c * nq + WINO_PAD), nq,
                  pt + e * (nq * g.m + WINO_PAD), g.m,
@@ -597,7 +656,7 @@ cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, float
             for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                             schedule="static"):
                 ws[e] = ws[e] + ws[s * size + e]
-    _wino_wg_output(ws, dw, g, accumulate)
+    _wino_wg_output(ws, dw, g, accumulate, n_threads)
 
 
 # Winograd F(2x2, 3x3) with the tiles in vector lanes (conv_winograd.h) for thinner layers
