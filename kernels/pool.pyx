@@ -252,9 +252,10 @@ cdef enum:
 cdef inline bint _units(const Geom* g) noexcept nogil:
     """Whether a 2x2 stride-2 pool runs by units: no padding, even h and w (so the rows of
     windows of all planes follow one another in memory, a unit being one row of windows,
-    two input rows) and 1, 2, 4 or 8 windows a row, too few for a fast row at a time."""
+    two input rows) and 1-15 windows a row, too few for a fast row at a time (LeNet-5's 14
+    and 5 too)."""
     return (_is_2x2(g) and g.pt == 0 and g.pl == 0 and g.h == 2 * g.oh and g.w == 2 * g.ow
-            and (g.ow == 1 or g.ow == 2 or g.ow == 4 or g.ow == 8))
+            and g.ow < 16)
 
 
 cdef inline Py_ssize_t _unit_bases(int32_t* base, Py_ssize_t r, Py_ssize_t n,
@@ -284,7 +285,7 @@ cdef inline void _max_units(const floating* x, Py_ssize_t step, Py_ssize_t dw, P
 
 cdef inline void _gather_windows(const floating* x, floating* xt, const int32_t* base,
                                  int32_t* wbase, Py_ssize_t n, Py_ssize_t ow) noexcept nogil:
-    """The windows of n units of ow (2 or 4, literal) windows, as units of one window:
+    """The windows of n units of ow (2 or 4 literal, or any) windows, as one-window units:
     xt[4q:4q + 4] = window q's four elements, wbase[q] its top-left in the plane. Short
     rows of windows do not vectorise; units of one window do, and this copy is cheap."""
     cdef Py_ssize_t u, j, q
@@ -298,7 +299,8 @@ cdef inline void _gather_windows(const floating* x, floating* xt, const int32_t*
 
 cdef void _maxpool_fwd_units(const floating* x, floating* y, int32_t* argmax,
                              const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Units [r0, r1) of the whole batch (see _units), UNIT_CHUNK at a time."""
+    """Units [r0, r1) of the whole batch (see _units), UNIT_CHUNK at a time (fewer when
+    their windows would overflow the gathered copy's 4 * UNIT_CHUNK)."""
     cdef int32_t base[UNIT_CHUNK]
     cdef int32_t wbase[4 * UNIT_CHUNK]
     cdef int32_t scratch[8 * UNIT_CHUNK]
@@ -306,7 +308,7 @@ cdef void _maxpool_fwd_units(const floating* x, floating* y, int32_t* argmax,
     cdef Py_ssize_t n, ow = g.ow, w = g.w
     cdef int32_t* am
     while r0 < r1:
-        n = _unit_bases(base, r0, r1 - r0, g)
+        n = _unit_bases(base, r0, min(r1 - r0, 4 * UNIT_CHUNK // ow), g)
         am = argmax + ow * r0 if argmax != NULL else scratch
         if ow == 1:
             _max_units(x + 4 * r0, 4, 2, 2, y + r0, am, base, n, 1)
@@ -315,8 +317,10 @@ cdef void _maxpool_fwd_units(const floating* x, floating* y, int32_t* argmax,
         else:
             if ow == 2:
                 _gather_windows(x + 8 * r0, xt, base, wbase, n, 2)
-            else:
+            elif ow == 4:
                 _gather_windows(x + 16 * r0, xt, base, wbase, n, 4)
+            else:
+                _gather_windows(x + 4 * ow * r0, xt, base, wbase, n, ow)
             _max_units(xt, 4, 2, w, y + ow * r0, am, wbase, ow * n, 1)
         r0 += n
 

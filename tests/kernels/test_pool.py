@@ -41,8 +41,8 @@ FAST_CASES = [
     (11, 40, 3, 1, (1, 1, 1, 1), False),     # general interior path, stride 1
     (9, 37, 3, 2, (0, 0, 0, 0), True),
     (8, 41, (2, 3), (1, 2), (1, 0, 0, 1), False),
-    # even planes without padding, 1, 2, 4 or 8 windows a row: by units (rows of windows
-    # of all planes in a row, whole or one window at a time)
+    # even planes without padding, 1-15 windows a row: by units (rows of windows of all
+    # planes in a row, whole or one window at a time)
     (2, 2, 2, 2, (0, 0, 0, 0), False),
     (4, 4, 2, 2, (0, 0, 0, 0), True),
     (8, 8, 2, 2, (0, 0, 0, 0), False),
@@ -50,6 +50,9 @@ FAST_CASES = [
     (6, 4, 2, 2, (0, 0, 0, 0), False),
     (2, 16, 2, 2, (0, 0, 0, 0), False),
     (10, 2, 2, 2, (0, 0, 0, 0), False),
+    (28, 28, 2, 2, (0, 0, 0, 0), False),     # LeNet-5's pools: 14 and 5 windows a row
+    (10, 10, 2, 2, (0, 0, 0, 0), False),
+    (6, 30, 2, 2, (0, 0, 0, 0), True),
 ]
 
 
@@ -359,7 +362,8 @@ def test_maxpool_fast_paths_threads_bitwise_equal():
             assert a.tobytes() == b.tobytes()
 
 
-@pytest.mark.parametrize("shape", [(3, 50, 2, 2), (5, 37, 4, 4), (3, 11, 8, 6), (4, 9, 16, 16)])
+@pytest.mark.parametrize("shape", [(3, 50, 2, 2), (5, 37, 4, 4), (3, 11, 8, 6), (4, 9, 16, 16),
+                                   (5, 13, 28, 28), (7, 11, 10, 10), (3, 9, 30, 6)])
 def test_maxpool_units_across_chunks_and_threads(shape):
     """More units than one chunk of the unit paths (128 rows of windows); two threads split
     the units inside a plane; both dtypes against the reference, bitwise across threads."""
@@ -384,7 +388,8 @@ def test_maxpool_units_across_chunks_and_threads(shape):
 
 def test_maxpool_units_no_writes_outside_outputs():
     """Outputs carved from NaN-filled buffers (argmax from -1-filled ones) stay inside."""
-    for shape in [(3, 50, 2, 2), (5, 37, 4, 4), (2, 7, 8, 8), (3, 5, 16, 16)]:
+    for shape in [(3, 50, 2, 2), (5, 37, 4, 4), (2, 7, 8, 8), (3, 5, 16, 16), (3, 7, 28, 28),
+                  (5, 3, 10, 10)]:
         x = RNG.standard_normal(shape).astype(np.float32)
         oshape = shape[:2] + (shape[2] // 2, shape[3] // 2)
         size, osize = int(np.prod(shape)), int(np.prod(oshape))
