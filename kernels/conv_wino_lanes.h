@@ -1,5 +1,6 @@
-/* Winograd F(2x2, 3x3) and F(4x4, 3x3) input and output transforms of CNNC_WL tiles at
- * once, for the GEMM Winograd path (conv_winograd.pxi): the tiles sit in vector lanes,
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3) transforms of CNNC_WL tiles (or channels) at once,
+ * for the GEMM Winograd path (conv_winograd.pxi): input and output of the forward, dy and
+ * the output of the weight gradient. The tiles sit in vector lanes,
  * element (r, k) of tile l at d[((t + 2) * r + k) * CNNC_WL + l], so each 1-D transform is
  * a handful of whole-vector adds. Written with GCC vector extensions: the build's -march
  * picks the instructions (16 floats: one AVX-512 register; 16 doubles: two). */

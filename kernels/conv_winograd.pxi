@@ -5,9 +5,10 @@
 # Y = A^T [(G g G^T) * (B^T d B)] A, so the channel sums become E = (t+2)^2 GEMMs
 # U[e] @ V[e] ([M, C] @ [C, tiles], e = (t+2) * row + column): F(2x2) does 16/36 of
 # im2col's multiplies, F(4x4) 36/144, on inputs grown 4x and 2.25x instead of 9x. F(4x4)
-# (interpolation points 0, +-1, +-2) rounds a little worse in float32 (relative errors
-# ~1e-6 instead of ~3e-7 here) and pads odd outputs to whole 4x4 tiles, so it is taken
-# where its products over the padded tiles are at most 3/4 of F(2x2)'s (see _wino_tile).
+# (interpolation points 0, +-1, +-2) rounds worse in float32 (errors ~1e-5 of the largest
+# output instead of ~5e-7, the usual cost) and pads odd outputs to whole 4x4 tiles, so it
+# is taken where its products over the padded tiles are at most 3/4 of F(2x2)'s (see
+# _wino_tile).
 # Used for 3x3 stride 1 dilation 1 ungrouped layers with enough channels (also for their
 # flipped backward-data) and enough tiles in the call: the weight transform and the E
 # packings of U cost several times im2col's one packing of W, which a few tiles do not
@@ -79,9 +80,8 @@ cdef inline Py_ssize_t _wino_rows(const Geom* g, Py_ssize_t cols) noexcept nogil
 cdef void _wino_chunking(Geom* g) noexcept nogil:
     """g.wcols tiles per chunk (the last may have fewer) and g.wworkers. A chunk's V and M
     (for a block of WINO_MB output channels at a time) take at most a thread's share of
-    the workspace bound (2**20 + 2**19 elements), and the
-    chunks are evened out, in a number rounded up to a multiple of WINO_CHUNK_ROUND while
-    they keep WINO_MIN_COLS tiles: two or four threads then get equal shares (3 chunks of
+    the workspace bound (2**20 + 2**19 elements), and the chunks are evened out, in a
+    number rounded up to a multiple of WINO_CHUNK_ROUND while they keep WINO_MIN_COLS tiles: two or four threads then get equal shares (3 chunks of
     511, 511 and 2 tiles left ResNet-20's stage 3 on one thread), and each chunk, which
     streams all of U once, stays wide enough. Widths are whole multiples of
     WINO_COL_UNIT tiles (no ragged column panel in the GEMMs)."""
