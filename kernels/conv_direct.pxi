@@ -179,14 +179,16 @@ cdef inline bint _direct_wg_rows(const Geom* g) noexcept nogil:
 cdef inline bint _direct_wg_ok(const Geom* g) noexcept nogil:
     """The direct weight gradient beats im2col + GEMM (measured: 1.5x at the seed CNN's 3
     input channels, 3x at LeNet-5's 1, about even at 32) for inputs of <= 32 channels when
-    at most 15% of its columns are padding; 3x3 layers from 32 channels take Winograd's.
+    at most 15% of its columns are padding, or 100% with <= 8 channels, whose im2col runs
+    are short (LeNet-5's conv2, 6 channels on 10x10: 1.14x; 16-24 channels with 33-100%
+    padding: 0.8x); 3x3 layers from 32 channels take Winograd's.
     Not strided layers: on their phase planes it is no faster than im2col (ResNet-20's
     stage-2 entry: 2.7 vs 2.5 ms)."""
     cdef Py_ssize_t cols = g.oh * _direct_owv(g)
     if not _direct_wg_rows(g):
         cols = _direct_hp(g) * _direct_wp(g)
     return (_direct_ok(g) and g.sh == 1 and g.sw == 1 and g.c <= 32
-            and 100 * cols <= 115 * g.oh * g.ow
+            and 100 * cols <= (200 if g.c <= 8 else 115) * g.oh * g.ow
             and _direct_wg_per_worker(g) <= DIRECT_MAX_XP + COL_TILE)
 
 
