@@ -44,10 +44,10 @@ Winograd F(2x2, 3x3) or F(4x4, 3x3) (conv_winograd.pxi) replaces im2col for 3x3 
 ungrouped layers with >= 64 input and output channels and enough output tiles in the call
 to pay for transforming the weights, forward and flipped backward-data (F(2x2): 1.3-1.7x
 faster there; slower at 16-32 channels, where its GEMMs are thin), and for the weight
-gradient of such layers (1.2-1.6x im2col at 64-512 channels; at 32 its transforms cost
-more than the GEMMs save). F(4x4) is taken where it saves a quarter of F(2x2)'s products
-(8x8 and larger outputs): 1.3-1.7x F(2x2) on ResNet-20's stage 3 and VGG's 8x8-32x32
-layers, in all three passes. Thinner 3x3 stride-1 ungrouped layers (16-64 channels, not
+gradient of such layers (1.2-1.6x im2col at 64-512 channels; at 32 only F(4x4) pays).
+F(4x4) is taken where it saves a quarter of F(2x2)'s products (8x8 and larger outputs;
+4x4 from 64 images): 1.3-1.7x F(2x2) on ResNet-20's stage 3 and VGG's 8x8-32x32 layers,
+in all three passes. Thinner 3x3 stride-1 ungrouped layers (16-64 channels, not
 both >= 64: ResNet-20's stages 1-2, the seed CNN's conv2 and its flipped backward-data)
 take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector lanes over
 a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
@@ -267,7 +267,7 @@ cdef inline bint _wino_flip(const Geom* f) noexcept nogil:
     """The flipped conv f runs GEMM Winograd, whose weight transform reads the original
     weights flipped in place (a flipped copy besides its U would break the 4*M*K term of
     the workspace bound under F(4x4))."""
-    return f.wino and not (f.taps & TAPS_FWD) and f.path != PATH_DEPTHWISE
+    return f.wino and not (f.taps & TAPS_FWD)
 
 
 cdef Geom _flipped(const Geom* g) noexcept nogil:
