@@ -138,6 +138,10 @@ cdef enum:
     WINO_VEC_MIN_TILES = 16  # ... and output tiles in the call
     WINO_VL = 16  # ... its chunks' tiles are whole vectors of this many
     WINO_V_ELEMS = 131072  # ... and their transformed input at most this (~L2)
+    WINO_BAT_ELEMS = 262144  # ... and with a lane per image (see _wbat_ok) ...
+    WINO_BAT_WG_TILES = 32  # ... whose weight gradient sums chunks of this many tiles ...
+    WINO_BAT_WG_ELEMS = 786432  # ... or as many as keep their V and P within this
+    WINO_BAT_WG_MIN = 16  # ... and is not taken for fewer
     SUM_LANES = 16  # partial sums of the bias gradient (see _channel_sum)
 
 COL_TILE_ELEMS = COL_TILE
@@ -161,7 +165,7 @@ cdef struct Geom:
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
     Py_ssize_t wtile  # ... output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
     Py_ssize_t wnb, wna  # vector Winograd: images per chunk, tile rows per chunk
-    int path, wino, wvec, direct
+    int path, wino, wvec, wbat, direct
     int taps  # the passes that take the per-tap path (TAPS_FWD | TAPS_DATA | TAPS_WG)
 
 
@@ -247,11 +251,12 @@ cdef void _finish(Geom* g) noexcept nogil:
     if (g.path != PATH_IM2COL or g.xt > COL_TILE or g.kw * g.cg < WGRAD_T_MIN_RUN
             or g.m * g.kdim > WGRAD_SLOT_MAX_ELEMS):
         g.xt = 0
-    g.wvec = _wvec_ok(g)
-    g.wino = _wino_ok(g) and not g.wvec
+    g.wbat = _wbat_ok(g)
+    g.wvec = not g.wbat and _wvec_ok(g)
+    g.wino = _wino_ok(g) and not g.wvec and not g.wbat
     g.wtile = _wino_tile(g)
     _wino_chunking(g)
-    g.direct = _direct_ok(g) and not g.wino and not g.wvec
+    g.direct = _direct_ok(g) and not g.wino and not g.wvec and not g.wbat
     g.taps = _taps_passes(g)
 
 
@@ -290,6 +295,8 @@ cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
         return _direct_fwd_ws(g)
     if g.wvec:
         return _wvec_workspace(g)
+    if g.wbat:
+        return _wbat_workspace(g)
     return _wino_workspace(g) if g.wino else g.workers * g.ws1
 
 
@@ -309,6 +316,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
         need = max(need, _strided_data_ws(g))
     if g.taps & TAPS_WG:  # counted below
         pass
+    elif _wbat_wg_ok(g):
+        need = max(need, _wbat_wg_workspace(g))
     elif _wino_wg_ok(g):
         need = max(need, _wino_wg_workspace(g))
     elif _direct_wg_ok(g):
@@ -1020,6 +1029,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
         _direct_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wvec:
         _wvec_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+    elif g.wbat:
+        _wbat_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wino:
         _wino_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     else:
@@ -1055,6 +1066,8 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
     elif g.taps & TAPS_WG:
         _taps_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
+    elif _wbat_wg_ok(g):
+        _wbat_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _wino_wg_ok(g):
         _wino_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _direct_wg_ok(g):

@@ -15,7 +15,7 @@
  * (0,2,-1,-2,1,0), (0,4,0,-5,0,1); A^T rows (1,1,1,1,1,0), (0,1,-1,2,-2,0),
  * (0,1,1,4,4,0), (0,1,-1,8,-8,1). F(2x2): B^T rows (1,0,-1,0), (0,1,1,0), (0,-1,1,0),
  * (0,1,0,-1); A^T rows (1,1,1,0), (0,1,-1,-1). p: 1-D input, s apart; o: output, s apart. */
-#define CNNC_WL_FUNCS(SUF, T, VT)                                                          \
+#define CNNC_WL_1D(SUF, T, VT)                                                             \
 static inline void cnnc_wl_bt6_##SUF(const VT *p, int s, VT *o) {                          \
     VT t1 = p[4 * s] - (T)4 * p[2 * s], t2 = p[3 * s] - (T)4 * p[s];                       \
     VT t3 = p[4 * s] - p[2 * s], t4 = (T)2 * (p[3 * s] - p[s]);                            \
@@ -59,7 +59,9 @@ static inline void cnnc_wl_a4_##SUF(const VT *y, int s, VT *o, int os) {        
     o[os] = y[0] + y[s];                                                                   \
     o[2 * os] = y[0] - y[s];                                                               \
     o[3 * os] = -y[s];                                                                     \
-}                                                                                          \
+}
+
+#define CNNC_WL_FUNCS(SUF, T, VT)                                                          \
 /* B^T d B for the patches of CNNC_WL tiles, gathered from rows (tile l's patch starts at   \
  * rows[off[min(l, n - 1)]], its rows rw apart), position e's lanes stored at d + e * es.  \
  */                                                                                        \
@@ -186,6 +188,8 @@ static inline void cnnc_wl_gather_##SUF(VT *x, const T *rows, const ptrdiff_t *o
 CNNC_WL_GATHER(s, float, cnnc_wl_f16)
 CNNC_WL_GATHER(d, double, cnnc_wl_d16)
 #endif
+CNNC_WL_1D(s, float, cnnc_wl_f16)
+CNNC_WL_1D(d, double, cnnc_wl_d16)
 CNNC_WL_FUNCS(s, float, cnnc_wl_f16)
 CNNC_WL_FUNCS(d, double, cnnc_wl_d16)
 #endif

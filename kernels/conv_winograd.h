@@ -19,6 +19,11 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "conv_wino_lanes.h"
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #if defined(__clang__) /* no two-vector __builtin_shuffle with a mask: lane by lane */
 #define CNNC_WINO_SHUFFLE(a, b, m) __extension__({                                         \
     __typeof__(a) r_;                                                                      \
@@ -32,8 +37,48 @@
 #define CNNC_WINO_SHUFFLE(a, b, m) __builtin_shuffle(a, b, m)
 #endif
 
+/* One vector stored (or loaded) on its own: a row of these is not turned into a libc
+ * memcpy of a stack copy (gcc does that to runs of vector copies; 8-20% of a layer). */
+#ifdef __AVX512F__
+#define CNNC_WINO_BARRIER(v) __asm__("" : "+v"(v))
+#else
+#define CNNC_WINO_BARRIER(v) ((void)0)
+#endif
+#define CNNC_WINO_STV(p, v) do {                                                           \
+    __typeof__(v) t_ = (v);                                                                \
+    CNNC_WINO_BARRIER(t_);                                                                 \
+    memcpy((p), &t_, sizeof t_);                                                           \
+} while (0)
+#define CNNC_WINO_LDV(VT, p) __extension__({                                               \
+    VT t_;                                                                                 \
+    memcpy(&t_, (p), sizeof t_);                                                           \
+    CNNC_WINO_BARRIER(t_);                                                                 \
+    t_; })
+
+/* Lanes 0 .. n-1 of a vector loaded from / stored to p (1 <= n <= VL), the loaded rest 0:
+ * AVX-512 masked moves where built (a variable-length memcpy is a libc call). */
+#ifdef __AVX512F__
+#define CNNC_WINO_PLOAD_s(p, n) ((cnnc_wino_f16)_mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), (p)))
+#define CNNC_WINO_PLOAD_d(p, n) ((cnnc_wino_d8)_mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), (p)))
+#define CNNC_WINO_PSTORE_s(p, n, v) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1), (__m512)(v))
+#define CNNC_WINO_PSTORE_d(p, n, v) _mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1), (__m512d)(v))
+#else
+#define CNNC_WINO_PLOAD_LANES(VT, p, n) __extension__({                                    \
+    VT t_ = {0};                                                                           \
+    for (int l_ = 0; l_ < (n); l_++) t_[l_] = (p)[l_];                                     \
+    t_; })
+#define CNNC_WINO_PSTORE_LANES(p, n, v) do {                                               \
+    for (int l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_];                                    \
+} while (0)
+#define CNNC_WINO_PLOAD_s(p, n) CNNC_WINO_PLOAD_LANES(cnnc_wino_f16, p, n)
+#define CNNC_WINO_PLOAD_d(p, n) CNNC_WINO_PLOAD_LANES(cnnc_wino_d8, p, n)
+#define CNNC_WINO_PSTORE_s(p, n, v) CNNC_WINO_PSTORE_LANES(p, n, v)
+#define CNNC_WINO_PSTORE_d(p, n, v) CNNC_WINO_PSTORE_LANES(p, n, v)
+#endif
+
 #define CNNC_WINO_MR 8 /* output channels per micro-kernel call */
 #define CNNC_WINO_NV 3 /* vectors of tiles per micro-kernel call (the last may be 1-2) */
+#define CNNC_WINO_NV4 1 /* ... under F(4x4), whose 36 products per tile then stay in L1 */
 
 /* dst[k] = src[k] for k < n: whole vectors, then a scalar tail (no call, no overrun). */
 #define CNNC_WINO_COPY(NAME, T, VT, VL)                                                    \
@@ -124,22 +169,32 @@ static void NAME(const T *z, ptrdiff_t ps, ptrdiff_t rw, ptrdiff_t nq, T *v) {  
     }                                                                                      \
 }
 
-/* out[i][j*VL ..] = sum_k a[k*MR + i] * b[k*ldb + j*16*VL ..] for i < MR, j < NV. */
+/* out[i][j*VL ..] = sum_k a[k*MR + i] * b[k*ldb + j*ldj ..] for i < MR, j < NV. */
 #define CNNC_WINO_TILE(NAME, T, VT, VL, NV)                                                \
-static inline void NAME(ptrdiff_t K, const T *a, const T *b, ptrdiff_t ldb, T *out,        \
-                        ptrdiff_t ldo) {                                                   \
+static inline void NAME(ptrdiff_t K, const T *a, const T *b, ptrdiff_t ldb, ptrdiff_t ldj, \
+                        T *out, ptrdiff_t ldo) {                                           \
     VT acc[CNNC_WINO_MR][NV];                                                              \
     for (int i = 0; i < CNNC_WINO_MR; i++)                                                 \
         for (int j = 0; j < NV; j++) acc[i][j] = (VT){0};                                  \
     for (ptrdiff_t k = 0; k < K; k++) {                                                    \
         VT bv[NV];                                                                         \
-        for (int j = 0; j < NV; j++) memcpy(&bv[j], b + k * ldb + j * 16 * VL, sizeof(VT)); \
+        for (int j = 0; j < NV; j++) memcpy(&bv[j], b + k * ldb + j * ldj, sizeof(VT));    \
         for (int i = 0; i < CNNC_WINO_MR; i++)                                             \
             for (int j = 0; j < NV; j++) acc[i][j] += a[k * CNNC_WINO_MR + i] * bv[j];     \
     }                                                                                      \
     for (int i = 0; i < CNNC_WINO_MR; i++)                                                 \
         for (int j = 0; j < NV; j++) memcpy(out + i * ldo + j * VL, &acc[i][j], sizeof(VT)); \
 }
+
+/* act(v): 1 relu (v > 0 ? v : 0), 2 leaky relu (v * slope below 0); NaN gives 0. */
+#define CNNC_WINO_ACT(VT, IT, v, act, slope) __extension__({                               \
+    VT v_ = (v);                                                                           \
+    if ((act) == 1 || (act) == 2) {                                                        \
+        IT p_ = (IT)(v_ > 0);                                                              \
+        IT n_ = (act) == 1 ? (IT){0} : (IT)(v_ * (slope)) & ~p_;                           \
+        v_ = (VT)(((IT)v_ & p_) | n_);                                                     \
+    }                                                                                      \
+    v_; })
 
 /* One block of MR output channels by nv (1..NV) vectors of tiles: the 16 products
  * mm[e] = u[e] @ v[e] (u: [16][K][MR], v[e] at v + k*ldv + (q / VL)*16*VL + e*VL + q % VL
@@ -158,9 +213,9 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
     }                                                                                      \
     for (int e = 0; e < 16; e++) {                                                         \
         const T *ue = u + e * K * CNNC_WINO_MR, *ve = v + e * VL;                          \
-        if (nv == 3) T3(K, ue, ve, ldv, mm + e * me, ldo);                                 \
-        else if (nv == 2) T2(K, ue, ve, ldv, mm + e * me, ldo);                            \
-        else T1(K, ue, ve, ldv, mm + e * me, ldo);                                         \
+        if (nv == 3) T3(K, ue, ve, ldv, 16 * VL, mm + e * me, ldo);                        \
+        else if (nv == 2) T2(K, ue, ve, ldv, 16 * VL, mm + e * me, ldo);                   \
+        else T1(K, ue, ve, ldv, 16 * VL, mm + e * me, ldo);                                \
     }                                                                                      \
     for (int i = 0; i < rows; i++) {                                                       \
         T bo = bias ? bias[i] : 0;                                                         \
@@ -178,14 +233,8 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
             y[1][1] = t1[1] - t1[2] - t1[3] + bo;                                          \
             for (int r = 0; r < 2; r++) {                                                  \
                 T *dst = st + i * lds + r * half + 2 * j * VL;                             \
-                VT a = y[r][0], b = y[r][1], ia, ib;                                       \
-                if (act == 1 || act == 2) { /* a > 0 ? a : 0 or a * slope (NaN: 0) */     \
-                    IT pa = (IT)(a > 0), pb = (IT)(b > 0);                                 \
-                    IT na = act == 1 ? (IT){0} : (IT)(a * slope) & ~pa;                    \
-                    IT nb = act == 1 ? (IT){0} : (IT)(b * slope) & ~pb;                    \
-                    a = (VT)(((IT)a & pa) | na);                                           \
-                    b = (VT)(((IT)b & pb) | nb);                                           \
-                }                                                                          \
+                VT a = CNNC_WINO_ACT(VT, IT, y[r][0], act, slope), ia, ib;                  \
+                VT b = CNNC_WINO_ACT(VT, IT, y[r][1], act, slope);                          \
                 ia = CNNC_WINO_SHUFFLE(a, b, lo);                                          \
                 ib = CNNC_WINO_SHUFFLE(a, b, hi);                                          \
                 memcpy(dst, &ia, sizeof ia);                                               \
@@ -193,6 +242,204 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
             }                                                                              \
         }                                                                                  \
     }                                                                                      \
+}
+
+/* Winograd F(4x4, 3x3) with a lane per image ("batch lanes", for batches of 16 and more):
+ * no wasted tiles, no polyphase planes. A chunk's input is transposed, channel by channel,
+ * into xi[row][column][VL] (lane l: image l of the chunk's group, zero-padded), which the
+ * input transform reads in whole vectors into v[tile][e][VL] (36 positions); products as
+ * above, a vector per tile; the output transform writes the stage's rows [column][VL],
+ * which are transposed back into y. The 1-D transforms are conv_wino_lanes.h's. */
+
+/* One block of MR output channels by nv (1..NV4) tiles: the 36 products mm[e] = u[e] @ v[e]
+ * (u: [36][K][MR], v[e] at v + k*ldv + tile*36*VL + e*VL), then column c of row r of each
+ * tile's act(A^T M A + bias[i]) at st[i*lds + r*quarter + (4*tile + c)*VL ..]. */
+#define CNNC_WINO_BLOCK4(NAME, T, VT, IT, VL, SUF, T1, T2, T3)                             \
+static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
+                 const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
+                 ptrdiff_t quarter) {                                                      \
+    const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
+    for (int e = 0; e < 36; e++) {                                                         \
+        const T *ue = u + e * K * CNNC_WINO_MR, *ve = v + e * VL;                          \
+        if (nv == 3) T3(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                        \
+        else if (nv == 2) T2(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                   \
+        else T1(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                                \
+    }                                                                                      \
+    for (int i = 0; i < rows; i++) {                                                       \
+        T bo = bias ? bias[i] : 0;                                                         \
+        for (int j = 0; j < nv; j++) {                                                     \
+            VT m[36], t[24], y[16];                                                        \
+            for (int e = 0; e < 36; e++)                                                   \
+                memcpy(&m[e], mm + e * me + i * ldo + j * VL, sizeof(VT));                 \
+            for (int k = 0; k < 6; k++) cnnc_wl_at6_##SUF(m + k, 6, t + k, 6);             \
+            for (int r = 0; r < 4; r++) cnnc_wl_at6_##SUF(t + 6 * r, 1, y + 4 * r, 1);     \
+            for (int r = 0; r < 4; r++)                                                    \
+                for (int c = 0; c < 4; c++)                                                \
+                    CNNC_WINO_STV(st + i * lds + r * quarter + (4 * j + c) * VL,           \
+                                  CNNC_WINO_ACT(VT, IT, y[4 * r + c] + bo, act, slope));   \
+        }                                                                                  \
+    }                                                                                      \
+}
+
+/* r[i][l] <-> r[l][i] for a VL x VL block (log2(VL) rounds of butterflies). */
+#define CNNC_WINO_TRANSPOSE(NAME, T, VT, IT, VL)                                           \
+static inline void NAME(VT *r) {                                                           \
+    _Pragma("GCC unroll 4") for (int b = 1; b < VL; b *= 2) { /* unrolled: fixed masks */  \
+        IT m1, m2;                                                                         \
+        _Pragma("GCC unroll 16") for (int l = 0; l < VL; l++) {                            \
+            m1[l] = (l & b) ? VL + (l ^ b) : l;                                            \
+            m2[l] = (l & b) ? VL + l : (l ^ b);                                            \
+        }                                                                                  \
+        _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++)                              \
+            if (!(i & b)) {                                                                \
+                VT a = r[i], c = r[i | b];                                                 \
+                r[i] = CNNC_WINO_SHUFFLE(a, c, m1);                                        \
+                r[i | b] = CNNC_WINO_SHUFFLE(a, c, m2);                                    \
+            }                                                                              \
+    }                                                                                      \
+}
+
+/* One row of xi: xi[s][l] = x[l*img + s - pl] for 0 <= s - pl < w and l < n, else 0, for
+ * s < xs (x NULL: a padding row). Columns in blocks of VL, transposed; xs leaves room
+ * for the last block's whole vectors. The VL rows read are far apart and short (the
+ * hardware prefetchers miss them): x + pf, where the caller reads next, is prefetched. */
+#define CNNC_WBAT_ROW(NAME, T, VT, VL, TRANSPOSE, PLOAD)                                   \
+static void NAME(const T *x, ptrdiff_t img, int n, ptrdiff_t w, ptrdiff_t pl,              \
+                 ptrdiff_t xs, T *xi, ptrdiff_t pf) {                                      \
+    ptrdiff_t lo = pl > 0 ? pl : 0, hi = pl + w < xs ? pl + w : xs;                       \
+    if (!x || hi <= lo) {                                                                  \
+        memset(xi, 0, xs * VL * sizeof(T));                                                \
+        return;                                                                            \
+    }                                                                                      \
+    memset(xi, 0, lo * VL * sizeof(T));                                                    \
+    for (ptrdiff_t s = lo; s < hi; s += VL) {                                              \
+        VT r[VL];                                                                          \
+        ptrdiff_t k = hi - s < VL ? hi - s : VL;                                           \
+        for (int l = 0; l < VL; l++) {                                                     \
+            if (l < n && k == VL) {                                                        \
+                memcpy(&r[l], x + l * img + s - pl, sizeof(VT));                           \
+                __builtin_prefetch(x + l * img + s - pl + pf);                             \
+            } else {                                                                       \
+                r[l] = l < n ? PLOAD(x + l * img + s - pl, k) : (VT){0};                   \
+            }                                                                              \
+        }                                                                                  \
+        TRANSPOSE(r);                                                                      \
+        for (int l = 0; l < VL; l++) CNNC_WINO_STV(xi + (s + l) * VL, r[l]);               \
+    }                                                                                      \
+    ptrdiff_t end = lo + (hi - lo + VL - 1) / VL * VL;                                     \
+    if (end < xs) memset(xi + end * VL, 0, (xs - end) * VL * sizeof(T));                   \
+}
+
+/* (B^T d B)[e] for the na x tw tiles of xi (rows xs columns of VL lanes apart), tile
+ * s = a*tw + j at v[s*ss + e*es]. */
+#define CNNC_WBAT_INPUT(NAME, T, VT, VL, SUF)                                              \
+static void NAME(const T *xi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *v, ptrdiff_t ss, \
+                 ptrdiff_t es) {                                                           \
+    for (ptrdiff_t a = 0; a < na; a++)                                                     \
+        for (ptrdiff_t j = 0; j < tw; j++, v += ss) {                                      \
+            VT d[6], s[36], o[36];                                                         \
+            for (int r = 0; r < 6; r++) {                                                  \
+                const T *p = xi + ((4 * a + r) * xs + 4 * j) * VL;                         \
+                for (int k = 0; k < 6; k++) d[k] = CNNC_WINO_LDV(VT, p + k * VL);          \
+                cnnc_wl_bt6_##SUF(d, 1, s + 6 * r);                                        \
+            }                                                                              \
+            for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, o + k);                \
+            for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * es, o[e]);                  \
+        }                                                                                  \
+}
+
+/* y[l*img + s] = st[s][l] for s < w, l < n: one output row of the chunk's images from a
+ * stage row, VL columns at a time, transposed; y + pf, where the caller writes next, is
+ * prefetched (as for CNNC_WBAT_ROW). */
+#define CNNC_WBAT_STORE(NAME, T, VT, VL, TRANSPOSE, PSTORE)                                \
+static void NAME(const T *st, int n, ptrdiff_t w, T *y, ptrdiff_t img, ptrdiff_t pf) {     \
+    for (ptrdiff_t s = 0; s < w; s += VL) {                                                \
+        VT r[VL];                                                                          \
+        ptrdiff_t k = w - s < VL ? w - s : VL;                                             \
+        for (int l = 0; l < VL; l++) r[l] = CNNC_WINO_LDV(VT, st + (s + l) * VL);          \
+        TRANSPOSE(r);                                                                      \
+        for (int l = 0; l < n; l++) {                                                      \
+            __builtin_prefetch(y + l * img + s + pf, 1);                                   \
+            if (k == VL) CNNC_WINO_STV(y + l * img + s, r[l]);                             \
+            else PSTORE(y + l * img + s, k, r[l]);                                         \
+        }                                                                                  \
+    }                                                                                      \
+}
+
+/* Weight gradient: dW[o, i] = G^T Z[o, i] G with Z[o, i][e] = the sum over tiles (and
+ * images: lanes) of P_o[e] * V_i[e], V the input transform above and P = A dy A^T of the
+ * 4x4 tiles of dy (A: the columns of A^T, conv_wino_lanes.h's a6). */
+
+/* (A d A^T)[e] for the na x tw 4x4 tiles of dyi (rows xs columns of VL lanes apart, zero
+ * past dy), tile s = a*tw + j at p[s*ss + e*es]. */
+#define CNNC_WBAT_DY(NAME, T, VT, VL, SUF)                                                 \
+static void NAME(const T *dyi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *p, ptrdiff_t ss, \
+                 ptrdiff_t es) {                                                           \
+    for (ptrdiff_t a = 0; a < na; a++)                                                     \
+        for (ptrdiff_t j = 0; j < tw; j++, p += ss) {                                      \
+            VT d[16], s[24], o[36];                                                        \
+            for (int r = 0; r < 4; r++)                                                    \
+                for (int k = 0; k < 4; k++)                                                \
+                    d[4 * r + k] = CNNC_WINO_LDV(VT, dyi + ((4 * a + r) * xs + 4 * j + k) * VL); \
+            for (int k = 0; k < 4; k++) cnnc_wl_a6_##SUF(d + k, 4, s + k, 4);              \
+            for (int r = 0; r < 6; r++) cnnc_wl_a6_##SUF(s + 4 * r, 1, o + 6 * r, 1);      \
+            for (int e = 0; e < 36; e++) CNNC_WINO_STV(p + e * es, o[e]);                  \
+        }                                                                                  \
+}
+
+/* Lane k of the result: the sum of r[k]'s lanes, k < VL (r is overwritten). The transpose's
+ * butterflies, each pair's two halves added at once (the sum of a transpose's rows). */
+#define CNNC_WINO_HSUM(NAME, T, VT, IT, VL)                                                \
+static inline VT NAME(VT *r) {                                                             \
+    int n = VL;                                                                            \
+    _Pragma("GCC unroll 4") for (int b = 1; b < VL; b *= 2, n /= 2) {                      \
+        IT m1, m2;                                                                         \
+        _Pragma("GCC unroll 16") for (int l = 0; l < VL; l++) {                            \
+            m1[l] = (l & b) ? VL + (l ^ b) : l;                                            \
+            m2[l] = (l & b) ? VL + l : (l ^ b);                                            \
+        }                                                                                  \
+        _Pragma("GCC unroll 8") for (int k = 0; k < n / 2; k++)                            \
+            r[k] = CNNC_WINO_SHUFFLE(r[2 * k], r[2 * k + 1], m1)                           \
+                   + CNNC_WINO_SHUFFLE(r[2 * k], r[2 * k + 1], m2);                        \
+    }                                                                                      \
+    return r[0];                                                                           \
+}
+
+/* zt[e*C*M + i*M + o] += the sum over tiles s < S and lanes of p[e*pe + o*ps + s*VL] *
+ * v[e*ve + i*vs + s*VL], for e < 36, o < M, i < C: 4 x 4 blocks of (o, i) in 16 vector
+ * accumulators, their lanes summed at the end of each block (rows and columns past M or C
+ * repeat the last, and are not stored). */
+#define CNNC_WBAT_DOT(NAME, T, VT, VL, HSUM)                                               \
+static void NAME(const T *p, ptrdiff_t pe, ptrdiff_t ps, const T *v, ptrdiff_t ve,         \
+                 ptrdiff_t vs, ptrdiff_t S, int M, int C, T *zt) {                         \
+    for (int e = 0; e < 36; e++)                                                           \
+        for (int o0 = 0; o0 < M; o0 += 4)                                                  \
+            for (int i0 = 0; i0 < C; i0 += 4) {                                            \
+                const T *pr[4], *vr[4];                                                    \
+                VT acc[16];                                                                \
+                T sum[16];                                                                 \
+                for (int a = 0; a < 4; a++) {                                              \
+                    pr[a] = p + e * pe + (o0 + a < M ? o0 + a : M - 1) * ps;               \
+                    vr[a] = v + e * ve + (i0 + a < C ? i0 + a : C - 1) * vs;               \
+                }                                                                          \
+                for (int k = 0; k < 16; k++) acc[k] = (VT){0};                             \
+                for (ptrdiff_t s = 0; s < S; s++) {                                        \
+                    VT pv[4], xv[4];                                                       \
+                    for (int a = 0; a < 4; a++) { /* 8 loads per 16 FMAs, not 20 */        \
+                        pv[a] = CNNC_WINO_LDV(VT, pr[a] + s * VL);                         \
+                        xv[a] = CNNC_WINO_LDV(VT, vr[a] + s * VL);                         \
+                    }                                                                      \
+                    for (int a = 0; a < 4; a++)                                            \
+                        for (int b = 0; b < 4; b++) acc[4 * a + b] += pv[a] * xv[b];       \
+                }                                                                          \
+                for (int g = 0; g < 16 / VL; g++) {                                        \
+                    VT h = HSUM(acc + g * VL);                                             \
+                    memcpy(sum + g * VL, &h, sizeof h);                                    \
+                }                                                                          \
+                for (int a = 0; a < 4 && o0 + a < M; a++)                                  \
+                    for (int b = 0; b < 4 && i0 + b < C; b++)                              \
+                        zt[(e * C + i0 + b) * M + o0 + a] += sum[4 * a + b];               \
+            }                                                                              \
 }
 
 typedef float cnnc_wino_f16 __attribute__((vector_size(64)));
@@ -216,4 +463,27 @@ CNNC_WINO_BLOCK(cnnc_wino_block_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, cnnc
                 cnnc_wino_tile2_s, cnnc_wino_tile3_s)
 CNNC_WINO_BLOCK(cnnc_wino_block_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, cnnc_wino_tile1_d,
                 cnnc_wino_tile2_d, cnnc_wino_tile3_d)
+CNNC_WL_1D(d8, double, cnnc_wino_d8) /* F(4x4)'s 1-D transforms on 8 doubles */
+CNNC_WINO_BLOCK4(cnnc_wino_block4_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, s,
+                 cnnc_wino_tile1_s, cnnc_wino_tile2_s, cnnc_wino_tile3_s)
+CNNC_WINO_BLOCK4(cnnc_wino_block4_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, d8,
+                 cnnc_wino_tile1_d, cnnc_wino_tile2_d, cnnc_wino_tile3_d)
+CNNC_WINO_TRANSPOSE(cnnc_wino_transpose_s, float, cnnc_wino_f16, cnnc_wino_i16, 16)
+CNNC_WINO_TRANSPOSE(cnnc_wino_transpose_d, double, cnnc_wino_d8, cnnc_wino_l8, 8)
+CNNC_WBAT_ROW(cnnc_wbat_row_s, float, cnnc_wino_f16, 16, cnnc_wino_transpose_s,
+              CNNC_WINO_PLOAD_s)
+CNNC_WBAT_ROW(cnnc_wbat_row_d, double, cnnc_wino_d8, 8, cnnc_wino_transpose_d,
+              CNNC_WINO_PLOAD_d)
+CNNC_WBAT_INPUT(cnnc_wbat_input_s, float, cnnc_wino_f16, 16, s)
+CNNC_WBAT_INPUT(cnnc_wbat_input_d, double, cnnc_wino_d8, 8, d8)
+CNNC_WBAT_STORE(cnnc_wbat_store_s, float, cnnc_wino_f16, 16, cnnc_wino_transpose_s,
+                CNNC_WINO_PSTORE_s)
+CNNC_WBAT_STORE(cnnc_wbat_store_d, double, cnnc_wino_d8, 8, cnnc_wino_transpose_d,
+                CNNC_WINO_PSTORE_d)
+CNNC_WBAT_DY(cnnc_wbat_dy_s, float, cnnc_wino_f16, 16, s)
+CNNC_WBAT_DY(cnnc_wbat_dy_d, double, cnnc_wino_d8, 8, d8)
+CNNC_WINO_HSUM(cnnc_wino_hsum_s, float, cnnc_wino_f16, cnnc_wino_i16, 16)
+CNNC_WINO_HSUM(cnnc_wino_hsum_d, double, cnnc_wino_d8, cnnc_wino_l8, 8)
+CNNC_WBAT_DOT(cnnc_wbat_dot_s, float, cnnc_wino_f16, 16, cnnc_wino_hsum_s)
+CNNC_WBAT_DOT(cnnc_wbat_dot_d, double, cnnc_wino_d8, 8, cnnc_wino_hsum_d)
 #endif

@@ -150,23 +150,6 @@ cdef Py_ssize_t _wino_workspace(const Geom* g) noexcept nogil:
             + g.wworkers * _wino_per_worker(g))
 
 
-cdef inline void _wino_kernel(const floating* k3, floating* out,
-                              Py_ssize_t stride) noexcept nogil:
-    """out[e * stride] = (G k3 G^T)[e] for one 3x3 kernel k3 (F(2x2), sums in double)."""
-    cdef Py_ssize_t r, k
-    cdef double t[4][3]
-    for k in range(3):
-        t[0][k] = k3[k]
-        t[1][k] = (k3[k] + k3[3 + k] + k3[6 + k]) * 0.5
-        t[2][k] = (k3[k] - k3[3 + k] + k3[6 + k]) * 0.5
-        t[3][k] = k3[6 + k]
-    for r in range(4):
-        out[4 * r * stride] = <floating>t[r][0]
-        out[(4 * r + 1) * stride] = <floating>((t[r][0] + t[r][1] + t[r][2]) * 0.5)
-        out[(4 * r + 2) * stride] = <floating>((t[r][0] - t[r][1] + t[r][2]) * 0.5)
-        out[(4 * r + 3) * stride] = <floating>t[r][2]
-
-
 cdef void _wino_lanes(const double* kd, floating* ub, int t) noexcept nogil:
     """ub[e, l] = (G k_l G^T)[e] for WINO_W_LANES kernels, tap j of kernel l at
     kd[j * WINO_W_LANES + l]; lanes innermost so that the loops vectorise (in double)."""
@@ -573,24 +556,24 @@ cdef void _wino_dy_tile(const floating* dy, floating* pt, const Geom* g, Py_ssiz
 
 
 cdef void _wino_wg_output(const floating* zt, floating* dw, const Geom* g, bint accumulate,
-                          int n_threads) noexcept nogil:
-    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o]: blocks of WINO_LANES
-    output channels over n_threads threads."""
+                          int n_threads, int t) noexcept nogil:
+    """dw[o, i] (+)= G^T Z[o, i] G with Z[o, i][e] = zt[e, i, o] (F(t x t)): blocks of
+    WINO_LANES output channels over n_threads threads."""
     cdef Py_ssize_t ob, L = WINO_LANES
     if n_threads > 1:
         for ob in prange((g.m + L - 1) // L, num_threads=n_threads, schedule="static"):
-            _wino_wg_output_block(zt, dw, g, accumulate, ob * L)
+            _wino_wg_output_block(zt, dw, g, accumulate, ob * L, t)
     else:
         for ob in range((g.m + L - 1) // L):
-            _wino_wg_output_block(zt, dw, g, accumulate, ob * L)
+            _wino_wg_output_block(zt, dw, g, accumulate, ob * L, t)
 
 
 cdef void _wino_wg_output_block(const floating* zt, floating* dw, const Geom* g,
-                                bint accumulate, Py_ssize_t o0) noexcept nogil:
+                                bint accumulate, Py_ssize_t o0, int t) noexcept nogil:
     """_wino_wg_output for output channels o0 .. o0 + WINO_LANES, in vector lanes: their E
     positions are E short contiguous runs of zt (one (o, i) at a time would read E values
     1 MiB apart at 512 channels: 2x slower)."""
-    cdef Py_ssize_t o, i, e, k, es, E = _wino_e(g), L = WINO_LANES, n = min(L, g.m - o0)
+    cdef Py_ssize_t o, i, e, k, es, E = (t + 2) * (t + 2), L = WINO_LANES, n = min(L, g.m - o0)
     cdef floating z[36 * WINO_LANES]
     cdef floating r[9 * WINO_LANES]
     cdef const floating* src
@@ -604,9 +587,9 @@ cdef void _wino_wg_output_block(const floating* zt, floating* dw, const Geom* g,
                     z[e * L + o] = src[e * es + o] if o < n else 0
             src, es = z, L
         if floating is float:
-            cnnc_wl_gt_s(src, es, <int> g.wtile, r)
+            cnnc_wl_gt_s(src, es, t, r)
         else:
-            cnnc_wl_gt_d(src, es, <int> g.wtile, r)
+            cnnc_wl_gt_d(src, es, t, r)
         for o in range(n):
             dst = dw + ((o0 + o) * g.c + i) * 9
             for k in range(9):
@@ -656,7 +639,7 @@ cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, float
             for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                             schedule="static"):
                 ws[e] = ws[e] + ws[s * size + e]
-    _wino_wg_output(ws, dw, g, accumulate, n_threads)
+    _wino_wg_output(ws, dw, g, accumulate, n_threads, <int> g.wtile)
 
 
 # Winograd F(2x2, 3x3) with the tiles in vector lanes (conv_winograd.h) for thinner layers
@@ -690,8 +673,35 @@ cdef extern from "conv_winograd.h" nogil:
     void cnnc_wino_block_d(Py_ssize_t K, const double* u, const double* v, Py_ssize_t ldv,
                            int nv, double* mm, const double* bias, int rows, int act,
                            double slope, double* st, Py_ssize_t lds, Py_ssize_t half)
+    void cnnc_wino_block4_s(Py_ssize_t K, const float* u, const float* v, Py_ssize_t ldv,
+                            int nv, float* mm, const float* bias, int rows, int act,
+                            float slope, float* st, Py_ssize_t lds, Py_ssize_t quarter)
+    void cnnc_wino_block4_d(Py_ssize_t K, const double* u, const double* v, Py_ssize_t ldv,
+                            int nv, double* mm, const double* bias, int rows, int act,
+                            double slope, double* st, Py_ssize_t lds, Py_ssize_t quarter)
+    void cnnc_wbat_row_s(const float* x, Py_ssize_t img, int n, Py_ssize_t w, Py_ssize_t pl,
+                         Py_ssize_t xs, float* xi, Py_ssize_t pf)
+    void cnnc_wbat_row_d(const double* x, Py_ssize_t img, int n, Py_ssize_t w, Py_ssize_t pl,
+                         Py_ssize_t xs, double* xi, Py_ssize_t pf)
+    void cnnc_wbat_input_s(const float* xi, Py_ssize_t xs, Py_ssize_t na, Py_ssize_t tw,
+                           float* v, Py_ssize_t ss, Py_ssize_t es)
+    void cnnc_wbat_input_d(const double* xi, Py_ssize_t xs, Py_ssize_t na, Py_ssize_t tw,
+                           double* v, Py_ssize_t ss, Py_ssize_t es)
+    void cnnc_wbat_dy_s(const float* dyi, Py_ssize_t xs, Py_ssize_t na, Py_ssize_t tw,
+                        float* p, Py_ssize_t ss, Py_ssize_t es)
+    void cnnc_wbat_dy_d(const double* dyi, Py_ssize_t xs, Py_ssize_t na, Py_ssize_t tw,
+                        double* p, Py_ssize_t ss, Py_ssize_t es)
+    void cnnc_wbat_dot_s(const float* p, Py_ssize_t pe, Py_ssize_t ps, const float* v,
+                         Py_ssize_t ve, Py_ssize_t vs, Py_ssize_t S, int M, int C, float* zt)
+    void cnnc_wbat_dot_d(const double* p, Py_ssize_t pe, Py_ssize_t ps, const double* v,
+                         Py_ssize_t ve, Py_ssize_t vs, Py_ssize_t S, int M, int C, double* zt)
+    void cnnc_wbat_store_s(const float* st, int n, Py_ssize_t w, float* y, Py_ssize_t img,
+                           Py_ssize_t pf)
+    void cnnc_wbat_store_d(const double* st, int n, Py_ssize_t w, double* y, Py_ssize_t img,
+                           Py_ssize_t pf)
     int CNNC_WINO_MR
     int CNNC_WINO_NV
+    int CNNC_WINO_NV4
 
 
 cdef int _wvec_enabled = 1  # 0: never (tests and benchmarks compare with the other paths)
@@ -761,13 +771,14 @@ cdef inline Py_ssize_t _wvec_workers(const Geom* g) noexcept nogil:
     return max(1, min(g.threads, _wvec_chunks(g)))
 
 
-cdef inline Py_ssize_t _wvec_packed(const Geom* g) noexcept nogil:
-    return 16 * ((g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR * CNNC_WINO_MR) * g.c
+cdef inline Py_ssize_t _wvec_packed(const Geom* g, int t) noexcept nogil:
+    """The transformed weights of F(t x t): (t+2)^2 positions of M (rounded up to MR) x C."""
+    return (t + 2) * (t + 2) * ((g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR * CNNC_WINO_MR) * g.c
 
 
 cdef Py_ssize_t _wvec_workspace(const Geom* g) noexcept nogil:
     """Packed transformed weights, then one chunk's scratch per worker."""
-    return _wvec_packed(g) + _wvec_workers(g) * _wvec_per_worker(g)
+    return _wvec_packed(g, 2) + _wvec_workers(g) * _wvec_per_worker(g)
 
 
 cdef void _wvec_chunking(Geom* g) noexcept nogil:
@@ -797,15 +808,28 @@ cdef inline bint _wvec_ok(Geom* g) noexcept nogil:
     return _wvec_per_worker(g) <= 2 * COL_TILE
 
 
-cdef void _wvec_weights(const floating* w, floating* u, Py_ssize_t m, Py_ssize_t c) noexcept nogil:
-    """u[ob, e, i, r] = (G w[ob*MR + r, i] G^T)[e], 0 for rows past m."""
-    cdef Py_ssize_t o, i, ob, mr = CNNC_WINO_MR
-    cdef Py_ssize_t blocks = (m + mr - 1) // mr
-    memset(u, 0, 16 * blocks * mr * c * sizeof(floating))
-    for o in range(m):
-        ob = o // mr
-        for i in range(c):
-            _wino_kernel(w + (o * c + i) * 9, u + (ob * 16 * c + i) * mr + o - ob * mr, c * mr)
+cdef void _wvec_weights(const floating* w, floating* u, const Geom* g, int t) noexcept nogil:
+    """u[ob, e, i, r] = (G w[ob*MR + r, i] G^T)[e] for F(t x t), 0 for rows past m:
+    WINO_W_LANES kernels at a time."""
+    cdef Py_ssize_t kb, k0, k, n, l, j, e, o, i, mr = CNNC_WINO_MR, E = (t + 2) * (t + 2)
+    cdef Py_ssize_t L = WINO_W_LANES
+    cdef double kd[9 * WINO_W_LANES]
+    cdef floating ub[36 * WINO_W_LANES]
+    memset(u, 0, _wvec_packed(g, t) * sizeof(floating))
+    memset(kd, 0, sizeof(kd))
+    for kb in range((g.m * g.c + L - 1) // L):  # kernel k = o * C + i in lane k - k0
+        k0 = kb * L
+        n = min(L, g.m * g.c - k0)
+        for l in range(n):
+            for j in range(9):
+                kd[j * L + l] = w[(k0 + l) * 9 + j]
+        _wino_lanes(kd, ub, t)
+        for l in range(n):
+            o = (k0 + l) // g.c
+            i = k0 + l - o * g.c
+            k = ((o // mr * E) * g.c + i) * mr + o % mr
+            for e in range(E):
+                u[k + e * g.c * mr] = ub[e * L + l]
 
 
 cdef void _wvec_input(const floating* x, floating* z, floating* v, const Geom* g,
@@ -913,8 +937,8 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t k, tid = 0, chunks = _wvec_chunks(g), per = _wvec_per_worker(g)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
     cdef floating* u = ws
-    cdef floating* scratch = ws + _wvec_packed(g)
-    _wvec_weights(w, u, g.m, g.c)
+    cdef floating* scratch = ws + _wvec_packed(g, 2)
+    _wvec_weights(w, u, g, 2)
     if workers > 1:
         with parallel(num_threads=workers):
             tid = threadid()
@@ -923,3 +947,321 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
     else:
         for k in range(chunks):
             _wvec_chunk(x, u, bias, y, scratch, g, k, act, act_param)
+
+
+# Winograd F(4x4, 3x3) with a lane per image (conv_winograd.h, "batch lanes") for batches
+# of 16 and more: the vector path above without its wasted tiles (a quarter to a half of
+# F(4x4)'s at 32x32 to 16x16 outputs) and without polyphase planes. A chunk is a group of
+# VL images (16 floats, 8 doubles) and a band of g.wna tile rows; per channel its padded
+# input rows are transposed into xi[row][column][lane] and transformed, a vector of VL
+# images per tile, into v; the weights, products and output transform are the vector
+# path's (CNNC_WINO_BLOCK4, lanes mode), and the stage's rows are transposed back into y.
+
+cdef int _wbat_enabled = 1  # 0: never (tests and benchmarks compare with the other paths)
+
+
+def _set_wino_batch(bint enabled) -> None:
+    """Allow (default) or forbid Winograd with a lane per image, for tests and benchmarks."""
+    global _wbat_enabled
+    _wbat_enabled = enabled
+
+
+cdef inline Py_ssize_t _wbat_tw(const Geom* g) noexcept nogil:
+    return (g.ow + 3) // 4
+
+
+cdef inline Py_ssize_t _wbat_th(const Geom* g) noexcept nogil:
+    return (g.oh + 3) // 4
+
+
+cdef inline Py_ssize_t _wbat_xs(const Geom* g) noexcept nogil:
+    """Columns of xi: the tiles' 4*tw + 2, and room for the transposes' whole blocks."""
+    return max(4 * _wbat_tw(g) + 2, max(g.pl, 0) + _wvec_round(g.w))
+
+
+cdef inline Py_ssize_t _wbat_cs(const Geom* g) noexcept nogil:
+    """Stride of v's channels: 36 vectors per tile, and one more (see _wvec_cs)."""
+    return (36 * g.wna * _wbat_tw(g) + 1) * WINO_VL
+
+
+cdef inline Py_ssize_t _wbat_row(const Geom* g) noexcept nogil:
+    """A stage row [4*tiles columns][VL], with a block of slack for the last transpose."""
+    return (4 * g.wna * _wbat_tw(g) + WINO_VL) * WINO_VL
+
+
+cdef inline Py_ssize_t _wbat_per_worker(const Geom* g) noexcept nogil:
+    """xi of one channel, v, the products, the stage."""
+    return ((4 * g.wna + 2) * _wbat_xs(g) * WINO_VL + g.c * _wbat_cs(g)
+            + 36 * CNNC_WINO_MR * CNNC_WINO_NV4 * WINO_VL + 4 * CNNC_WINO_MR * _wbat_row(g))
+
+
+cdef inline Py_ssize_t _wbat_chunks(const Geom* g, Py_ssize_t vl) noexcept nogil:
+    return (g.n + vl - 1) // vl * ((_wbat_th(g) + g.wna - 1) // g.wna)
+
+
+cdef inline Py_ssize_t _wbat_workers(const Geom* g) noexcept nogil:
+    """Workers (and so scratch areas): as many as float32's chunks allow (float64 has more,
+    of half as many images)."""
+    return max(1, min(g.threads, _wbat_chunks(g, WINO_VL)))
+
+
+cdef Py_ssize_t _wbat_workspace(const Geom* g) noexcept nogil:
+    """Packed transformed weights, then one chunk's scratch per worker."""
+    return _wvec_packed(g, 4) + _wbat_workers(g) * _wbat_per_worker(g)
+
+
+cdef inline bint _wbat_ok(Geom* g) noexcept nogil:
+    """3x3 stride-1 ungrouped layers with 16-64 input and >= 16 output channels, from 16
+    images with at most a quarter of the last group's lanes empty, where F(4x4) does at
+    most 3/4 of F(2x2)'s products (8x8 outputs and up), and a chunk's scratch within the
+    documented bound. Measured against the vector F(2x2) path below 64 channels and GEMM
+    Winograd at 64: 1.05-1.1x at ResNet-20's 32x32 stage, 1.5x at its 16x16 one, 1.1x at
+    its 8x8 one and VGG-11's 64 -> 128 on 16x16. Sets the chunking: tile rows per band
+    while v stays within WINO_BAT_ELEMS (two bands of the 32x32 stage: 1.1x one)."""
+    cdef Py_ssize_t th = _wbat_th(g), tw = _wbat_tw(g)
+    cdef Py_ssize_t empty = (WINO_VL - g.n % WINO_VL) % WINO_VL
+    if not (_wbat_enabled and _wino4_enabled and g.path == PATH_IM2COL and g.kh == 3
+            and g.kw == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
+            and g.groups == 1 and g.n >= WINO_VL and 4 * empty <= g.n
+            and WINO_VEC_MIN <= g.c <= WINO_MIN_CHANNELS and g.m >= WINO_VEC_MIN
+            and 4 * 36 * th * tw <= 3 * 16 * ((g.oh + 1) // 2) * ((g.ow + 1) // 2)):
+        return False
+    g.wna = max(1, min(th, WINO_BAT_ELEMS // (36 * g.c * tw * WINO_VL)))
+    return _wbat_per_worker(g) <= 2 * COL_TILE
+
+
+cdef void _wbat_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
+                      floating* ws, const Geom* g, Py_ssize_t k, int act,
+                      floating act_param) noexcept nogil:
+    """Chunk k (image group k // bands, band k % bands): input transposes and transform,
+    then per block of MR output channels the products and output transforms of its tiles
+    and the transposes of their rows into y."""
+    cdef Py_ssize_t vl = 16 if floating is float else 8, mr = CNNC_WINO_MR
+    cdef Py_ssize_t th = _wbat_th(g), tw = _wbat_tw(g), bands = (th + g.wna - 1) // g.wna
+    cdef Py_ssize_t b0 = k // bands * vl, a0 = k % bands * g.wna, na = min(g.wna, th - a0)
+    cdef Py_ssize_t tiles = na * tw, xs = _wbat_xs(g), cs = _wbat_cs(g), row = _wbat_row(g)
+    cdef Py_ssize_t P = g.oh * g.ow, xsz = g.c * g.h * g.w
+    cdef Py_ssize_t c, r, ih, ob, o0, tb, s0, i, a, q, oy, b, j, rows, nvm = CNNC_WINO_NV4
+    cdef int n = <int> min(vl, g.n - b0), nv
+    cdef int vact = act if act == ACT_RELU or act == ACT_LEAKY else ACT_NONE
+    cdef floating* xi = ws
+    cdef floating* v = xi + (4 * g.wna + 2) * xs * WINO_VL
+    cdef floating* mm = v + g.c * cs
+    cdef floating* st = mm + 36 * CNNC_WINO_MR * CNNC_WINO_NV4 * WINO_VL
+    cdef const floating* src
+    cdef const floating* bo
+    cdef floating* dst
+    for c in range(g.c):
+        for r in range(4 * na + 2):
+            ih = 4 * a0 + r - g.pt
+            src = x + ((b0 * g.c + c) * g.h + ih) * g.w if 0 <= ih < g.h else NULL
+            if floating is float:
+                cnnc_wbat_row_s(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+            else:
+                cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+        if floating is float:
+            cnnc_wbat_input_s(xi, xs, na, tw, v + c * cs, 36 * vl, vl)
+        else:
+            cnnc_wbat_input_d(xi, xs, na, tw, v + c * cs, 36 * vl, vl)
+    for ob in range((g.m + mr - 1) // mr):
+        o0 = ob * mr
+        rows = min(mr, g.m - o0)
+        bo = bias + o0 if bias != NULL else NULL
+        for tb in range((tiles + nvm - 1) // nvm):
+            s0 = tb * nvm
+            nv = <int> min(nvm, tiles - s0)
+            if floating is float:
+                cnnc_wino_block4_s(g.c, u + o0 * 36 * g.c, v + s0 * 36 * vl, cs, nv, mm, bo,
+                                   <int> rows, vact, act_param, st + 4 * s0 * vl, 4 * row, row)
+            else:
+                cnnc_wino_block4_d(g.c, u + o0 * 36 * g.c, v + s0 * 36 * vl, cs, nv, mm, bo,
+                                   <int> rows, vact, act_param, st + 4 * s0 * vl, 4 * row, row)
+        for i in range(rows):
+            for a in range(na):
+                for q in range(4):
+                    oy = 4 * (a0 + a) + q
+                    if oy >= g.oh:
+                        break
+                    dst = y + (b0 * g.m + o0 + i) * P + oy * g.ow
+                    if floating is float:
+                        cnnc_wbat_store_s(st + (4 * i + q) * row + 4 * a * tw * vl, n, g.ow, dst,
+                                          g.m * P, g.ow)
+                    else:
+                        cnnc_wbat_store_d(st + (4 * i + q) * row + 4 * a * tw * vl, n, g.ow, dst,
+                                          g.m * P, g.ow)
+                    if act == ACT_SIGMOID or act == ACT_TANH:
+                        for b in range(n):
+                            for j in range(g.ow):
+                                dst[b * g.m * P + j] = _gemm_act(dst[b * g.m * P + j], act,
+                                                                 act_param)
+
+
+cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                    floating* ws, const Geom* g, int act, floating act_param,
+                    int n_threads) noexcept nogil:
+    """y = act(conv3x3(x, w) + bias) by Winograd F(4x4) with a lane per image; ws:
+    _wbat_workspace elements. Chunks go to the threads whole (each output has one owner)."""
+    cdef Py_ssize_t vl = 16 if floating is float else 8
+    cdef Py_ssize_t k, tid = 0, chunks = _wbat_chunks(g, vl), per = _wbat_per_worker(g)
+    cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, min(chunks, _wbat_workers(g)))
+    cdef floating* u = ws
+    cdef floating* scratch = ws + _wvec_packed(g, 4)
+    _wvec_weights(w, u, g, 4)
+    if workers > 1:
+        with parallel(num_threads=workers):
+            tid = threadid()
+            for k in prange(chunks, schedule="static"):
+                _wbat_chunk(x, u, bias, y, scratch + tid * per, g, k, act, act_param)
+    else:
+        for k in range(chunks):
+            _wbat_chunk(x, u, bias, y, scratch, g, k, act, act_param)
+
+
+# The weight gradient with a lane per image (Winograd F(4x4), as _wino_wgrad's): per chunk
+# (a run of groups of VL images, and a band of tile rows) x and dy are transposed and
+# transformed into V[e][i][tile][lane] and P[e][o][tile][lane], and Z[e][i][o] gathers the
+# sum over the tiles and lanes of P_o * V_i, 4 x 4 blocks of (o, i) at a time; the lanes
+# are summed once per block and chunk, so chunks are as deep as V and P within
+# WINO_BAT_WG_ELEMS allow, up to WINO_BAT_WG_TILES tiles (8x8 images: several groups).
+
+cdef inline Py_ssize_t _wbat_wg_tiles(const Geom* g) noexcept nogil:
+    """Tiles (of VL images) per weight-gradient chunk, at most."""
+    return max(1, min(<Py_ssize_t> WINO_BAT_WG_TILES,
+                      WINO_BAT_WG_ELEMS // (36 * (g.c + g.m) * WINO_VL)))
+
+
+cdef inline Py_ssize_t _wbat_wg_na(const Geom* g) noexcept nogil:
+    """Tile rows per weight-gradient band."""
+    return max(1, min(_wbat_th(g), _wbat_wg_tiles(g) // _wbat_tw(g)))
+
+
+cdef inline Py_ssize_t _wbat_wg_ng(const Geom* g) noexcept nogil:
+    """Groups of images per weight-gradient chunk (float32's; float64's groups are half as
+    large, and twice as many fit)."""
+    return max(1, min((g.n + WINO_VL - 1) // WINO_VL,
+                      _wbat_wg_tiles(g) // (_wbat_wg_na(g) * _wbat_tw(g))))
+
+
+cdef inline Py_ssize_t _wbat_wg_xs(const Geom* g) noexcept nogil:
+    """Columns of the transposed dy rows: the tiles' 4*tw, and the transposes' blocks."""
+    return max(4 * _wbat_tw(g), _wvec_round(g.ow))
+
+
+cdef inline Py_ssize_t _wbat_wg_count(const Geom* g, Py_ssize_t vl) noexcept nogil:
+    """Weight-gradient chunks: runs of groups of vl images times bands."""
+    cdef Py_ssize_t ng = _wbat_wg_ng(g) * WINO_VL // vl, groups = (g.n + vl - 1) // vl
+    return (groups + ng - 1) // ng * ((_wbat_th(g) + _wbat_wg_na(g) - 1) // _wbat_wg_na(g))
+
+
+cdef inline Py_ssize_t _wbat_wg_slots(const Geom* g) noexcept nogil:
+    """Partial Z summed separately (one thread each, added in order), as _wino_wg_slots."""
+    return WINO_WG_SLOTS if _wbat_wg_count(g, WINO_VL) > 1 else 1
+
+
+cdef inline Py_ssize_t _wbat_wg_per_worker(const Geom* g) noexcept nogil:
+    """Transposed x rows, transposed dy rows, V, P."""
+    cdef Py_ssize_t na = _wbat_wg_na(g), tiles = _wbat_wg_ng(g) * na * _wbat_tw(g)
+    return ((4 * na + 2) * _wbat_xs(g) * WINO_VL + 4 * na * _wbat_wg_xs(g) * WINO_VL
+            + 36 * ((g.c + g.m) * tiles + 2) * WINO_VL)
+
+
+cdef Py_ssize_t _wbat_wg_workspace(const Geom* g) noexcept nogil:
+    """Z per slot, then each worker's chunk scratch."""
+    cdef Py_ssize_t slots = _wbat_wg_slots(g)
+    return slots * 36 * g.m * g.c + min(g.threads, slots) * _wbat_wg_per_worker(g)
+
+
+cdef inline bint _wbat_wg_ok(const Geom* g) noexcept nogil:
+    """Where the forward takes the lane-per-image path and a chunk holds at least
+    WINO_BAT_WG_MIN tiles: the lane sums, once per 4 x 4 block of Z and chunk, cost more
+    than F(4x4) saves in shallower ones (the seed CNN's conv2, 8 tiles: 0.64x the direct
+    path; 32 -> 64 channels on 8x8, 12 tiles: 0.6x; ResNet-20's stages 1 and 2, 32 and 16
+    tiles: 1.2x)."""
+    return (g.wbat and _wbat_wg_per_worker(g) <= 2 * COL_TILE
+            and _wbat_wg_ng(g) * _wbat_wg_na(g) * _wbat_tw(g) >= WINO_BAT_WG_MIN)
+
+
+cdef void _wbat_wg_chunks(const floating* x, const floating* dy, floating* zt, floating* ws,
+                          const Geom* g, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """zt += the sums of chunks k0 .. k1 (in order)."""
+    cdef Py_ssize_t vl = 16 if floating is float else 8, na0 = _wbat_wg_na(g)
+    cdef Py_ssize_t ng0 = _wbat_wg_ng(g) * WINO_VL // vl, groups = (g.n + vl - 1) // vl
+    cdef Py_ssize_t th = _wbat_th(g), tw = _wbat_tw(g), bands = (th + na0 - 1) // na0
+    cdef Py_ssize_t xs = _wbat_xs(g), ds = _wbat_wg_xs(g), xsz = g.c * g.h * g.w
+    cdef Py_ssize_t P = g.oh * g.ow, k, gi, g0, ng, b0, a0, na, tiles, t0, ve, pe, c, o, r
+    cdef Py_ssize_t ih, oy
+    cdef int n
+    cdef floating* xi = ws
+    cdef floating* dyi = xi + (4 * na0 + 2) * xs * WINO_VL
+    cdef floating* v = dyi + 4 * na0 * ds * WINO_VL
+    cdef floating* p
+    cdef const floating* src
+    for k in range(k0, k1):
+        g0 = k // bands * ng0
+        ng = min(ng0, groups - g0)
+        a0 = k % bands * na0
+        na = min(na0, th - a0)
+        tiles = ng * na * tw  # group by group
+        ve = (g.c * tiles + 1) * vl  # V[e][i][tile][lane], a vector between positions
+        pe = (g.m * tiles + 1) * vl
+        p = v + 36 * ve
+        for gi in range(ng):
+            b0 = (g0 + gi) * vl
+            n = <int> min(vl, g.n - b0)
+            t0 = gi * na * tw * vl
+            for c in range(g.c):
+                for r in range(4 * na + 2):
+                    ih = 4 * a0 + r - g.pt
+                    src = x + ((b0 * g.c + c) * g.h + ih) * g.w if 0 <= ih < g.h else NULL
+                    if floating is float:
+                        cnnc_wbat_row_s(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+                    else:
+                        cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+                if floating is float:
+                    cnnc_wbat_input_s(xi, xs, na, tw, v + c * tiles * vl + t0, vl, ve)
+                else:
+                    cnnc_wbat_input_d(xi, xs, na, tw, v + c * tiles * vl + t0, vl, ve)
+            for o in range(g.m):
+                for r in range(4 * na):
+                    oy = 4 * a0 + r
+                    src = dy + ((b0 * g.m + o) * g.oh + oy) * g.ow if oy < g.oh else NULL
+                    if floating is float:
+                        cnnc_wbat_row_s(src, g.m * P, n, g.ow, 0, ds, dyi + r * ds * vl, P)
+                    else:
+                        cnnc_wbat_row_d(src, g.m * P, n, g.ow, 0, ds, dyi + r * ds * vl, P)
+                if floating is float:
+                    cnnc_wbat_dy_s(dyi, ds, na, tw, p + o * tiles * vl + t0, vl, pe)
+                else:
+                    cnnc_wbat_dy_d(dyi, ds, na, tw, p + o * tiles * vl + t0, vl, pe)
+        if floating is float:
+            cnnc_wbat_dot_s(p, pe, tiles * vl, v, ve, tiles * vl, tiles, <int> g.m,
+                            <int> g.c, zt)
+        else:
+            cnnc_wbat_dot_d(p, pe, tiles * vl, v, ve, tiles * vl, tiles, <int> g.m,
+                            <int> g.c, zt)
+
+
+cdef void _wbat_wgrad(const floating* x, const floating* dy, floating* dw, floating* ws,
+                      const Geom* g, bint accumulate, int n_threads) noexcept nogil:
+    """dW (+)= the weight gradient with a lane per image: fixed runs of chunks summed into
+    partial Z by one thread each, added in order, then G^T Z G. ws: _wbat_wg_workspace
+    elements."""
+    cdef Py_ssize_t vl = 16 if floating is float else 8
+    cdef Py_ssize_t chunks = _wbat_wg_count(g, vl), slots = _wbat_wg_slots(g)
+    cdef Py_ssize_t size = 36 * g.m * g.c, s, e, tid = 0
+    cdef floating* scratch = ws + slots * size
+    memset(ws, 0, slots * size * sizeof(floating))
+    if slots == 1 or n_threads == 1:
+        for s in range(slots):
+            _wbat_wg_chunks(x, dy, ws + s * size, scratch, g, s * chunks // slots,
+                            (s + 1) * chunks // slots)
+    else:
+        with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
+            tid = threadid()
+            for s in prange(slots, schedule="static"):
+                _wbat_wg_chunks(x, dy, ws + s * size, scratch + tid * _wbat_wg_per_worker(g),
+                                g, s * chunks // slots, (s + 1) * chunks // slots)
+    for s in range(1, slots):
+        for e in range(size):
+            ws[e] = ws[e] + ws[s * size + e]
+    _wino_wg_output(ws, dw, g, accumulate, n_threads, 4)

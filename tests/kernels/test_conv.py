@@ -147,6 +147,19 @@ WVEC_CASES = [
     (2, 16, 48, 48, 16, (3, 3), 1, (1, 2, 2, 1), 1, 1),
 ]
 
+# Winograd F(4x4) with a lane per image (16-64 channels, from 16 images): one group of 16
+# on 2x2 tiles; 28 images (float32's second group 12 lanes full, float64's four groups)
+# with odd sizes, asymmetric padding and partial tiles; padding 4 on the left; 6 bands of
+# tile rows; 64 input channels; ResNet-20's stage 2.
+WBAT_CASES = [
+    (16, 16, 8, 8, 16, (3, 3), 1, 1, 1, 1),
+    (28, 17, 15, 13, 24, (3, 3), 1, (0, 2, 1, 0), 1, 1),
+    (16, 20, 9, 9, 16, (3, 3), 1, (3, 0, 4, 1), 1, 1),
+    (16, 16, 48, 40, 16, (3, 3), 1, 1, 1, 1),
+    (16, 64, 8, 8, 24, (3, 3), 1, 1, 1, 1),
+    (32, 32, 16, 16, 32, (3, 3), 1, 1, 1, 1),
+]
+
 # Winograd F(4x4, 3x3) (>= 64 channels, M a multiple of 8, >= 256 2x2 tiles in the call):
 # whole 4x4 tiles; partial tiles with asymmetric padding; odd C (its flipped backward-data,
 # M = 65, takes F(2x2)); M = 68 is not a multiple of 8, so F(2x2) throughout.
@@ -495,20 +508,56 @@ def test_wino_vec_matches_other_paths(case, dtype):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WBAT_CASES)
+def test_wino_batch_matches_other_paths(case, dtype):
+    """Winograd with a lane per image (forward with every activation it fuses, flipped
+    backward-data) against the reference and against the path the layer takes without
+    it; tolerances scale with the largest pre-activation (float32 F(4x4) rounds to ~1e-5
+    of it). Two threads give the same bytes; nothing outside the outputs is written."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    pre = ref_conv(x, wt, b, kw["stride"], kw["padding"], kw["dilation"], 1)
+    for act in (None, "relu", "leaky_relu", "tanh"):
+        runs = []
+        for enabled in (True, False):
+            conv._set_wino_batch(enabled)
+            try:
+                runs.append((forward(x, wt, b, y_shape, kw, act),) + backward(x, wt, dy, kw))
+            finally:
+                conv._set_wino_batch(True)
+        np.testing.assert_allclose(runs[0][0], ACTS[act](pre), rtol=tol,
+                                   atol=tol * np.abs(pre).max())
+        assert runs[0][0].tobytes() != runs[1][0].tobytes()  # it did take another path
+        np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=tol,
+                                   atol=tol * np.abs(pre).max())
+        for got, want in zip(runs[0][1:], runs[1][1:]):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    if dtype == np.float32:
+        one, two = ((forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
+                    for nt in (1, 2))
+        for a, b2 in zip(one, two):
+            assert a.tobytes() == b2.tobytes()
+        _assert_writes_inside(case)
+
+
 def _wino4_runs(case, dtype, n_threads=1):
     """Forward (relu), backward-data, weight gradient with F(4x4) allowed, then without
-    (the same draws on every call)."""
+    (the same draws on every call); GEMM Winograd's, the lane-per-image path kept out."""
     rng = np.random.default_rng(5)
     x, wt, b, y_shape, kw = _case_arrays(case, dtype, rng)
     dy = rng.standard_normal(y_shape).astype(dtype)
     runs = []
     for enabled in (True, False):
         conv._set_wino4(enabled)
+        conv._set_wino_batch(False)
         try:
             runs.append((forward(x, wt, b, y_shape, kw, "relu", n_threads),)
                         + backward(x, wt, dy, kw, n_threads)[:2])
         finally:
             conv._set_wino4(True)
+            conv._set_wino_batch(True)
     return x, wt, b, dy, kw, runs
 
 
@@ -707,7 +756,10 @@ def test_workspace_is_bounded_and_tiled():
                                  ((64, 256, 8, 8), (256, 256, 3, 3), 1),
                                  ((64, 128, 8, 8), (256, 128, 3, 3), 2),
                                  ((64, 64, 16, 16), (128, 64, 3, 3), 1),
-                                 ((32, 32, 31, 31), (64, 32, 3, 3), 1)]:
+                                 ((32, 32, 31, 31), (64, 32, 3, 3), 1),
+                                 # ... with a lane per image: a band of 16x16 images
+                                 ((16, 32, 128, 128), (32, 32, 3, 3), 2),
+                                 ((64, 16, 64, 64), (16, 16, 3, 3), 2)]:
         k = w_shape[1] * w_shape[2] * w_shape[3]
         assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
             nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS) + 4 * w_shape[0] * k)
