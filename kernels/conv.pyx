@@ -140,8 +140,8 @@ cdef enum:
     WINO_V_ELEMS = 131072  # ... and their transformed input at most this (~L2)
     WINO_BAT_ELEMS = 262144  # ... and with a lane per image (see _wbat_ok) ...
     WINO_BAT_WG_TILES = 32  # ... whose weight gradient sums chunks of this many tiles ...
-    WINO_BAT_WG_ELEMS = 786432  # ... or as many as keep their V and P within this
-    WINO_BAT_WG_MIN = 16  # ... and is not taken for fewer
+    WINO_BAT_WG_ELEMS = 1179648  # ... or as many as keep their V and P within this
+    WINO_BAT_WG_MIN = 24  # ... and is not taken for fewer
     SUM_LANES = 16  # partial sums of the bias gradient (see _channel_sum)
 
 COL_TILE_ELEMS = COL_TILE

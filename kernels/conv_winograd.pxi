@@ -1172,12 +1172,15 @@ cdef Py_ssize_t _wbat_wg_workspace(const Geom* g) noexcept nogil:
 
 
 cdef inline bint _wbat_wg_ok(const Geom* g) noexcept nogil:
-    """Where the forward takes the lane-per-image path and a chunk holds at least
-    WINO_BAT_WG_MIN tiles: the lane sums, once per 4 x 4 block of Z and chunk, cost more
-    than F(4x4) saves in shallower ones (the seed CNN's conv2, 8 tiles: 0.64x the direct
-    path; 32 -> 64 channels on 8x8, 12 tiles: 0.6x; ResNet-20's stages 1 and 2, 32 and 16
-    tiles: 1.2x)."""
-    return (g.wbat and _wbat_wg_per_worker(g) <= 2 * COL_TILE
+    """Where the forward takes the lane-per-image path, a chunk holds at least
+    WINO_BAT_WG_MIN tiles, and the scratch is within the documented bound (the partial Z
+    past the first count against a worker's share). The lane sums, once per 4 x 4 block
+    of Z and chunk, cost more than F(4x4) saves in shallower chunks (measured against the
+    direct and GEMM Winograd paths: the seed CNN's conv2, 8 tiles, 0.64x; 32 -> 64 channels
+    on 8x8, 12 tiles, 0.6x; ResNet-20's 8x8 stage, 16 tiles, 0.8x; its 16x16 stage 1.1-1.2x
+    at 16 tiles, 1.25-1.35x at 32; its 32x32 stage, 32 tiles, 1.2-1.4x)."""
+    return (g.wbat and _wbat_wg_per_worker(g) + (_wbat_wg_slots(g) - 1) * 36 * g.m * g.c
+            <= 3 * COL_TILE
             and _wbat_wg_ng(g) * _wbat_wg_na(g) * _wbat_tw(g) >= WINO_BAT_WG_MIN)
 
 

@@ -159,6 +159,7 @@ WBAT_CASES = [
     (16, 64, 8, 8, 24, (3, 3), 1, 1, 1, 1),
     (32, 32, 16, 16, 32, (3, 3), 1, 1, 1, 1),
 ]
+WBAT_WGRAD_CASES = WBAT_CASES[1::2]  # deep enough chunks for its weight gradient too
 
 # Winograd F(4x4, 3x3) (>= 64 channels, M a multiple of 8, >= 256 2x2 tiles in the call):
 # whole 4x4 tiles; partial tiles with asymmetric padding; odd C (its flipped backward-data,
@@ -512,9 +513,10 @@ def test_wino_vec_matches_other_paths(case, dtype):
 @pytest.mark.parametrize("case", WBAT_CASES)
 def test_wino_batch_matches_other_paths(case, dtype):
     """Winograd with a lane per image (forward with every activation it fuses, flipped
-    backward-data) against the reference and against the path the layer takes without
-    it; tolerances scale with the largest pre-activation (float32 F(4x4) rounds to ~1e-5
-    of it). Two threads give the same bytes; nothing outside the outputs is written."""
+    backward-data, and the weight gradient where its chunks are deep enough) against the
+    reference and against the paths the layer takes without it; tolerances scale with the
+    largest pre-activation (float32 F(4x4) rounds to ~1e-5 of it). Two threads give the
+    same bytes; nothing outside the outputs is written."""
     x, wt, b, y_shape, kw = _case_arrays(case, dtype)
     dy = RNG.standard_normal(y_shape).astype(dtype)
     tol = 1e-4 if dtype == np.float32 else 1e-12
@@ -530,6 +532,7 @@ def test_wino_batch_matches_other_paths(case, dtype):
         np.testing.assert_allclose(runs[0][0], ACTS[act](pre), rtol=tol,
                                    atol=tol * np.abs(pre).max())
         assert runs[0][0].tobytes() != runs[1][0].tobytes()  # it did take another path
+        assert (runs[0][2].tobytes() != runs[1][2].tobytes()) == (case in WBAT_WGRAD_CASES)
         np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=tol,
                                    atol=tol * np.abs(pre).max())
         for got, want in zip(runs[0][1:], runs[1][1:]):
