@@ -680,9 +680,9 @@ cdef extern from "conv_winograd.h" nogil:
                             int nv, double* mm, const double* bias, int rows, int act,
                             double slope, double* st, Py_ssize_t lds, Py_ssize_t quarter)
     void cnnc_wbat_row_s(const float* x, Py_ssize_t img, int n, Py_ssize_t w, Py_ssize_t pl,
-                         Py_ssize_t xs, float* xi, Py_ssize_t pf)
+                         Py_ssize_t xs, float* xi)
     void cnnc_wbat_row_d(const double* x, Py_ssize_t img, int n, Py_ssize_t w, Py_ssize_t pl,
-                         Py_ssize_t xs, double* xi, Py_ssize_t pf)
+                         Py_ssize_t xs, double* xi)
     void cnnc_wbat_input_s(const float* xi, Py_ssize_t xs, Py_ssize_t na, Py_ssize_t tw,
                            float* v, Py_ssize_t ss, Py_ssize_t es)
     void cnnc_wbat_input_d(const double* xi, Py_ssize_t xs, Py_ssize_t na, Py_ssize_t tw,
@@ -1056,9 +1056,9 @@ cdef void _wbat_chunk(const floating* x, const floating* u, const floating* bias
             ih = 4 * a0 + r - g.pt
             src = x + ((b0 * g.c + c) * g.h + ih) * g.w if 0 <= ih < g.h else NULL
             if floating is float:
-                cnnc_wbat_row_s(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+                cnnc_wbat_row_s(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl)
             else:
-                cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+                cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl)
         if floating is float:
             cnnc_wbat_input_s(xi, xs, na, tw, v + c * cs, 36 * vl, vl)
         else:
@@ -1217,9 +1217,9 @@ cdef void _wbat_wg_chunks(const floating* x, const floating* dy, floating* zt, f
                     ih = 4 * a0 + r - g.pt
                     src = x + ((b0 * g.c + c) * g.h + ih) * g.w if 0 <= ih < g.h else NULL
                     if floating is float:
-                        cnnc_wbat_row_s(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+                        cnnc_wbat_row_s(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl)
                     else:
-                        cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl, g.h * g.w)
+                        cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xi + r * xs * vl)
                 if floating is float:
                     cnnc_wbat_input_s(xi, xs, na, tw, v + c * tiles * vl + t0, vl, ve)
                 else:
@@ -1229,9 +1229,9 @@ cdef void _wbat_wg_chunks(const floating* x, const floating* dy, floating* zt, f
                     oy = 4 * a0 + r
                     src = dy + ((b0 * g.m + o) * g.oh + oy) * g.ow if oy < g.oh else NULL
                     if floating is float:
-                        cnnc_wbat_row_s(src, g.m * P, n, g.ow, 0, ds, dyi + r * ds * vl, P)
+                        cnnc_wbat_row_s(src, g.m * P, n, g.ow, 0, ds, dyi + r * ds * vl)
                     else:
-                        cnnc_wbat_row_d(src, g.m * P, n, g.ow, 0, ds, dyi + r * ds * vl, P)
+                        cnnc_wbat_row_d(src, g.m * P, n, g.ow, 0, ds, dyi + r * ds * vl)
                 if floating is float:
                     cnnc_wbat_dy_s(dyi, ds, na, tw, p + o * tiles * vl + t0, vl, pe)
                 else:
