@@ -142,6 +142,7 @@ cdef enum:
     WINO_BAT_WG_TILES = 32  # ... whose weight gradient sums chunks of this many tiles ...
     WINO_BAT_WG_ELEMS = 1179648  # ... or as many as keep their V and P within this
     WINO_BAT_WG_MIN = 24  # ... and is not taken for fewer
+    WINO_BAT_DOT_MAX = 1024  # ... summing lanes itself up to this M*C, else by GEMMs
     SUM_LANES = 16  # partial sums of the bias gradient (see _channel_sum)
 
 COL_TILE_ELEMS = COL_TILE

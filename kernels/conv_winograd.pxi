@@ -1171,17 +1171,25 @@ cdef Py_ssize_t _wbat_wg_workspace(const Geom* g) noexcept nogil:
     return slots * 36 * g.m * g.c + min(g.threads, slots) * _wbat_wg_per_worker(g)
 
 
+cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
+    """Z by the lane-summing kernel (small M x C), else by GEMMs over tiles x lanes."""
+    return g.m * g.c <= WINO_BAT_DOT_MAX
+
+
 cdef inline bint _wbat_wg_ok(const Geom* g) noexcept nogil:
-    """Where the forward takes the lane-per-image path, a chunk holds at least
-    WINO_BAT_WG_MIN tiles, and the scratch is within the documented bound (the partial Z
-    past the first count against a worker's share). The lane sums, once per 4 x 4 block
-    of Z and chunk, cost more than F(4x4) saves in shallower chunks (measured against the
-    direct and GEMM Winograd paths: the seed CNN's conv2, 8 tiles, 0.64x; 32 -> 64 channels
-    on 8x8, 12 tiles, 0.6x; ResNet-20's 8x8 stage, 16 tiles, 0.8x; its 16x16 stage 1.1-1.2x
-    at 16 tiles, 1.25-1.35x at 32; its 32x32 stage, 32 tiles, 1.2-1.4x)."""
-    return (g.wbat and _wbat_wg_per_worker(g) + (_wbat_wg_slots(g) - 1) * 36 * g.m * g.c
-            <= 3 * COL_TILE
-            and _wbat_wg_ng(g) * _wbat_wg_na(g) * _wbat_tw(g) >= WINO_BAT_WG_MIN)
+    """Where the forward takes the lane-per-image path and the scratch is within the
+    documented bound (the partial Z past the first count against a worker's share); with
+    the lane-summing kernel, only for chunks of at least WINO_BAT_WG_MIN tiles: its lane
+    sums, once per 4 x 4 block of Z and chunk, cost more than F(4x4) saves in shallower
+    ones. Measured against the direct and GEMM Winograd paths: ResNet-20's 32x32 stage
+    (32 tiles) 1.2-1.35x, its 16x16 stage (32 tiles) 1.25-1.35x, 16 -> 32 channels on
+    16x16 1.4-1.7x; by GEMMs: ResNet-20's 8x8 stage, the seed CNN's conv2 and VGG-11's
+    64 -> 128 layer 1.1x (the lane-summing kernel there: 8-16 tiles, 0.6-0.8x)."""
+    if not (g.wbat and _wbat_wg_per_worker(g) + (_wbat_wg_slots(g) - 1) * 36 * g.m * g.c
+            <= 3 * COL_TILE):
+        return False
+    return (not _wbat_wg_dot(g)
+            or _wbat_wg_ng(g) * _wbat_wg_na(g) * _wbat_tw(g) >= WINO_BAT_WG_MIN)
 
 
 cdef void _wbat_wg_chunks(const floating* x, const floating* dy, floating* zt, floating* ws,
@@ -1192,7 +1200,7 @@ cdef void _wbat_wg_chunks(const floating* x, const floating* dy, floating* zt, f
     cdef Py_ssize_t th = _wbat_th(g), tw = _wbat_tw(g), bands = (th + na0 - 1) // na0
     cdef Py_ssize_t xs = _wbat_xs(g), ds = _wbat_wg_xs(g), xsz = g.c * g.h * g.w
     cdef Py_ssize_t P = g.oh * g.ow, k, gi, g0, ng, b0, a0, na, tiles, t0, ve, pe, c, o, r
-    cdef Py_ssize_t ih, oy
+    cdef Py_ssize_t ih, oy, e
     cdef int n
     cdef floating* xi = ws
     cdef floating* dyi = xi + (4 * na0 + 2) * xs * WINO_VL
@@ -1236,7 +1244,11 @@ cdef void _wbat_wg_chunks(const floating* x, const floating* dy, floating* zt, f
                     cnnc_wbat_dy_s(dyi, ds, na, tw, p + o * tiles * vl + t0, vl, pe)
                 else:
                     cnnc_wbat_dy_d(dyi, ds, na, tw, p + o * tiles * vl + t0, vl, pe)
-        if floating is float:
+        if not _wbat_wg_dot(g):  # Z_e^T[C, M] += V_e[C, tiles*lanes] @ P_e[M, tiles*lanes]^T
+            for e in range(36):
+                gemm(False, True, g.c, g.m, tiles * vl, 1, v + e * ve, tiles * vl, p + e * pe,
+                     tiles * vl, 1, zt + e * g.c * g.m, g.m, NULL, BIAS_NONE, ACT_NONE, 0, 1)
+        elif floating is float:
             cnnc_wbat_dot_s(p, pe, tiles * vl, v, ve, tiles * vl, tiles, <int> g.m,
                             <int> g.c, zt)
         else:

@@ -159,7 +159,8 @@ WBAT_CASES = [
     (16, 64, 8, 8, 24, (3, 3), 1, 1, 1, 1),
     (32, 32, 16, 16, 32, (3, 3), 1, 1, 1, 1),
 ]
-WBAT_WGRAD_CASES = WBAT_CASES[1::2]  # deep enough chunks for its weight gradient too
+# ... and its weight gradient: chunks deep enough for the lane sums, or GEMMs (M*C > 1024)
+WBAT_WGRAD_CASES = [WBAT_CASES[i] for i in (1, 3, 4, 5)]
 
 # Winograd F(4x4, 3x3) (>= 64 channels, M a multiple of 8, >= 256 2x2 tiles in the call):
 # whole 4x4 tiles; partial tiles with asymmetric padding; odd C (its flipped backward-data,
