@@ -195,26 +195,27 @@ cdef void _wino_lanes(const double* kd, floating* ub, int t) noexcept nogil:
 
 
 cdef void _wino_weights(const floating* w, floating* u, const Geom* g, Py_ssize_t mr,
-                        bint flip, int n_threads) noexcept nogil:
-    """u[e, ob, i, r] = (G k G^T)[e] for k = w[ob * mr + r, i] (flip: w is the weight of
-    the conv whose backward-data this is, [C, M, 3, 3], and k = w[i, ob * mr + r] rotated
-    by 180 degrees: no flipped copy), 0 for rows past m: each position's U in the GEMM's
-    MR-row panels, the panels over n_threads threads."""
+                        bint flip, int n_threads, int t, bint panels_outer) noexcept nogil:
+    """u[e, ob, i, r] (panels_outer: u[ob, e, i, r]) = (G k G^T)[e] of F(t x t) for
+    k = w[ob * mr + r, i] (flip: w is the weight of the conv whose backward-data this is,
+    [C, M, 3, 3], and k = w[i, ob * mr + r] rotated by 180 degrees: no flipped copy), 0 for
+    rows past m: each position's U in MR-row panels, the panels over n_threads threads."""
     cdef Py_ssize_t ob, mb = (g.m + mr - 1) // mr
     if n_threads > 1:
         for ob in prange(mb, num_threads=n_threads, schedule="static"):
-            _wino_weights_panel(w, u, g, mr, flip, ob)
+            _wino_weights_panel(w, u, g, mr, flip, ob, t, panels_outer)
     else:
         for ob in range(mb):
-            _wino_weights_panel(w, u, g, mr, flip, ob)
+            _wino_weights_panel(w, u, g, mr, flip, ob, t, panels_outer)
 
 
 cdef void _wino_weights_panel(const floating* w, floating* u, const Geom* g, Py_ssize_t mr,
-                              bint flip, Py_ssize_t ob) noexcept nogil:
+                              bint flip, Py_ssize_t ob, int t,
+                              bint panels_outer) noexcept nogil:
     """_wino_weights for panel ob: a run of WINO_W_LANES / mr input channels is
     transformed at once, and each position's share of it is one contiguous run of u."""
     cdef Py_ssize_t ib, i0, i, r, j, e, n, o, run = WINO_W_LANES // mr, c = g.c
-    cdef Py_ssize_t mb = (g.m + mr - 1) // mr, E = _wino_e(g)
+    cdef Py_ssize_t mb = (g.m + mr - 1) // mr, E = (t + 2) * (t + 2)
     cdef double kd[9 * WINO_W_LANES]
     cdef floating ub[36 * WINO_W_LANES]
     memset(kd, 0, sizeof(kd))
@@ -231,10 +232,10 @@ cdef void _wino_weights_panel(const floating* w, floating* u, const Geom* g, Py_
                         kd[j * WINO_W_LANES + i * mr + r] = w[((i0 + i) * g.m + o) * 9 + 8 - j]
                     else:
                         kd[j * WINO_W_LANES + i * mr + r] = w[(o * c + i0 + i) * 9 + j]
-        _wino_lanes(kd, ub, <int> g.wtile)
+        _wino_lanes(kd, ub, t)
         for e in range(E):
-            memcpy(u + ((e * mb + ob) * c + i0) * mr, ub + e * WINO_W_LANES,
-                   n * mr * sizeof(floating))
+            memcpy(u + (((ob * E + e) if panels_outer else (e * mb + ob)) * c + i0) * mr,
+                   ub + e * WINO_W_LANES, n * mr * sizeof(floating))
 
 
 cdef extern from "conv_wino_lanes.h" nogil:
@@ -442,7 +443,8 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t per = _wino_per_worker(g)
     cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
     cdef floating* u = ws
-    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip, n_threads)
+    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip, n_threads,
+                  <int> g.wtile, False)
     if g.wworkers > 1:
         with parallel(num_threads=g.wworkers):
             tid = threadid()
@@ -808,30 +810,6 @@ cdef inline bint _wvec_ok(Geom* g) noexcept nogil:
     return _wvec_per_worker(g) <= 2 * COL_TILE
 
 
-cdef void _wvec_weights(const floating* w, floating* u, const Geom* g, int t) noexcept nogil:
-    """u[ob, e, i, r] = (G w[ob*MR + r, i] G^T)[e] for F(t x t), 0 for rows past m:
-    WINO_W_LANES kernels at a time."""
-    cdef Py_ssize_t kb, k0, k, n, l, j, e, o, i, mr = CNNC_WINO_MR, E = (t + 2) * (t + 2)
-    cdef Py_ssize_t L = WINO_W_LANES
-    cdef double kd[9 * WINO_W_LANES]
-    cdef floating ub[36 * WINO_W_LANES]
-    memset(u, 0, _wvec_packed(g, t) * sizeof(floating))
-    memset(kd, 0, sizeof(kd))
-    for kb in range((g.m * g.c + L - 1) // L):  # kernel k = o * C + i in lane k - k0
-        k0 = kb * L
-        n = min(L, g.m * g.c - k0)
-        for l in range(n):
-            for j in range(9):
-                kd[j * L + l] = w[(k0 + l) * 9 + j]
-        _wino_lanes(kd, ub, t)
-        for l in range(n):
-            o = (k0 + l) // g.c
-            i = k0 + l - o * g.c
-            k = ((o // mr * E) * g.c + i) * mr + o % mr
-            for e in range(E):
-                u[k + e * g.c * mr] = ub[e * L + l]
-
-
 cdef void _wvec_input(const floating* x, floating* z, floating* v, const Geom* g,
                       Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t a0, Py_ssize_t na,
                       Py_ssize_t tiles) noexcept nogil:
@@ -938,7 +916,7 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
     cdef floating* u = ws
     cdef floating* scratch = ws + _wvec_packed(g, 2)
-    _wvec_weights(w, u, g, 2)
+    _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 2, True)
     if workers > 1:
         with parallel(num_threads=workers):
             tid = threadid()
@@ -1106,7 +1084,7 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, min(chunks, _wbat_workers(g)))
     cdef floating* u = ws
     cdef floating* scratch = ws + _wvec_packed(g, 4)
-    _wvec_weights(w, u, g, 4)
+    _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
     if workers > 1:
         with parallel(num_threads=workers):
             tid = threadid()
