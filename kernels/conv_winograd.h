@@ -1,4 +1,5 @@
-/* Winograd F(2x2, 3x3) with the tiles in vector lanes (conv_winograd.pxi, "vector" path).
+/* Winograd F(2x2, 3x3) with the tiles in vector lanes (conv_winograd.pxi, "vector" path),
+ * and F(4x4, 3x3) with the images in vector lanes (below, "batch lanes").
  *
  * The zero-padded input of one channel is split into its 4 polyphase planes z[p][A][i]
  * = xpad[2A + (p >> 1)][2i + (p & 1)], each row rw = tw + 1 long (tw: tiles per tile row).
@@ -58,10 +59,15 @@
 /* Lanes 0 .. n-1 of a vector loaded from / stored to p (1 <= n <= VL), the loaded rest 0:
  * AVX-512 masked moves where built (a variable-length memcpy is a libc call). */
 #ifdef __AVX512F__
-#define CNNC_WINO_PLOAD_s(p, n) ((cnnc_wino_f16)_mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), (p)))
-#define CNNC_WINO_PLOAD_d(p, n) ((cnnc_wino_d8)_mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), (p)))
-#define CNNC_WINO_PSTORE_s(p, n, v) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1), (__m512)(v))
-#define CNNC_WINO_PSTORE_d(p, n, v) _mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1), (__m512d)(v))
+#define CNNC_WINO_LANES(n) ((1u << (n)) - 1)
+#define CNNC_WINO_PLOAD_s(p, n)                                                            \
+    ((cnnc_wino_f16)_mm512_maskz_loadu_ps((__mmask16)CNNC_WINO_LANES(n), (p)))
+#define CNNC_WINO_PLOAD_d(p, n)                                                            \
+    ((cnnc_wino_d8)_mm512_maskz_loadu_pd((__mmask8)CNNC_WINO_LANES(n), (p)))
+#define CNNC_WINO_PSTORE_s(p, n, v)                                                        \
+    _mm512_mask_storeu_ps((p), (__mmask16)CNNC_WINO_LANES(n), (__m512)(v))
+#define CNNC_WINO_PSTORE_d(p, n, v)                                                        \
+    _mm512_mask_storeu_pd((p), (__mmask8)CNNC_WINO_LANES(n), (__m512d)(v))
 #else
 #define CNNC_WINO_PLOAD_LANES(VT, p, n) __extension__({                                    \
     VT t_ = {0};                                                                           \
@@ -392,7 +398,7 @@ static void NAME(const T *dyi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *p, p
 #define CNNC_WINO_HSUM(NAME, T, VT, IT, VL)                                                \
 static inline VT NAME(VT *r) {                                                             \
     int n = VL;                                                                            \
-    _Pragma("GCC unroll 4") for (int b = 1; b < VL; b *= 2, n /= 2) {                      \
+    _Pragma("GCC unroll 4") for (int b = 1; b < VL; b *= 2, n /= 2) { /* fixed masks */    \
         IT m1, m2;                                                                         \
         _Pragma("GCC unroll 16") for (int l = 0; l < VL; l++) {                            \
             m1[l] = (l & b) ? VL + (l ^ b) : l;                                            \

@@ -928,12 +928,13 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
 
 
 # Winograd F(4x4, 3x3) with a lane per image (conv_winograd.h, "batch lanes") for batches
-# of 16 and more: the vector path above without its wasted tiles (a quarter to a half of
-# F(4x4)'s at 32x32 to 16x16 outputs) and without polyphase planes. A chunk is a group of
-# VL images (16 floats, 8 doubles) and a band of g.wna tile rows; per channel its padded
-# input rows are transposed into xi[row][column][lane] and transformed, a vector of VL
-# images per tile, into v; the weights, products and output transform are the vector
-# path's (CNNC_WINO_BLOCK4, lanes mode), and the stage's rows are transposed back into y.
+# of 16 and more. Tiles in lanes, as above, waste a tile column and row per image (a
+# quarter of F(4x4)'s tiles at 32x32, over half at 16x16; as polyphase planes F(4x4) was no
+# faster than F(2x2) there); images in lanes waste none. A chunk is a group of VL images
+# (16 floats, 8 doubles) and a band of g.wna tile rows; per channel its padded input rows
+# are transposed into xi[row][column][lane] and transformed, a vector of VL images per
+# tile, into v; the weights are transformed as above, the products and output transform
+# are CNNC_WINO_BLOCK4's, and the stage's rows are transposed back into y.
 
 cdef int _wbat_enabled = 1  # 0: never (tests and benchmarks compare with the other paths)
 
@@ -992,10 +993,12 @@ cdef inline bint _wbat_ok(Geom* g) noexcept nogil:
     """3x3 stride-1 ungrouped layers with 16-64 input and >= 16 output channels, from 16
     images with at most a quarter of the last group's lanes empty, where F(4x4) does at
     most 3/4 of F(2x2)'s products (8x8 outputs and up), and a chunk's scratch within the
-    documented bound. Measured against the vector F(2x2) path below 64 channels and GEMM
-    Winograd at 64: 1.05-1.1x at ResNet-20's 32x32 stage, 1.5x at its 16x16 one, 1.1x at
-    its 8x8 one and VGG-11's 64 -> 128 on 16x16. Sets the chunking: tile rows per band
-    while v stays within WINO_BAT_ELEMS (two bands of the 32x32 stage: 1.1x one)."""
+    documented bound. Forward and flipped backward-data, measured against the vector
+    F(2x2) path below 64 channels and GEMM Winograd at 64 (benchmarks/bench_conv_paths.py):
+    ResNet-20's 32x32 stage 1.1-1.15x, its 16x16 stage 1.4-1.5x, its 8x8 stage 1.15-1.3x,
+    the seed CNN's conv2 1.45-1.6x, VGG-11's 64 -> 128 on 16x16 1.17x. Sets the chunking:
+    tile rows per band while v stays within WINO_BAT_ELEMS (two bands of the 32x32 stage:
+    1.1x one)."""
     cdef Py_ssize_t th = _wbat_th(g), tw = _wbat_tw(g)
     cdef Py_ssize_t empty = (WINO_VL - g.n % WINO_VL) % WINO_VL
     if not (_wbat_enabled and _wino4_enabled and g.path == PATH_IM2COL and g.kh == 3
@@ -1098,9 +1101,11 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
 # The weight gradient with a lane per image (Winograd F(4x4), as _wino_wgrad's): per chunk
 # (a run of groups of VL images, and a band of tile rows) x and dy are transposed and
 # transformed into V[e][i][tile][lane] and P[e][o][tile][lane], and Z[e][i][o] gathers the
-# sum over the tiles and lanes of P_o * V_i, 4 x 4 blocks of (o, i) at a time; the lanes
-# are summed once per block and chunk, so chunks are as deep as V and P within
-# WINO_BAT_WG_ELEMS allow, up to WINO_BAT_WG_TILES tiles (8x8 images: several groups).
+# sum over the tiles and lanes of P_o * V_i: up to 32 x 32 channels by a kernel that holds
+# 4 x 4 blocks of (o, i) in registers and sums their lanes once per block and chunk (no
+# packing: each value is used only 16-32 times), beyond that by a GEMM per position over
+# tiles x lanes. Chunks are as deep as V and P within WINO_BAT_WG_ELEMS allow, up to
+# WINO_BAT_WG_TILES tiles (8x8 images: several groups).
 
 cdef inline Py_ssize_t _wbat_wg_tiles(const Geom* g) noexcept nogil:
     """Tiles (of VL images) per weight-gradient chunk, at most."""
