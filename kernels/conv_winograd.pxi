@@ -477,13 +477,18 @@ cdef inline bint _wino_wg_ok(const Geom* g) noexcept nogil:
 
 cdef Py_ssize_t _wino_wg_cols(const Geom* g) noexcept nogil:
     """Tiles per weight-gradient chunk, the GEMMs' depth: as many as a thread's share of
-    the workspace bound holds (at most the forward's chunk), or up to WINO_WG_COLS where
-    the 4*M*K term leaves room; then evened out over the chunks (a last chunk of a few
-    tiles would cost a pass over Z)."""
+    the workspace bound holds (at most the forward's chunk; less what the partial Z of
+    _wino_wg_slots take beyond the 4*M*K term: F(4x4)'s two are 2x it), or up to
+    WINO_WG_COLS where the 4*M*K term leaves room; then evened out over the chunks (a last
+    chunk of a few tiles would cost a pass over Z)."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), E = _wino_e(g)
     cdef Py_ssize_t room = (4 * g.m * g.kdim - E * g.m * g.c) // (E * (g.c + g.m))
-    cdef Py_ssize_t share = ((3 * COL_TILE - _wino_rows(g, g.wcols) - 2 * E * WINO_PAD)
-                             // (E * (g.c + g.m)) - 1)  # - 1: _wino_even may add one
+    cdef Py_ssize_t extra = 0
+    cdef Py_ssize_t share
+    if E * g.m * g.c <= WINO_WG_SLOT_MAX:
+        extra = max(0, WINO_WG_SLOTS * E * g.m * g.c - 4 * g.m * g.kdim)
+    share = ((3 * COL_TILE - _wino_rows(g, g.wcols) - 2 * E * WINO_PAD - extra)
+             // (E * (g.c + g.m)) - 1)  # - 1: _wino_even may add one
     cdef Py_ssize_t cols = max(1, min(g.wcols, share), min(<Py_ssize_t> WINO_WG_COLS, room))
     return _wino_even(total, (total + cols - 1) // cols)
 
