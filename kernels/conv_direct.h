@@ -118,6 +118,14 @@ static void NAME(ptrdiff_t K, const T *a, const T *xp, const int *off, const T *
 #define CNNC_DIRECT_MLOAD_d(VT, p, n) CNNC_DIRECT_MLOAD_LANES(VT, p, n)
 #endif
 
+/* Keeps a vector in a register (not re-read as each FMA's memory operand); a 64-byte
+ * vector fits one register only with AVX-512, elsewhere nothing. */
+#ifdef __AVX512F__
+#define CNNC_DIRECT_IN_REG(v) __asm__("" : "+v"(v))
+#else
+#define CNNC_DIRECT_IN_REG(v) ((void)0)
+#endif
+
 /* One vector step of the weight gradient: MR x KR FMAs on lanes v of run r, dy's n lanes
  * there (the rest 0) read by LOAD. The smaller of the two operand sets stays in registers
  * while the other streams (MR*KR accumulators + min(MR, KR) + 1 vectors fit the 32). */
@@ -128,7 +136,7 @@ static void NAME(ptrdiff_t K, const T *a, const T *xp, const int *off, const T *
         for (int j = 0; j < KR; j++) {                                                     \
             VT xv;                                                                         \
             memcpy(&xv, x[j] + xq + v, sizeof(VT));                                        \
-            __asm__("" : "+v"(xv)); /* one load, not one per FMA operand */               \
+            CNNC_DIRECT_IN_REG(xv); /* one load, not one per FMA operand */               \
             for (int i = 0; i < MR; i++) acc[i][j] += dv[i] * xv;                          \
         }                                                                                  \
     } else {                                                                               \
@@ -136,7 +144,7 @@ static void NAME(ptrdiff_t K, const T *a, const T *xp, const int *off, const T *
         for (int j = 0; j < KR; j++) memcpy(&xv[j], x[j] + xq + v, sizeof(VT));            \
         for (int i = 0; i < MR; i++) {                                                     \
             VT dv = LOAD(VT, d[i] + dq + v, n);                                      \
-            __asm__("" : "+v"(dv));                                                        \
+            CNNC_DIRECT_IN_REG(dv);                                                        \
             for (int j = 0; j < KR; j++) acc[i][j] += dv * xv[j];                          \
         }                                                                                  \
     }

@@ -335,9 +335,11 @@ def test_conv_backward_finite_differences(case):
 
     dy = dz * (1 - f() ** 2)
     dx, dw, db = backward(x, wt, dy, kw)
-    np.testing.assert_allclose(dx, _fd(f, x, dz), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(dw, _fd(f, wt, dz), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(db, _fd(f, b, dz), rtol=1e-6, atol=1e-8)
+    # atol: central differences at eps = 1e-6 of sums of ~100 terms of order 1 carry
+    # ~1e-16 * 100 / 2e-6 = 5e-9 of rounding (a portable build's order: 1.6e-8)
+    np.testing.assert_allclose(dx, _fd(f, x, dz), rtol=1e-6, atol=3e-8)
+    np.testing.assert_allclose(dw, _fd(f, wt, dz), rtol=1e-6, atol=3e-8)
+    np.testing.assert_allclose(db, _fd(f, b, dz), rtol=1e-6, atol=3e-8)
 
 
 def ref_weight_grad(x, dy, w_shape, stride, pad, dil, groups):
