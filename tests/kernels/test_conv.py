@@ -763,12 +763,12 @@ def test_workspace_is_bounded_and_tiled():
                                  ((64, 128, 8, 8), (256, 128, 3, 3), 2),
                                  ((64, 64, 16, 16), (128, 64, 3, 3), 1),
                                  ((32, 32, 31, 31), (64, 32, 3, 3), 1),
-                                 # ... with a lane per image: a band of 16x16 images
+                                 # ... with a lane per image: bands of larger images
                                  ((16, 32, 128, 128), (32, 32, 3, 3), 2),
+                                 ((64, 16, 64, 64), (16, 16, 3, 3), 2),
                                  # GEMM Winograd's F(4x4) weight gradient, two partial Z
                                  ((16, 64, 256, 256), (64, 64, 3, 3), 2),
-                                 ((16, 64, 256, 256), (64, 64, 3, 3), 1),
-                                 ((64, 16, 64, 64), (16, 16, 3, 3), 2)]:
+                                 ((16, 64, 256, 256), (64, 64, 3, 3), 1)]:
         k = w_shape[1] * w_shape[2] * w_shape[3]
         assert conv.conv2d_workspace_size(x_shape, w_shape, 1, 1, n_threads=nt) <= (
             nt * (max(2 * conv.COL_TILE_ELEMS, k) + conv.COL_TILE_ELEMS) + 4 * w_shape[0] * k)
