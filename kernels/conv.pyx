@@ -166,12 +166,13 @@ cdef struct Geom:
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
     Py_ssize_t wtile  # ... output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
     Py_ssize_t wnb, wna  # vector Winograd: images per chunk, tile rows per chunk
-    int path, wino, wvec, wbat, direct
+    int path, wino, wvec, wbat, direct, lanes
     int taps  # the passes that take the per-tap path (TAPS_FWD | TAPS_DATA | TAPS_WG)
 
 
 include "conv_winograd.pxi"
 include "conv_direct.pxi"
+include "conv_lanes.pxi"
 include "conv_strided.pxi"
 include "conv_taps.pxi"
 
@@ -257,7 +258,8 @@ cdef void _finish(Geom* g) noexcept nogil:
     g.wino = _wino_ok(g) and not g.wvec and not g.wbat
     g.wtile = _wino_tile(g)
     _wino_chunking(g)
-    g.direct = _direct_ok(g) and not g.wino and not g.wvec and not g.wbat
+    g.lanes = _lanes_ok(g) and not g.wino and not g.wvec and not g.wbat
+    g.direct = _direct_ok(g) and not g.wino and not g.wvec and not g.wbat and not g.lanes
     g.taps = _taps_passes(g)
 
 
@@ -266,7 +268,11 @@ cdef inline bint _flips(const Geom* g) noexcept nogil:
     only with enough input channels per group to make that GEMM's M worthwhile."""
     if g.path != PATH_IM2COL or g.sh != 1 or g.sw != 1:
         return False
-    return g.cg >= FLIP_MIN_CHANNELS or (g.cg >= 4 and _flipped(g).direct)
+    cdef Geom f
+    if g.cg >= FLIP_MIN_CHANNELS:
+        return True
+    f = _flipped(g)
+    return g.cg >= 4 and (f.direct or f.lanes)
 
 
 cdef inline bint _wino_flip(const Geom* f) noexcept nogil:
@@ -290,6 +296,8 @@ cdef Geom _flipped(const Geom* g) noexcept nogil:
 cdef Py_ssize_t _fwd_elems(const Geom* g) noexcept nogil:
     if g.taps & TAPS_FWD:
         return _taps_workspace(g)
+    if g.lanes:
+        return _lanes_fwd_ws(g)
     if g.direct and (g.sh > 1 or g.sw > 1):
         return _strided_fwd_ws(g)
     if g.direct:
@@ -317,6 +325,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
         need = max(need, _strided_data_ws(g))
     if g.taps & TAPS_WG:  # counted below
         pass
+    elif _lanes_wg_ok(g):
+        need = max(need, _lanes_wg_ws(g))
     elif _wbat_wg_ok(g):
         need = max(need, _wbat_wg_workspace(g))
     elif _wino_wg_ok(g):
@@ -1024,6 +1034,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
     elif g.taps & TAPS_FWD:
         _taps_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+    elif g.lanes:
+        _lanes_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.direct and (g.sh > 1 or g.sw > 1):
         _strided_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.direct:
@@ -1067,6 +1079,8 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
     elif g.taps & TAPS_WG:
         _taps_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
+    elif _lanes_wg_ok(g):
+        _lanes_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _wbat_wg_ok(g):
         _wbat_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _wino_wg_ok(g):

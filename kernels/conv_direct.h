@@ -11,7 +11,8 @@
  * packed k-major, MR rows at a time (zero rows past M); stored into a tile, or into y.
  * Weight-gradient tile: dw[i][j] += sum over q of dy[i][q] * xp[off[j] + q] for MR rows of
  * dy and KR taps, VL lanes of partial sums per pair, added lane by lane in a fixed order.
- * q runs over `rows` runs of len lanes: run r reads dy at drow[r] and xp at xrow[r] (one
+ * q runs over `rows` runs of len lanes: run r reads dy at drow[r] and xp at xrow[r], x's
+ * vectors xstep apart (VL here; a stride's with a lane per image, conv_lanes.h) (one
  * run over the whole flattened chunk of a zero-padded copy of dy, or one per output row of
  * dy itself, its last vector masked). Rows and taps past the real ones repeat a real one
  * (reads stay in bounds) and are not stored. Written with GCC vector extensions (the
@@ -39,14 +40,15 @@
 #define CNNC_DIRECT_MSTORE_d(p, mask, v) CNNC_DIRECT_MSTORE_LANES(double, 8, p, mask, v)
 #endif
 
-/* acc = the forward tile's sums over its K taps (see the top). */
-#define CNNC_DIRECT_SUM_TAPS(T, VT, VL, MR, NV)                                            \
+/* acc = the forward tile's sums over its K taps (see the top), its NV vectors VS
+ * elements apart. */
+#define CNNC_DIRECT_SUM_TAPS(T, VT, VS, MR, NV)                                            \
     for (int i = 0; i < MR; i++)                                                           \
         for (int j = 0; j < NV; j++) acc[i][j] = (VT){0};                                  \
     for (ptrdiff_t k = 0; k < K; k++) {                                                    \
         const T *b = xp + off[k];                                                          \
         VT bv[NV];                                                                         \
-        for (int j = 0; j < NV; j++) memcpy(&bv[j], b + j * VL, sizeof(VT));               \
+        for (int j = 0; j < NV; j++) memcpy(&bv[j], b + j * (VS), sizeof(VT));             \
         for (int i = 0; i < MR; i++)                                                       \
             for (int j = 0; j < NV; j++) acc[i][j] += a[k * MR + i] * bv[j];               \
     }
@@ -126,33 +128,43 @@ static void NAME(ptrdiff_t K, const T *a, const T *xp, const int *off, const T *
 #define CNNC_DIRECT_IN_REG(v) ((void)0)
 #endif
 
-/* One vector step of the weight gradient: MR x KR FMAs on lanes v of run r, dy's n lanes
- * there (the rest 0) read by LOAD. The smaller of the two operand sets stays in registers
- * while the other streams (MR*KR accumulators + min(MR, KR) + 1 vectors fit the 32). */
-#define CNNC_DIRECT_WG_STEP(VT, MR, KR, LOAD)                                              \
+/* One vector step of the weight gradient: MR x KR FMAs on dy's vectors at d[i] + DQ (its n
+ * lanes, the rest 0, read by LOAD) and x's at x[j] + XQ. The smaller of the two operand
+ * sets stays in registers while the other streams (MR*KR accumulators + min(MR, KR) + 1
+ * vectors fit the 32). */
+#define CNNC_DIRECT_WG_STEP(VT, MR, KR, LOAD, DQ, XQ)                                      \
     if (MR <= KR) {                                                                        \
         VT dv[MR];                                                                         \
-        for (int i = 0; i < MR; i++) dv[i] = LOAD(VT, d[i] + dq + v, n);             \
+        for (int i = 0; i < MR; i++) dv[i] = LOAD(VT, d[i] + (DQ), n);                   \
         for (int j = 0; j < KR; j++) {                                                     \
             VT xv;                                                                         \
-            memcpy(&xv, x[j] + xq + v, sizeof(VT));                                        \
+            memcpy(&xv, x[j] + (XQ), sizeof(VT));                                          \
             CNNC_DIRECT_IN_REG(xv); /* one load, not one per FMA operand */               \
             for (int i = 0; i < MR; i++) acc[i][j] += dv[i] * xv;                          \
         }                                                                                  \
     } else {                                                                               \
         VT xv[KR];                                                                         \
-        for (int j = 0; j < KR; j++) memcpy(&xv[j], x[j] + xq + v, sizeof(VT));            \
+        for (int j = 0; j < KR; j++) memcpy(&xv[j], x[j] + (XQ), sizeof(VT));          \
         for (int i = 0; i < MR; i++) {                                                     \
-            VT dv = LOAD(VT, d[i] + dq + v, n);                                      \
+            VT dv = LOAD(VT, d[i] + (DQ), n);                                          \
             CNNC_DIRECT_IN_REG(dv);                                                        \
             for (int j = 0; j < KR; j++) acc[i][j] += dv * xv[j];                          \
         }                                                                                  \
     }
 
+/* dw[i][j] += the sum of acc[i][j]'s lanes, in lane order, for the real rows and taps. */
+#define CNNC_DIRECT_WG_ADD(T, VL)                                                          \
+    for (int i = 0; i < mr; i++)                                                           \
+        for (int j = 0; j < kr; j++) {                                                     \
+            T s = 0;                                                                       \
+            for (int l = 0; l < VL; l++) s += acc[i][j][l];                                \
+            dw[i * ldw + j] += s;                                                          \
+        }
+
 #define CNNC_DIRECT_WGRAD(NAME, T, VT, VL, MR, KR, MLOAD)                                  \
 static void NAME(ptrdiff_t rows, const int *xrow, const int *drow, ptrdiff_t len,          \
-                 const T *dy, ptrdiff_t ldd, int mr, const T *xp, const int *off, int kr,  \
-                 T *dw, ptrdiff_t ldw) {                                                   \
+                 ptrdiff_t xstep, const T *dy, ptrdiff_t ldd, int mr, const T *xp,         \
+                 const int *off, int kr, T *dw, ptrdiff_t ldw) {                           \
     const T *d[MR];                                                                        \
     const T *x[KR];                                                                        \
     VT acc[MR][KR];                                                                        \
@@ -162,17 +174,13 @@ static void NAME(ptrdiff_t rows, const int *xrow, const int *drow, ptrdiff_t len
         for (int j = 0; j < KR; j++) acc[i][j] = (VT){0};                                  \
     for (ptrdiff_t r = 0; r < rows; r++) {                                                 \
         ptrdiff_t dq = drow[r], xq = xrow[r];                                              \
-        for (ptrdiff_t v = 0; v < len; v += VL) { /* one body: no spills between loops */  \
+        ptrdiff_t u = 0;                                                                   \
+        for (ptrdiff_t v = 0; v < len; v += VL, u += xstep) { /* one body: no spills */    \
             ptrdiff_t n = len - v < VL ? len - v : VL;                                     \
-            CNNC_DIRECT_WG_STEP(VT, MR, KR, MLOAD)                                         \
+            CNNC_DIRECT_WG_STEP(VT, MR, KR, MLOAD, dq + v, xq + u)                         \
         }                                                                                  \
     }                                                                                      \
-    for (int i = 0; i < mr; i++)                                                           \
-        for (int j = 0; j < kr; j++) {                                                     \
-            T s = 0;                                                                       \
-            for (int l = 0; l < VL; l++) s += acc[i][j][l];                                \
-            dw[i * ldw + j] += s;                                                          \
-        }                                                                                  \
+    CNNC_DIRECT_WG_ADD(T, VL)                                                              \
 }
 
 typedef float cnnc_direct_f16 __attribute__((vector_size(64)));

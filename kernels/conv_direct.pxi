@@ -40,37 +40,37 @@ cdef extern from "conv_direct.h" nogil:
                               const double* bias, int relu, double* y, Py_ssize_t plane, int rows,
                               Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t wp, Py_ssize_t ow)
     void cnnc_direct_wgrad4x6_s(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const float* dy, Py_ssize_t ldd, int mr,
-                                const float* xp, const int* off, int kr, float* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const float* dy,
+                                Py_ssize_t ldd, int mr, const float* xp, const int* off,
+                                int kr, float* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad8x3_s(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const float* dy, Py_ssize_t ldd, int mr,
-                                const float* xp, const int* off, int kr, float* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const float* dy,
+                                Py_ssize_t ldd, int mr, const float* xp, const int* off,
+                                int kr, float* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad6x4_s(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const float* dy, Py_ssize_t ldd, int mr,
-                                const float* xp, const int* off, int kr, float* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const float* dy,
+                                Py_ssize_t ldd, int mr, const float* xp, const int* off,
+                                int kr, float* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad3x8_s(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const float* dy, Py_ssize_t ldd, int mr,
-                                const float* xp, const int* off, int kr, float* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const float* dy,
+                                Py_ssize_t ldd, int mr, const float* xp, const int* off,
+                                int kr, float* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad4x6_d(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const double* dy, Py_ssize_t ldd, int mr,
-                                const double* xp, const int* off, int kr, double* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const double* dy,
+                                Py_ssize_t ldd, int mr, const double* xp, const int* off,
+                                int kr, double* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad8x3_d(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const double* dy, Py_ssize_t ldd, int mr,
-                                const double* xp, const int* off, int kr, double* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const double* dy,
+                                Py_ssize_t ldd, int mr, const double* xp, const int* off,
+                                int kr, double* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad6x4_d(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const double* dy, Py_ssize_t ldd, int mr,
-                                const double* xp, const int* off, int kr, double* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const double* dy,
+                                Py_ssize_t ldd, int mr, const double* xp, const int* off,
+                                int kr, double* dw, Py_ssize_t ldw)
     void cnnc_direct_wgrad3x8_d(Py_ssize_t rows, const int* xrow, const int* drow,
-                                Py_ssize_t len, const double* dy, Py_ssize_t ldd, int mr,
-                                const double* xp, const int* off, int kr, double* dw,
-                                Py_ssize_t ldw)
+                                Py_ssize_t len, Py_ssize_t xstep, const double* dy,
+                                Py_ssize_t ldd, int mr, const double* xp, const int* off,
+                                int kr, double* dw, Py_ssize_t ldw)
 
 cdef extern from *:
     # relu as one C expression (gcc vectorises it; not Cython's if/else); NaN gives 0, as
@@ -247,8 +247,9 @@ cdef Py_ssize_t _direct_wg_ws(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _direct_tap(const Geom* g, Py_ssize_t c, Py_ssize_t ki, Py_ssize_t kj,
                                    bint rows_first) noexcept nogil:
-    """Index of tap (c, ki, kj): OIHW's (c, ki, kj) order, or (ki, c, kj) for the stride-1
-    forward tiles, whose taps of one kernel row are then contiguous (see _direct_tiles)."""
+    """Index of tap (c, ki, kj): OIHW's (c, ki, kj) order, or (ki, c, kj) for the forward
+    tiles (stride 1, and with a lane per image), whose taps of one kernel row are then
+    contiguous (see _direct_tiles)."""
     if rows_first:
         return (ki * g.c + c) * g.kw + kj
     return (c * g.kh + ki) * g.kw + kj
@@ -478,28 +479,29 @@ cdef void _direct_dy(const floating* dy, floating* dyv, const Geom* g, Py_ssize_
 
 
 cdef void _direct_wg_call(int shape, Py_ssize_t rows, const int* xrow, const int* drow,
-                          Py_ssize_t n, const floating* dy, Py_ssize_t ldd, int mr,
-                          const floating* xp, const int* off, int kr, floating* dw,
+                          Py_ssize_t n, Py_ssize_t xstep, const floating* dy, Py_ssize_t ldd,
+                          int mr, const floating* xp, const int* off, int kr, floating* dw,
                           Py_ssize_t ldw) noexcept nogil:
-    """The weight-gradient micro-kernel of this shape (see _direct_wg_shape)."""
+    """The weight-gradient micro-kernel of this shape (see _direct_wg_shape); x's vectors
+    xstep apart (a vector's lanes: dense)."""
     if floating is float:
         if shape == 0:
-            cnnc_direct_wgrad4x6_s(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad4x6_s(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
         elif shape == 1:
-            cnnc_direct_wgrad8x3_s(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad8x3_s(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
         elif shape == 2:
-            cnnc_direct_wgrad6x4_s(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad6x4_s(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
         else:
-            cnnc_direct_wgrad3x8_s(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad3x8_s(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
     else:
         if shape == 0:
-            cnnc_direct_wgrad4x6_d(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad4x6_d(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
         elif shape == 1:
-            cnnc_direct_wgrad8x3_d(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad8x3_d(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
         elif shape == 2:
-            cnnc_direct_wgrad6x4_d(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad6x4_d(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
         else:
-            cnnc_direct_wgrad3x8_d(rows, xrow, drow, n, dy, ldd, mr, xp, off, kr, dw, ldw)
+            cnnc_direct_wgrad3x8_d(rows, xrow, drow, n, xstep, dy, ldd, mr, xp, off, kr, dw, ldw)
 
 
 cdef void _direct_wg_chunk(const floating* x, const floating* dy, floating* dw, floating* ws,
@@ -527,7 +529,8 @@ cdef void _direct_wg_chunk(const floating* x, const floating* dy, floating* dw, 
         mr = <int> min(<Py_ssize_t> MR, g.m - mb * MR)
         for kb in range(kblocks):
             kr = <int> min(<Py_ssize_t> KR, g.kdim - kb * KR)
-            _direct_wg_call(shape, rows, xrow, drow, n, dyp + mb * MR * ldd, ldd, mr, xp,
+            _direct_wg_call(shape, rows, xrow, drow, n, DIRECT_VL if floating is float
+                            else DIRECT_VL // 2, dyp + mb * MR * ldd, ldd, mr, xp,
                             off + kb * KR, kr, dw + mb * MR * g.kdim + kb * KR, g.kdim)
 
 
@@ -538,7 +541,7 @@ cdef void _direct_wgrad(const floating* x, const floating* dy, floating* dw, flo
     straight into dW with the threads splitting its rows. ws: _direct_wg_ws elements."""
     cdef Py_ssize_t nb = _direct_wg_images(g), chunks = (g.n + nb - 1) // nb
     cdef Py_ssize_t slots = _direct_wg_slots(g), size = g.m * g.kdim
-    cdef Py_ssize_t per = _direct_wg_per_worker(g), k, s, e, tid = 0
+    cdef Py_ssize_t per = _direct_wg_per_worker(g), k, s, tid = 0
     cdef Py_ssize_t xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t b, oy
     cdef int* off = <int*> ws
@@ -546,7 +549,6 @@ cdef void _direct_wgrad(const floating* x, const floating* dy, floating* dw, flo
     cdef int* drow = xrow + nb * g.oh
     cdef floating* scratch = ws + g.kdim + 2 * nb * g.oh
     cdef floating* parts = scratch + min(g.threads, slots) * per
-    cdef floating v
     _direct_offsets(g, nb, off)
     xrow[0] = drow[0] = 0
     if _direct_wg_rows(g):  # where output row oy of image b starts in a padded plane, in dy
@@ -569,6 +571,14 @@ cdef void _direct_wgrad(const floating* x, const floating* dy, floating* dw, flo
                 _direct_wg_chunk(x + k * nb * xs, dy + k * nb * ys, parts + s * size,
                                  scratch + tid * per, off, xrow, drow, g,
                                  min(nb, g.n - k * nb), 1)
+    _wgrad_add_slots(parts, dw, slots, size, accumulate, n_threads)
+
+
+cdef void _wgrad_add_slots(const floating* parts, floating* dw, Py_ssize_t slots,
+                           Py_ssize_t size, bint accumulate, int n_threads) noexcept nogil:
+    """dw (+)= the partial weight gradients, added in slot order."""
+    cdef Py_ssize_t e, s
+    cdef floating v
     for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                     schedule="static"):
         v = dw[e] if accumulate else 0

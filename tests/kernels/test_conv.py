@@ -162,6 +162,21 @@ WBAT_CASES = [
 # ... and its weight gradient: chunks deep enough for the lane sums, or GEMMs (M*C > 1024)
 WBAT_WGRAD_CASES = [WBAT_CASES[i] for i in (1, 3, 4, 5)]
 
+# The direct path with a lane per image (conv_lanes.pxi: 4-32 channels, C*kh*kw >= 100, at
+# most 14 output columns, from 16 images; the weight gradient unstrided up to 16 channels),
+# with the passes each takes (forward, backward-data, weight gradient): LeNet-5's conv2 (its flipped backward-data too); 28
+# images (float32's second group 12 lanes full) with stride (2, 1), asymmetric padding, a
+# 3x5 kernel and M = 20; dilation 2 (the flipped conv too); stride 3 with M = 6 (6 x 4
+# tiles); padding larger than the kernel (output rows that read zero rows only, negative
+# padding in the flipped conv).
+LANES_CASES = {
+    (16, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1): (True, True, True),
+    (28, 7, 9, 11, 20, (3, 5), (2, 1), (1, 0, 2, 1), 1, 1): (True, False, False),
+    (16, 8, 12, 12, 9, (5, 5), 1, 4, 2, 1): (True, True, True),
+    (32, 4, 13, 13, 6, (5, 5), 3, 2, 1, 1): (True, False, False),
+    (16, 5, 7, 9, 7, (5, 5), 1, (6, 1, 0, 5), 1, 1): (True, True, True),
+}
+
 # Winograd F(4x4, 3x3) (>= 64 channels, M a multiple of 8, >= 256 2x2 tiles in the call):
 # whole 4x4 tiles; partial tiles with asymmetric padding; odd C (its flipped backward-data,
 # M = 65, takes F(2x2)); M = 68 is not a multiple of 8, so F(2x2) throughout.
@@ -512,6 +527,16 @@ def test_wino_vec_matches_other_paths(case, dtype):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+def _assert_threads_agree_inside(case, x, wt, b, y_shape, kw, dy):
+    """Two threads give one thread's bytes in all three passes; nothing outside the
+    outputs is written."""
+    one, two = ((forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
+                for nt in (1, 2))
+    for a, b2 in zip(one, two):
+        assert a.tobytes() == b2.tobytes()
+    _assert_writes_inside(case)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", WBAT_CASES)
 def test_wino_batch_matches_other_paths(case, dtype):
@@ -541,11 +566,68 @@ def test_wino_batch_matches_other_paths(case, dtype):
         for got, want in zip(runs[0][1:], runs[1][1:]):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
     if dtype == np.float32:
-        one, two = ((forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
-                    for nt in (1, 2))
-        for a, b2 in zip(one, two):
-            assert a.tobytes() == b2.tobytes()
-        _assert_writes_inside(case)
+        _assert_threads_agree_inside(case, x, wt, b, y_shape, kw, dy)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(LANES_CASES))
+def test_lanes_path_matches_other_paths(case, dtype):
+    """The direct path with a lane per image against the references (forward with every
+    activation it fuses; backward-data as the transposed conv of dy; the weight gradient)
+    and against the paths the layer takes without it. Two threads give the same bytes;
+    nothing outside the outputs is written."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    stride, pad, dil = kw["stride"], kw["padding"], kw["dilation"]
+    assert conv._lanes_passes(x.shape, wt.shape, stride, pad, dil) == LANES_CASES[case]
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    pre = ref_conv(x, wt, b, stride, pad, dil, 1)
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = _pair(stride), _pair(dil), _quad(pad)
+    out_pad = (x.shape[2] - ((y_shape[2] - 1) * sh - pt - pb + dh * (wt.shape[2] - 1) + 1),
+               x.shape[3] - ((y_shape[3] - 1) * sw - pl - pr + dw * (wt.shape[3] - 1) + 1))
+    refs = (ref_conv_transpose(dy, wt, None, stride, pad, out_pad, dil, 1),
+            ref_weight_grad(x, dy, wt.shape, stride, pad, dil, 1))
+    for act in (None, "relu", "leaky_relu", "tanh"):
+        runs = []
+        for enabled in (True, False):
+            conv._set_lanes(enabled)
+            try:
+                runs.append((forward(x, wt, b, y_shape, kw, act),) + backward(x, wt, dy, kw)[:2])
+            finally:
+                conv._set_lanes(True)
+        np.testing.assert_allclose(runs[0][0], ACTS[act](pre), rtol=tol,
+                                   atol=tol * np.abs(pre).max())
+        for got, want in zip(runs[0][1:], refs):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+        for got, want in zip(*runs):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    if dtype == np.float32:
+        _assert_threads_agree_inside(case, x, wt, b, y_shape, kw, dy)
+
+
+@pytest.mark.parametrize("case", [c for c, passes in LANES_CASES.items() if passes[1]])
+def test_lanes_path_finite_differences(case):
+    """Through the fused bias + tanh: dx and dW at 24 random entries each against central
+    differences (float64; every entry of these 16-image layers would take minutes)."""
+    rng = np.random.default_rng(3)
+    x, wt, b, y_shape, kw = _case_arrays(case, np.float64, rng)
+    dz = rng.standard_normal(y_shape)
+
+    def f():
+        return forward(x, wt, b, y_shape, kw, "tanh")
+
+    dx, dw, _ = backward(x, wt, dz * (1 - f() ** 2), kw)
+    for v, grad in ((x, dx), (wt, dw)):
+        for flat in rng.choice(v.size, 24, replace=False):
+            idx = np.unravel_index(flat, v.shape)
+            old = v[idx]
+            v[idx] = old + 1e-6
+            up = np.vdot(dz, f())
+            v[idx] = old - 1e-6
+            down = np.vdot(dz, f())
+            v[idx] = old
+            # rounding: sums of ~10^4 terms of order 1 at eps = 1e-6
+            assert abs(grad[idx] - (up - down) / 2e-6) <= 1e-6 * abs(grad[idx]) + 1e-6
 
 
 def _wino4_runs(case, dtype, n_threads=1):
@@ -766,6 +848,9 @@ def test_workspace_is_bounded_and_tiled():
                                  # ... with a lane per image: bands of larger images
                                  ((16, 32, 128, 128), (32, 32, 3, 3), 2),
                                  ((64, 16, 64, 64), (16, 16, 3, 3), 2),
+                                 # a lane per image: LeNet-5's conv2, 32 channels
+                                 ((64, 6, 14, 14), (16, 6, 5, 5), 2),
+                                 ((64, 32, 12, 12), (32, 32, 5, 5), 2),
                                  # GEMM Winograd's F(4x4) weight gradient, two partial Z
                                  ((16, 64, 256, 256), (64, 64, 3, 3), 2),
                                  ((16, 64, 256, 256), (64, 64, 3, 3), 1)]:
