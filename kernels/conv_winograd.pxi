@@ -1112,6 +1112,11 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
 # tiles x lanes. Chunks are as deep as V and P within WINO_BAT_WG_ELEMS allow, up to
 # WINO_BAT_WG_TILES tiles (8x8 images: several groups).
 
+cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
+    """Z by the lane-summing kernel (small M x C), else by GEMMs over tiles x lanes."""
+    return g.m * g.c <= WINO_BAT_DOT_MAX
+
+
 cdef inline Py_ssize_t _wbat_wg_tiles(const Geom* g) noexcept nogil:
     """Tiles (of VL images) per weight-gradient chunk, at most."""
     return max(1, min(<Py_ssize_t> WINO_BAT_WG_TILES,
@@ -1125,9 +1130,14 @@ cdef inline Py_ssize_t _wbat_wg_na(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _wbat_wg_ng(const Geom* g) noexcept nogil:
     """Groups of images per weight-gradient chunk (float32's; float64's groups are half as
-    large, and twice as many fit)."""
-    return max(1, min((g.n + WINO_VL - 1) // WINO_VL,
-                      _wbat_wg_tiles(g) // (_wbat_wg_na(g) * _wbat_tw(g))))
+    large, and twice as many fit). By GEMMs, at most half of them, so that two threads
+    share the call (ResNet-20's 8x8 stage fit all 4 groups in one chunk, on one thread:
+    1.5-1.7x on two threads now, the same on one); the lane-summing kernel needs the depth
+    (see _wbat_wg_ok)."""
+    cdef Py_ssize_t groups = (g.n + WINO_VL - 1) // WINO_VL
+    if not _wbat_wg_dot(g):
+        groups = (groups + 1) // 2
+    return max(1, min(groups, _wbat_wg_tiles(g) // (_wbat_wg_na(g) * _wbat_tw(g))))
 
 
 cdef inline Py_ssize_t _wbat_wg_xs(const Geom* g) noexcept nogil:
@@ -1157,11 +1167,6 @@ cdef Py_ssize_t _wbat_wg_workspace(const Geom* g) noexcept nogil:
     """Z per slot, then each worker's chunk scratch."""
     cdef Py_ssize_t slots = _wbat_wg_slots(g)
     return slots * 36 * g.m * g.c + min(g.threads, slots) * _wbat_wg_per_worker(g)
-
-
-cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
-    """Z by the lane-summing kernel (small M x C), else by GEMMs over tiles x lanes."""
-    return g.m * g.c <= WINO_BAT_DOT_MAX
 
 
 cdef inline bint _wbat_wg_ok(const Geom* g) noexcept nogil:
@@ -1253,8 +1258,8 @@ cdef void _wbat_wgrad(const floating* x, const floating* dy, floating* dw, float
     cdef Py_ssize_t chunks = _wbat_wg_count(g, vl), slots = _wbat_wg_slots(g)
     cdef Py_ssize_t size = 36 * g.m * g.c, s, e, tid = 0
     cdef floating* scratch = ws + slots * size
-    memset(ws, 0, slots * size * sizeof(floating))
     if slots == 1 or n_threads == 1:
+        memset(ws, 0, slots * size * sizeof(floating))
         for s in range(slots):
             _wbat_wg_chunks(x, dy, ws + s * size, scratch, g, s * chunks // slots,
                             (s + 1) * chunks // slots)
@@ -1262,9 +1267,11 @@ cdef void _wbat_wgrad(const floating* x, const floating* dy, floating* dw, float
         with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
             tid = threadid()
             for s in prange(slots, schedule="static"):
+                memset(ws + s * size, 0, size * sizeof(floating))
                 _wbat_wg_chunks(x, dy, ws + s * size, scratch + tid * _wbat_wg_per_worker(g),
                                 g, s * chunks // slots, (s + 1) * chunks // slots)
     for s in range(1, slots):
-        for e in range(size):
+        for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
+                        schedule="static"):
             ws[e] = ws[e] + ws[s * size + e]
     _wino_wg_output(ws, dw, g, accumulate, n_threads, 4)

@@ -12,9 +12,13 @@ Hyper-parameter defaults are PyTorch's.
 """
 from cython.parallel cimport prange
 
+cimport numpy as cnp
+
 from libc.math cimport sqrtf
 
 include "elementwise_common.pxi"
+
+cnp.import_array()
 
 from cnnc._kernels.elementwise import scale as _scale
 
@@ -41,21 +45,75 @@ def sgd_step(param, grad, momentum_buf=None, *, lr: float, momentum: float = 0.0
     momentum_buf is required (IN/OUT) when momentum != 0, else ignored. Nesterov needs
     momentum > 0 and dampening == 0.
     """
-    _non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    _non_negative(lr=lr)
+    t = _step(step)
+    sgd_bind(param, grad, momentum_buf, np.array([lr], np.float64), np.array([t], np.int64),
+             momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+             nesterov=nesterov, n_threads=n_threads)()
+
+
+def sgd_bind(param, grad, momentum_buf, lr, step, *, momentum: float = 0.0,
+             dampening: float = 0.0, weight_decay: float = 0.0, nesterov=False,
+             n_threads=None):
+    """sgd_step on these arrays, checked once: returns a callable that runs the update,
+    reading the learning rate and the 1-based step from the 1-element arrays lr (float64)
+    and step (int64) when called, and checking them then (a training plan binds each
+    update once)."""
+    _non_negative(momentum=momentum, weight_decay=weight_decay)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("nesterov momentum needs momentum > 0 and dampening == 0")
+    for name, a, dtype in (("lr", lr, np.float64), ("step", step, np.int64)):
+        if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == (1,)):
+            raise ValueError(f"{name} must be a 1-element {np.dtype(dtype).name} array")
     use_buf = momentum != 0
     _optim_args(param, grad, {"momentum_buf": momentum_buf if use_buf else None},
                 ("momentum_buf",) if use_buf else ())
-    t = _step(step)
-    nt = _threads(n_threads, param.size)
-    momentum_buf = momentum_buf if use_buf else None
-    if param.dtype == np.float32:
-        _sgd[float](param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
-                    nesterov, t == 1, nt)
-    else:
-        _sgd[double](param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
-                     nesterov, t == 1, nt)
+    return _SgdCall(param, grad, momentum_buf if use_buf else None, lr, step, momentum,
+                    dampening, weight_decay, nesterov, _threads(n_threads, param.size))
+
+
+cdef class _SgdCall:
+    """One SGD update bound to its arrays (see sgd_bind): lr and the step are read, and
+    checked, at each call."""
+    cdef object p, g, buf, lr, step
+    cdef double momentum, dampening, wd
+    cdef bint nesterov
+    cdef int nt
+
+    def __cinit__(self, p, g, buf, lr, step, double momentum, double dampening, double wd,
+                  bint nesterov, int nt):
+        self.p, self.g, self.buf, self.lr, self.step = p, g, buf, lr, step
+        self.momentum, self.dampening, self.wd = momentum, dampening, wd
+        self.nesterov, self.nt = nesterov, nt
+
+    def __call__(self) -> None:
+        cdef double lr = (<const double*> cnp.PyArray_DATA(self.lr))[0]
+        cdef long long t = (<const long long*> cnp.PyArray_DATA(self.step))[0]
+        if not lr >= 0:  # also NaN
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if t < 1:
+            raise ValueError(f"step must be an int >= 1 (the 1-based update count), got {t}")
+        _sgd_run(self.p, self.g, self.buf, lr, self.momentum, self.dampening, self.wd,
+                 self.nesterov, t == 1, self.nt)
+
+
+cdef void _sgd_run(cnp.ndarray p, cnp.ndarray g, cnp.ndarray buf, double lr,
+                   double momentum, double dampening, double wd, bint nesterov, bint first,
+                   int nt):
+    """_sgd on checked arrays (buf None without momentum)."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
+    cdef void* pp = cnp.PyArray_DATA(p)
+    cdef const void* pg = cnp.PyArray_DATA(g)
+    cdef void* pb = NULL if buf is None else cnp.PyArray_DATA(buf)
+    if n == 0:
+        return
+    with nogil:
+        if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+            _sgd[double](<double*> pp, <const double*> pg, <double*> pb, n, lr, momentum,
+                         dampening, wd, nesterov, first, nt)
+        else:
+            _sgd[float](<float*> pp, <const float*> pg, <float*> pb, n, lr, momentum,
+                        dampening, wd, nesterov, first, nt)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr: float = 1e-3,
@@ -210,15 +268,11 @@ cdef inline Py_ssize_t _n_chunks(Py_ssize_t n) noexcept nogil:
     return (n + UPDATE_CHUNK - 1) // UPDATE_CHUNK
 
 
-cdef void _sgd(floating[::1] p, const floating[::1] grad, floating[::1] buf, double lr,
+cdef void _sgd(floating* pp, const floating* pg, floating* pb, Py_ssize_t n, double lr,
                double momentum, double dampening, double wd, bint nesterov, bint first,
                int nt) noexcept nogil:
-    cdef Py_ssize_t n = p.shape[0], c, i0
-    if n == 0:
-        return
-    cdef floating* pp = &p[0]
-    cdef const floating* pg = &grad[0]
-    cdef floating* pb = NULL if buf is None else &buf[0]
+    """sgd_step on n elements at pp, pg and (with momentum, else NULL) pb."""
+    cdef Py_ssize_t c, i0
     for c in prange(_n_chunks(n), schedule="static", num_threads=nt):
         i0 = c * UPDATE_CHUNK
         _sgd_chunk(pp + i0, pg + i0, pb + i0 if pb != NULL else NULL,

@@ -120,13 +120,10 @@ def update_kernel(node, ctx) -> Callable[[], None]:
     p, g, *state = (ctx.array(v).reshape(-1) for v in node.inputs)
     a, counter, lr, n = node.attrs, ctx.counter, ctx.lr, ctx.n_threads
     if node.op == "sgd_update":
-        buf = state[0] if state else None
-
-        def run() -> None:
-            _optim.sgd_step(p, g, buf, lr=float(lr[0]), momentum=a.momentum,
-                            weight_decay=a.weight_decay, nesterov=a.nesterov,
-                            step=int(counter[0]), n_threads=n)
-    elif node.op == "rmsprop_update":
+        return _optim.sgd_bind(p, g, state[0] if state else None, lr, counter,
+                               momentum=a.momentum, weight_decay=a.weight_decay,
+                               nesterov=a.nesterov, n_threads=n)
+    if node.op == "rmsprop_update":
         buf = state[1] if len(state) > 1 else None
 
         def run() -> None:

@@ -187,3 +187,31 @@ def test_bad_inputs_raise_value_error():
     for call in bad:
         with pytest.raises(ValueError):
             call()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bound_sgd_reads_lr_and_step_when_called(dtype):
+    """sgd_bind's call, with the learning rate and step changed between calls, matches
+    sgd_step; a bad lr or step in the arrays is refused at the call, bad arrays at binding."""
+    rng = np.random.default_rng(6)
+    p, grads = problem(rng, 4099, dtype)
+    hp = dict(momentum=0.9, weight_decay=1e-3, nesterov=True)
+    q, buf, qb = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    g = np.empty_like(p)
+    lr, step = np.zeros(1), np.zeros(1, np.int64)
+    call = O.sgd_bind(p, g, buf, lr, step, **hp)
+    for t, grad in enumerate(grads, start=1):
+        g[:] = grad
+        lr[0], step[0] = 0.1 / t, t
+        call()
+        O.sgd_step(q, grad, qb, lr=0.1 / t, step=t, **hp)
+        np.testing.assert_array_equal(p, q)
+    for lr[0], step[0] in ((-0.1, 1), (np.nan, 1), (0.1, 0)):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(ValueError, match="lr"):
+        O.sgd_bind(p, g, buf, np.zeros(1, np.float32), step, **hp)
+    with pytest.raises(ValueError, match="step"):
+        O.sgd_bind(p, g, buf, lr, np.zeros(2, np.int64), **hp)
+    with pytest.raises(ValueError):
+        O.sgd_bind(p, p, buf, lr, step, **hp)  # grad aliases param
