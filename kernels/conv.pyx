@@ -53,6 +53,13 @@ take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector la
 a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
 position that feeds the output transform (bias, relu) directly; 1.2-1.5x the direct path.
 
+Thin layers on small images (4-32 input channels, C*kh*kw >= 100, at most 14 output
+columns, from 16 images: LeNet-5's conv2 and its flipped backward-data, ResNet-20's 32 -> 64
+stride-2 entry) take the direct path with a lane per image instead (conv_lanes.pxi): chunks
+of 16 images transposed so that a vector holds one pixel of each, the direct path's sums
+over whole vectors at any width and stride, no padding columns computed; the weight
+gradient too for unstrided layers of up to 16 channels (1.1-1.4x the direct path).
+
 Layers with at most 16 output pixels per image and >= 64 channels in and out (VGG's last
 stages on CIFAR), ungrouped with horizontal stride 1, take per-tap GEMMs instead
 (conv_taps.pxi): x channels-last and the weights tap-major, one GEMM over the channels per
@@ -67,7 +74,8 @@ alone is larger; a multi-image chunk holds at most 2**20 elements, a Winograd ch
 2**19; the transposed weight gradient adds a channels-last copy of the chunk's x, used only
 when it holds at most 2**19 elements; the direct path's padded copy of x (and, for its
 weight gradient, of dy) holds at most 2**20 + 2**19 elements per thread, as do the strided
-path's phase planes of x or its padded dy; a vector Winograd
+path's phase planes of x or its padded dy, and the lane-per-image path's transposed band
+of x and stage row (its weight gradient: x and dy); a vector Winograd
 chunk at most 2**20 (else that path is not taken); the per-tap path M*K elements of rearranged
 weights (or their gradient) and a chunk of channels-last x (or dx) and y (or dy) of at
 most 2**20 (else not taken). So ``conv2d_workspace_size`` <=
