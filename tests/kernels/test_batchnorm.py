@@ -194,8 +194,12 @@ def test_float32_statistics_survive_a_large_offset(shape):
     y, mean, invstd = np.empty_like(x), np.empty(2, np.float32), np.empty(2, np.float32)
     B.batchnorm_forward_train(x, np.ones(2, np.float32), np.zeros(2, np.float32), y, mean,
                               invstd, None, None, eps=1e-8)
-    std = x.astype(np.float64).std(axis=(0, 2, 3))
+    x64 = x.astype(np.float64)
+    std = x64.std(axis=(0, 2, 3))
     np.testing.assert_allclose(1 / invstd, std, rtol=1e-4)
+    # the normalised values too: x - mean cancels 5 digits here, in float32 arithmetic
+    want = (x64 - per_channel(x64.mean(axis=(0, 2, 3)), x)) / per_channel(std, x)
+    np.testing.assert_allclose(y, want, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("activation", ["none", "relu"])
