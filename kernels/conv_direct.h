@@ -128,38 +128,29 @@ static void NAME(ptrdiff_t K, const T *a, const T *xp, const int *off, const T *
 #define CNNC_DIRECT_IN_REG(v) ((void)0)
 #endif
 
-/* One vector step of the weight gradient: MR x KR FMAs on dy's vectors at d[i] + DQ (its n
- * lanes, the rest 0, read by LOAD) and x's at x[j] + XQ. The smaller of the two operand
- * sets stays in registers while the other streams (MR*KR accumulators + min(MR, KR) + 1
- * vectors fit the 32). */
-#define CNNC_DIRECT_WG_STEP(VT, MR, KR, LOAD, DQ, XQ)                                      \
+/* One vector step of the weight gradient: MR x KR FMAs on lanes v of run r, dy's n lanes
+ * there (the rest 0) read by LOAD, and x's vector u (v / VL vectors of xstep on). The
+ * smaller of the two operand sets stays in registers while the other streams (MR*KR
+ * accumulators + min(MR, KR) + 1 vectors fit the 32). */
+#define CNNC_DIRECT_WG_STEP(VT, MR, KR, LOAD)                                              \
     if (MR <= KR) {                                                                        \
         VT dv[MR];                                                                         \
-        for (int i = 0; i < MR; i++) dv[i] = LOAD(VT, d[i] + (DQ), n);                   \
+        for (int i = 0; i < MR; i++) dv[i] = LOAD(VT, d[i] + dq + v, n);             \
         for (int j = 0; j < KR; j++) {                                                     \
             VT xv;                                                                         \
-            memcpy(&xv, x[j] + (XQ), sizeof(VT));                                          \
+            memcpy(&xv, x[j] + xq + u, sizeof(VT));                                        \
             CNNC_DIRECT_IN_REG(xv); /* one load, not one per FMA operand */               \
             for (int i = 0; i < MR; i++) acc[i][j] += dv[i] * xv;                          \
         }                                                                                  \
     } else {                                                                               \
         VT xv[KR];                                                                         \
-        for (int j = 0; j < KR; j++) memcpy(&xv[j], x[j] + (XQ), sizeof(VT));          \
+        for (int j = 0; j < KR; j++) memcpy(&xv[j], x[j] + xq + u, sizeof(VT));        \
         for (int i = 0; i < MR; i++) {                                                     \
-            VT dv = LOAD(VT, d[i] + (DQ), n);                                          \
+            VT dv = LOAD(VT, d[i] + dq + v, n);                                      \
             CNNC_DIRECT_IN_REG(dv);                                                        \
             for (int j = 0; j < KR; j++) acc[i][j] += dv * xv[j];                          \
         }                                                                                  \
     }
-
-/* dw[i][j] += the sum of acc[i][j]'s lanes, in lane order, for the real rows and taps. */
-#define CNNC_DIRECT_WG_ADD(T, VL)                                                          \
-    for (int i = 0; i < mr; i++)                                                           \
-        for (int j = 0; j < kr; j++) {                                                     \
-            T s = 0;                                                                       \
-            for (int l = 0; l < VL; l++) s += acc[i][j][l];                                \
-            dw[i * ldw + j] += s;                                                          \
-        }
 
 #define CNNC_DIRECT_WGRAD(NAME, T, VT, VL, MR, KR, MLOAD)                                  \
 static void NAME(ptrdiff_t rows, const int *xrow, const int *drow, ptrdiff_t len,          \
@@ -177,10 +168,15 @@ static void NAME(ptrdiff_t rows, const int *xrow, const int *drow, ptrdiff_t len
         ptrdiff_t u = 0;                                                                   \
         for (ptrdiff_t v = 0; v < len; v += VL, u += xstep) { /* one body: no spills */    \
             ptrdiff_t n = len - v < VL ? len - v : VL;                                     \
-            CNNC_DIRECT_WG_STEP(VT, MR, KR, MLOAD, dq + v, xq + u)                         \
+            CNNC_DIRECT_WG_STEP(VT, MR, KR, MLOAD)                                         \
         }                                                                                  \
     }                                                                                      \
-    CNNC_DIRECT_WG_ADD(T, VL)                                                              \
+    for (int i = 0; i < mr; i++)                                                           \
+        for (int j = 0; j < kr; j++) {                                                     \
+            T s = 0;                                                                       \
+            for (int l = 0; l < VL; l++) s += acc[i][j][l];                                \
+            dw[i * ldw + j] += s;                                                          \
+        }                                                                                  \
 }
 
 typedef float cnnc_direct_f16 __attribute__((vector_size(64)));

@@ -135,7 +135,7 @@ cdef inline bint _lanes_ok(const Geom* g) noexcept nogil:
     group's lanes empty, and a chunk's scratch within the documented bound. Measured
     against the direct and strided paths (benchmarks/bench_conv_paths.py --path lanes):
     LeNet-5's conv2 forward 1.1-1.15x, its flipped backward-data 1.15-1.35x, its weight
-    gradient 1.4-1.6x; ResNet-20's 32 -> 64 stride-2 entry forward 1.15-1.3x. Thinner
+    gradient 1.4-1.6x; ResNet-20's 32 -> 64 stride-2 entry forward 1.15-1.5x. Thinner
     inputs lose to the transposes (1-3 channels: 0.5-0.8x), and wider outputs gain nothing
     (16 channels, 5x5 on 16x16: 0.95-1.05x; ResNet-20's 16 -> 32 entry 0.9-1.05x)."""
     cdef Py_ssize_t empty = (WINO_VL - g.n % WINO_VL) % WINO_VL
