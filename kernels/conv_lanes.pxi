@@ -15,24 +15,12 @@
 # and out, paid once per element against the C*kh*kw products of each output pixel.
 
 cdef extern from "conv_lanes.h" nogil:
-    void cnnc_lanes_tile8_s(Py_ssize_t K, const float* a, const float* xp, const int* off,
-                            Py_ssize_t vs, const float* bias, int relu,
-                            float* out, Py_ssize_t ldo)
-    void cnnc_lanes_tile6_s(Py_ssize_t K, const float* a, const float* xp, const int* off,
-                            Py_ssize_t vs, const float* bias, int relu,
-                            float* out, Py_ssize_t ldo)
-    void cnnc_lanes_tile4_s(Py_ssize_t K, const float* a, const float* xp, const int* off,
-                            Py_ssize_t vs, const float* bias, int relu,
-                            float* out, Py_ssize_t ldo)
-    void cnnc_lanes_tile8_d(Py_ssize_t K, const double* a, const double* xp, const int* off,
-                            Py_ssize_t vs, const double* bias, int relu,
-                            double* out, Py_ssize_t ldo)
-    void cnnc_lanes_tile6_d(Py_ssize_t K, const double* a, const double* xp, const int* off,
-                            Py_ssize_t vs, const double* bias, int relu,
-                            double* out, Py_ssize_t ldo)
-    void cnnc_lanes_tile4_d(Py_ssize_t K, const double* a, const double* xp, const int* off,
-                            Py_ssize_t vs, const double* bias, int relu,
-                            double* out, Py_ssize_t ldo)
+    void cnnc_lanes_tile_s(int mr, int nv, Py_ssize_t K, const float* a, const float* xp,
+                           const int* off, Py_ssize_t vs, const float* bias, int relu,
+                           float* out, Py_ssize_t ldo)
+    void cnnc_lanes_tile_d(int mr, int nv, Py_ssize_t K, const double* a, const double* xp,
+                           const int* off, Py_ssize_t vs, const double* bias, int relu,
+                           double* out, Py_ssize_t ldo)
 
 cdef enum:
     LANES_BAND = 131072  # forward: transposed x per chunk, in elements (half of L2)
@@ -52,8 +40,9 @@ def _set_lanes(bint enabled) -> None:
 
 
 cdef inline int _lanes_shape(const Geom* g) noexcept nogil:
-    """The forward tile that computes the fewest padded channels x pixels of a row (the
-    first of a tie: 8 x 3)."""
+    """The forward tile shape whose whole tiles would cover the fewest padded channels x
+    pixels of a row (the first of a tie: 8 x 3); a row's last tile is narrowed to the
+    pixels left (conv_lanes.h)."""
     cdef int s, best = 0
     cdef Py_ssize_t work, least = -1
     for s in range(LANES_SHAPES):
@@ -65,7 +54,7 @@ cdef inline int _lanes_shape(const Geom* g) noexcept nogil:
 
 
 cdef inline Py_ssize_t _lanes_cols(const Geom* g) noexcept nogil:
-    """Output pixels a row of tiles computes (whole tiles)."""
+    """Output pixels a row of whole tiles would cover: the scratch is sized for them."""
     cdef int nv = _lanes_nv[_lanes_shape(g)]
     return (g.ow + nv - 1) // nv * nv
 
@@ -134,8 +123,8 @@ cdef inline bint _lanes_ok(const Geom* g) noexcept nogil:
     and at most 14 output columns, from 16 images with at most a quarter of the last
     group's lanes empty, and a chunk's scratch within the documented bound. Measured
     against the direct and strided paths (benchmarks/bench_conv_paths.py --path lanes):
-    LeNet-5's conv2 forward 1.1-1.15x, its flipped backward-data 1.15-1.35x, its weight
-    gradient 1.4-1.6x; ResNet-20's 32 -> 64 stride-2 entry forward 1.15-1.5x. Thinner
+    LeNet-5's conv2 forward 1.3x, its flipped backward-data 1.4x, its weight gradient
+    1.4x; ResNet-20's 32 -> 64 stride-2 entry forward 1.15-1.5x. Thinner
     inputs lose to the transposes (1-3 channels: 0.5-0.8x), and wider outputs gain nothing
     (16 channels, 5x5 on 16x16: 0.95-1.05x; ResNet-20's 16 -> 32 entry 0.9-1.05x)."""
     cdef Py_ssize_t empty = (WINO_VL - g.n % WINO_VL) % WINO_VL
@@ -174,26 +163,6 @@ cdef void _lanes_x(const floating* x, floating* xl, const Geom* g, Py_ssize_t b0
                 cnnc_wbat_row_d(src, xsz, n, g.w, g.pl, xs, xl + (c * rin + r) * xs * vl)
 
 
-cdef void _lanes_tile(int shape, Py_ssize_t K, const floating* a, const floating* xp,
-                      const int* off, Py_ssize_t vs, const floating* bias, bint relu,
-                      floating* out, Py_ssize_t ldo) noexcept nogil:
-    """The forward tile of this shape (see _lanes_shape)."""
-    if floating is float:
-        if shape == 0:
-            cnnc_lanes_tile8_s(K, a, xp, off, vs, bias, relu, out, ldo)
-        elif shape == 1:
-            cnnc_lanes_tile6_s(K, a, xp, off, vs, bias, relu, out, ldo)
-        else:
-            cnnc_lanes_tile4_s(K, a, xp, off, vs, bias, relu, out, ldo)
-    else:
-        if shape == 0:
-            cnnc_lanes_tile8_d(K, a, xp, off, vs, bias, relu, out, ldo)
-        elif shape == 1:
-            cnnc_lanes_tile6_d(K, a, xp, off, vs, bias, relu, out, ldo)
-        else:
-            cnnc_lanes_tile4_d(K, a, xp, off, vs, bias, relu, out, ldo)
-
-
 cdef void _lanes_chunk(const floating* x, const floating* a, const int* off, floating* y,
                        floating* ws, const Geom* g, Py_ssize_t k, int act,
                        floating act_param) noexcept nogil:
@@ -203,7 +172,7 @@ cdef void _lanes_chunk(const floating* x, const floating* a, const int* off, flo
     backward-data pads by k - 1 - p: LeNet-5's conv2 reads 4 zero rows above and below
     its 10)."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
-    cdef int shape = _lanes_shape(g), mr = _lanes_mr[shape], nv = _lanes_nv[shape]
+    cdef int shape = _lanes_shape(g), mr = _lanes_mr[shape], nv = _lanes_nv[shape], tv
     cdef Py_ssize_t band = _lanes_band(g), bands = (g.oh + band - 1) // band
     cdef Py_ssize_t b0 = k // bands * vl, oy0 = k % bands * band
     cdef Py_ssize_t oy1 = min(g.oh, oy0 + band), rin = _lanes_rows_in(g, band)
@@ -223,10 +192,19 @@ cdef void _lanes_chunk(const floating* x, const floating* a, const int* off, flo
         base = ws + (oy - oy0) * g.sh * xs * vl
         for blk in range(blocks):
             for t in range((g.ow + nv - 1) // nv):
-                _lanes_tile(shape, (ki1 - ki0) * run, a + (blk * g.kdim + ki0 * run) * mr,
-                            base + t * nv * g.sw * vl, off + ki0 * run, g.sw * vl,
-                            bias + blk * mr, act == ACT_RELU, st + blk * mr * ldo + t * nv * vl,
-                            ldo)
+                tv = <int> min(<Py_ssize_t> nv, g.ow - t * nv)  # the last tile: what is left
+                if floating is float:
+                    cnnc_lanes_tile_s(mr, tv, (ki1 - ki0) * run,
+                                      a + (blk * g.kdim + ki0 * run) * mr,
+                                      base + t * nv * g.sw * vl, off + ki0 * run, g.sw * vl,
+                                      bias + blk * mr, act == ACT_RELU,
+                                      st + blk * mr * ldo + t * nv * vl, ldo)
+                else:
+                    cnnc_lanes_tile_d(mr, tv, (ki1 - ki0) * run,
+                                      a + (blk * g.kdim + ki0 * run) * mr,
+                                      base + t * nv * g.sw * vl, off + ki0 * run, g.sw * vl,
+                                      bias + blk * mr, act == ACT_RELU,
+                                      st + blk * mr * ldo + t * nv * vl, ldo)
         for i in range(g.m):
             dst = y + ((b0 * g.m + i) * g.oh + oy) * g.ow
             if floating is float:
