@@ -164,11 +164,12 @@ WBAT_WGRAD_CASES = [WBAT_CASES[i] for i in (1, 3, 4, 5)]
 
 # The direct path with a lane per image (conv_lanes.pxi: 4-32 channels, C*kh*kw >= 100, at
 # most 14 output columns, from 16 images; the weight gradient unstrided up to 16 channels),
-# with the passes each takes (forward, backward-data, weight gradient): LeNet-5's conv2 (its flipped backward-data too); 28
-# images (float32's second group 12 lanes full) with stride (2, 1), asymmetric padding, a
-# 3x5 kernel and M = 20; dilation 2 (the flipped conv too); stride 3 with M = 6 (6 x 4
-# tiles); padding larger than the kernel (output rows that read zero rows only, negative
-# padding in the flipped conv).
+# with the passes each takes (forward, backward-data, weight gradient): LeNet-5's conv2
+# (its flipped backward-data too); 28 images (float32's second group 12 lanes full) with
+# stride (2, 1), asymmetric padding, a 3x5 kernel and M = 20; dilation 2 (the flipped conv
+# too); stride 3 with M = 6 (6 x 4 tiles); padding larger than the kernel (output rows that
+# read zero rows only, negative padding in the flipped conv). Widths of 4-14 columns: every
+# row ends in a narrowed tile somewhere.
 LANES_CASES = {
     (16, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1): (True, True, True),
     (28, 7, 9, 11, 20, (3, 5), (2, 1), (1, 0, 2, 1), 1, 1): (True, False, False),
