@@ -168,8 +168,8 @@ WBAT_WGRAD_CASES = [WBAT_CASES[i] for i in (1, 3, 4, 5)]
 # (its flipped backward-data too); 28 images (float32's second group 12 lanes full) with
 # stride (2, 1), asymmetric padding, a 3x5 kernel and M = 20; dilation 2 (the flipped conv
 # too); stride 3 with M = 6 (6 x 4 tiles); padding larger than the kernel (output rows that
-# read zero rows only, negative padding in the flipped conv). Widths of 4-14 columns: every
-# row ends in a narrowed tile somewhere.
+# read zero rows only, negative padding in the flipped conv). Widths of 5-14 columns, most
+# rows ending in a narrowed tile.
 LANES_CASES = {
     (16, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1): (True, True, True),
     (28, 7, 9, 11, 20, (3, 5), (2, 1), (1, 0, 2, 1), 1, 1): (True, False, False),
