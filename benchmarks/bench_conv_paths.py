@@ -5,7 +5,8 @@
 For each layer of the path's list (3x3 stride-1 layers: ResNet-20's stages, the seed CNN's
 conv2, VGG-11's 64 -> 128 layer, 32 -> 64 channels on 8x8; for the lane-per-image direct
 path, LeNet-5's convs, the seed CNN's and ResNet-20's first, ResNet-20's stride-2 entries
-and 5x5 layers on 16x16), the forward, backward-data and weight gradient are bound once
+and 5x5 layers on 16x16; for the sampled 1x1 path, ResNet-20's and ResNet-50's
+projection shortcuts), the forward, backward-data and weight gradient are bound once
 with the path allowed and once without it, then timed alternately (one thread, process CPU
 time, best of --reps): this machine is shared, so only ratios from one run compare. A
 pass marked '-' does not take the path (by its bytes out, or for the lane-per-image path,
@@ -40,11 +41,18 @@ LANES_LAYERS = [
     ("c16m32.5x5", (64, 16, 16, 32, 5, 1, 2)),
     ("c32m32.5x5.12", (64, 32, 12, 32, 5, 1, 2)),
 ]
+POINTWISE_LAYERS = [
+    ("resnet20.short2", (64, 16, 32, 32, 1, 2, 0)),
+    ("resnet20.short3", (64, 32, 16, 64, 1, 2, 0)),
+    ("resnet50.short3", (8, 256, 56, 512, 1, 2, 0)),
+    ("resnet50.short4", (8, 512, 28, 1024, 1, 2, 0)),
+]
 
 # the switches that allow (True) or forbid (False) each path, and the layers to compare on
 PATHS = {"batch": (conv._set_wino_batch, WINO_LAYERS), "vec": (conv._set_wino_vec, WINO_LAYERS),
          "wino4": (conv._set_wino4, WINO_LAYERS), "direct": (conv._set_direct, WINO_LAYERS),
-         "strided": (conv._set_strided, LANES_LAYERS), "lanes": (conv._set_lanes, LANES_LAYERS)}
+         "strided": (conv._set_strided, LANES_LAYERS), "lanes": (conv._set_lanes, LANES_LAYERS),
+         "pointwise": (conv._set_pointwise, POINTWISE_LAYERS)}
 
 
 def bind(layer, allowed: bool, switch):
@@ -84,6 +92,8 @@ def time_layer(layer, switch, reps: int) -> dict:
     taken = [runs[True][1][k].tobytes() != runs[False][1][k].tobytes() for k in range(3)]
     if switch is conv._set_lanes:  # same bytes forward: ask the path
         taken = conv._lanes_passes((n, c, h, h), (m, c, k, k), s, p)
+    if switch is conv._set_pointwise:  # the same sums as im2col's: taken by every 1x1 here
+        taken = [True] * 3
     for k, name in enumerate(("fwd", "dx", "wg")):
         row[name] = {"ms": best[True, k] * 1e3, "ms_without": best[False, k] * 1e3,
                      "ratio": best[False, k] / best[True, k], "taken": bool(taken[k]),

@@ -18,7 +18,9 @@ register-tiled micro-kernels, no im2col) unless Winograd applies; so do strided 
 with dilation 1 and more than one tap (conv_strided.pxi: x copied into its stride phase
 planes, on which the taps read consecutive pixels again), whose backward-data is one
 direct convolution of dy per phase of dx (ResNet-20's stride-2 3x3 layers: 1.1-1.4x
-im2col forward and backward-data); the rest is im2col + GEMM. With stride 1 and >= 16
+im2col forward and backward-data); 1x1 layers with a stride or padding copy the pixels
+they sample and run the 1x1 path's GEMMs on the copy (conv_pointwise.pxi: ResNet-20's
+shortcuts 1.2-3x im2col); the rest is im2col + GEMM. With stride 1 and >= 16
 input channels per group (>= 4 when the direct path takes it), backward-data is instead
 the forward conv of dy with the flipped, transposed weights (padding d*(k-1) - p): a
 GEMM as wide as the forward's and no col2im scatter. The weight gradient is direct for
@@ -75,7 +77,8 @@ alone is larger; a multi-image chunk holds at most 2**20 elements, a Winograd ch
 when it holds at most 2**19 elements; the direct path's padded copy of x (and, for its
 weight gradient, of dy) holds at most 2**20 + 2**19 elements per thread, as do the strided
 path's phase planes of x or its padded dy, and the lane-per-image path's transposed band
-of x and stage row (its weight gradient: x and dy); a vector Winograd
+of x and stage row (its weight gradient: x and dy); the sampled 1x1 path's samples at
+most 2**19 elements (C*OW <= 2**19, else not taken); a vector Winograd
 chunk at most 2**20 (else that path is not taken); the per-tap path M*K elements of rearranged
 weights (or their gradient) and a chunk of channels-last x (or dx) and y (or dy) of at
 most 2**20 (else not taken). So ``conv2d_workspace_size`` <=
@@ -183,6 +186,7 @@ include "conv_direct.pxi"
 include "conv_lanes.pxi"
 include "conv_strided.pxi"
 include "conv_taps.pxi"
+include "conv_pointwise.pxi"
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,6 +327,8 @@ cdef Py_ssize_t _workspace_elems(const Geom* g):
     cdef Py_ssize_t need
     if g.path != PATH_IM2COL:
         return 0
+    if _pointwise(g):
+        return _pw_workspace(g)
     need = max(_fwd_elems(g), g.workers * g.ws1)
     if _wgrad_slots(g) > 1 or g.xt:
         need = max(need, g.workers * (g.ws1 + g.xt) + _wgrad_slots(g) * g.m * g.kdim)
@@ -1040,6 +1046,8 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
                     int n_threads) noexcept nogil:
     if g.path == PATH_DEPTHWISE:
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
+    elif _pointwise(g):
+        _pw_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.taps & TAPS_FWD:
         _taps_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.lanes:
@@ -1063,6 +1071,8 @@ cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, fl
     cdef Geom f
     if g.path == PATH_DEPTHWISE:
         _dw_bwd_data(dy, w, dx, g, n_threads)
+    elif _pointwise(g):
+        _pw_bwd_data(dy, w, dx, ws, g, n_threads)
     elif g.taps & TAPS_DATA:
         _taps_bwd_data(dy, w, dx, ws, g, n_threads)
     elif _strided_data_ok(g):
@@ -1085,6 +1095,8 @@ cdef void _conv_bwd_weight(const floating* x, const floating* dy, floating* dw, 
     elif g.n == 0:
         if not accumulate:
             memset(dw, 0, g.m * g.kdim * sizeof(floating))
+    elif _pointwise(g):
+        _pw_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif g.taps & TAPS_WG:
         _taps_wgrad(x, dy, dw, ws, g, accumulate, n_threads)
     elif _lanes_wg_ok(g):

@@ -80,7 +80,8 @@ CONV_CASES = [
     (1, 1, 1, 1, 1, (1, 1), 1, 0, 1, 1),
     (2, 3, 7, 7, 4, (3, 3), 1, 1, 1, 1),
     (2, 2, 8, 9, 5, (1, 1), 1, 0, 1, 1),                   # 1x1 path
-    (1, 3, 7, 7, 2, (1, 1), 2, 0, 1, 1),                   # 1x1 with stride: im2col
+    (1, 3, 7, 7, 2, (1, 1), 2, 0, 1, 1),                   # 1x1 with stride: sampled
+    (2, 4, 9, 8, 6, (1, 1), (2, 3), (1, 0, 2, 1), 1, 2),   # ... padding, groups 2
     (1, 4, 17, 5, 6, (3, 2), 2, (0, 1, 1, 0), 1, 2),       # asymmetric padding, groups 2
     (3, 4, 6, 6, 4, (3, 3), 1, 1, 1, 2),
     (2, 4, 9, 7, 4, (3, 3), 1, 1, 1, 4),                   # depthwise
@@ -205,6 +206,21 @@ STRIDED_CASES = [
     (5, 2, 7, 5, 3, (3, 3), (2, 1), 1, 1, 1),
     (5, 3, 6, 1, 4, (3, 3), 2, 1, 1, 1),
     (2, 8, 8, 8, 16, (1, 1), 2, 0, 1, 1),
+]
+
+
+# 1x1 layers with a stride or padding (sampled, then the 1x1 path's GEMMs)
+POINTWISE_CASES = [
+    (3, 16, 32, 32, 32, (1, 1), 2, 0, 1, 1),               # ResNet-20's shortcuts
+    (2, 32, 16, 16, 64, (1, 1), 2, 0, 1, 1),
+    (2, 5, 9, 7, 6, (1, 1), 2, 0, 1, 1),                   # odd sizes
+    (2, 4, 9, 8, 6, (1, 1), (2, 3), (1, 0, 2, 1), 1, 1),   # padding, unequal strides
+    (3, 6, 11, 10, 4, (1, 1), 3, 1, 2, 2),                 # groups, dilation (no effect)
+    (1, 3, 5, 5, 7, (1, 1), 1, 1, 1, 1),                   # stride 1 with padding
+    (2, 300, 15, 15, 40, (1, 1), 2, 0, 1, 1),              # two units per image
+    (1, 2, 1, 1, 3, (1, 1), 2, (0, 2, 0, 3), 1, 1),        # samples mostly padding
+    (3, 600, 5, 5, 512, (1, 1), 2, 0, 1, 1),               # large dW: no partial sums
+    (1, 16384, 11, 32, 2, (1, 1), 2, (1, 0, 0, 1), 1, 1),  # a unit per output row
 ]
 
 
@@ -493,11 +509,36 @@ def test_strided_path_matches_im2col(case, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POINTWISE_CASES)
+def test_pointwise_path_matches_im2col(case, dtype):
+    """The sampled 1x1 path against the reference and im2col + GEMM, with a fused
+    activation; bitwise the same on two threads."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    runs = []
+    for enabled, nt in ((True, 1), (True, 2), (False, 1)):
+        conv._set_pointwise(enabled)
+        try:
+            runs.append((forward(x, wt, b, y_shape, kw, "leaky_relu", nt),)
+                        + backward(x, wt, dy, kw, nt))
+        finally:
+            conv._set_pointwise(True)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    ref = ACTS["leaky_relu"](ref_conv(x, wt, b, kw["stride"], kw["padding"], 1, kw["groups"]))
+    np.testing.assert_allclose(runs[0][0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    for one, two, im2col in zip(*runs):
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_allclose(one, im2col, rtol=tol, atol=tol * np.abs(im2col).max())
+
+
 def test_strided_workspace_bound():
     """ResNet-20's strided layers stay within the documented workspace bound."""
     for x_shape, w_shape in [((64, 16, 32, 32), (32, 16, 3, 3)),
                              ((64, 32, 16, 16), (64, 32, 3, 3)),
-                             ((1, 3, 224, 224), (64, 3, 7, 7))]:
+                             ((1, 3, 224, 224), (64, 3, 7, 7)),
+                             ((64, 16, 32, 32), (32, 16, 1, 1)),
+                             ((32, 1024, 14, 14), (2048, 1024, 1, 1))]:
         k = w_shape[1] * w_shape[2] * w_shape[3]
         for nt in (1, 2):
             assert conv.conv2d_workspace_size(x_shape, w_shape, 2, 1, n_threads=nt) <= (
@@ -821,7 +862,8 @@ def _assert_writes_inside(case):
 
 
 def test_no_writes_outside_outputs():
-    for case in CONV_CASES[1:8] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES + STRIDED_CASES:
+    for case in (CONV_CASES[1:9] + WGRAD_T_CASES[:2] + DIRECT_CASES + WVEC_CASES
+                 + STRIDED_CASES + POINTWISE_CASES):
         _assert_writes_inside(case)
 
 
@@ -917,6 +959,7 @@ TRANSPOSE_CASES = [
     (1, 2, 5, 4, 3, (3, 2), (1, 3), (1, 0, 0, 1), (0, 2), (2, 1), 1),
     (2, 4, 3, 4, 4, (3, 3), 2, 1, 1, 1, 4),               # depthwise in the conv view
     (1, 3, 6, 6, 5, (1, 1), 1, 0, 0, 1, 1),               # 1x1
+    (2, 6, 4, 5, 3, (1, 1), 2, 0, 1, 1, 1),               # 1x1 stride 2: sampled path
     (1, 2, 1, 1, 3, (4, 4), 3, 0, 0, 1, 1),               # 1x1 input, stride > 1
 ]
 
