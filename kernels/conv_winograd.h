@@ -533,8 +533,41 @@ CNNC_WBAT_STORE(cnnc_wbat_store_d, double, cnnc_wino_d8, 8, cnnc_wino_transpose_
                 CNNC_WINO_PSTORE_d)
 CNNC_WBAT_DY(cnnc_wbat_dy_s, float, cnnc_wino_f16, 16, s)
 CNNC_WBAT_DY(cnnc_wbat_dy_d, double, cnnc_wino_d8, 8, d8)
+#ifdef __AVX512F__
+/* The lane sums as the transposes above go, each pair added as soon as it is formed: lane
+ * k of a level's sums holds a partial sum of one row, and the last level's of row k. */
+static inline cnnc_wino_f16 cnnc_wino_hsum_s(cnnc_wino_f16 *r) {
+    __m512 v[8], w[4], z[2];
+    for (int i = 0; i < 8; i++)
+        v[i] = _mm512_add_ps(_mm512_unpacklo_ps((__m512)r[2 * i], (__m512)r[2 * i + 1]),
+                             _mm512_unpackhi_ps((__m512)r[2 * i], (__m512)r[2 * i + 1]));
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(v[2 * i]), b = _mm512_castps_pd(v[2 * i + 1]);
+        w[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    for (int i = 0; i < 2; i++)
+        z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xdd));
+    return (cnnc_wino_f16)_mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88),
+                                        _mm512_shuffle_f32x4(z[0], z[1], 0xdd));
+}
+
+static inline cnnc_wino_d8 cnnc_wino_hsum_d(cnnc_wino_d8 *r) {
+    __m512d v[4], w[2];
+    for (int i = 0; i < 4; i++)
+        v[i] = _mm512_add_pd(_mm512_unpacklo_pd((__m512d)r[2 * i], (__m512d)r[2 * i + 1]),
+                             _mm512_unpackhi_pd((__m512d)r[2 * i], (__m512d)r[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        w[i] = _mm512_add_pd(_mm512_shuffle_f64x2(v[2 * i], v[2 * i + 1], 0x88),
+                             _mm512_shuffle_f64x2(v[2 * i], v[2 * i + 1], 0xdd));
+    return (cnnc_wino_d8)_mm512_add_pd(_mm512_shuffle_f64x2(w[0], w[1], 0x88),
+                                       _mm512_shuffle_f64x2(w[0], w[1], 0xdd));
+}
+#else
 CNNC_WINO_HSUM(cnnc_wino_hsum_s, float, cnnc_wino_f16, cnnc_wino_i16, 16)
 CNNC_WINO_HSUM(cnnc_wino_hsum_d, double, cnnc_wino_d8, cnnc_wino_l8, 8)
+#endif
 CNNC_WBAT_DOT(cnnc_wbat_dot_s, float, cnnc_wino_f16, 16, cnnc_wino_hsum_s)
 CNNC_WBAT_DOT(cnnc_wbat_dot_d, double, cnnc_wino_d8, 8, cnnc_wino_hsum_d)
 #endif
