@@ -56,9 +56,10 @@ cdef enum:
 
 def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean,
                             running_var, momentum: float = 0.99, eps: float = 1e-3,
-                            n_threads=None, activation: str = "none") -> None:
+                            n_threads=None, activation: str = "none", bind: bool = False):
     """Normalise with the batch statistics (then relu, if asked); save the statistics for
-    backward; update the running ones.
+    backward; update the running ones. With bind=True, checks the arguments and returns a
+    callable that runs the kernel on them, unchecked (a plan binds each op once).
 
     Parameters
     ----------
@@ -100,16 +101,34 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     if x.shape[1] and m < 2:
         raise ValueError(f"batchnorm training needs at least 2 values per channel (N*H*W), "
                          f"got {m}: the batch variance is undefined")
-    nt = _threads(n_threads, x.size)
-    if x.size == 0:
-        return
-    relu, work = activation == "relu", np.empty((4, x.shape[1]))
-    if x.dtype == np.float32:
-        _train[float](_nck(x), gamma, beta, _nck(y), save_mean, save_invstd, running_mean,
-                      running_var, track, momentum, eps, relu, work, nt)
-    else:
-        _train[double](_nck(x), gamma, beta, _nck(y), save_mean, save_invstd, running_mean,
-                       running_var, track, momentum, eps, relu, work, nt)
+    call = _TrainCall()
+    call.arrays = (_nck(x), gamma, beta, _nck(y), save_mean, save_invstd, running_mean,
+                   running_var, np.empty((4, x.shape[1])))
+    call.dbl, call.empty = x.dtype == np.float64, x.size == 0
+    call.track, call.relu, call.momentum, call.eps = track, activation == "relu", momentum, eps
+    call.nt = _threads(n_threads, x.size)
+    if bind:
+        return call
+    call()
+
+
+cdef class _TrainCall:
+    """batchnorm_forward_train on checked arrays (see bind)."""
+    cdef tuple arrays
+    cdef bint dbl, empty, track, relu
+    cdef double momentum, eps
+    cdef int nt
+
+    def __call__(self) -> None:
+        if self.empty:
+            return
+        x, gamma, beta, y, mean, invstd, rmean, rvar, work = self.arrays
+        if self.dbl:
+            _train[double](x, gamma, beta, y, mean, invstd, rmean, rvar, self.track,
+                           self.momentum, self.eps, self.relu, work, self.nt)
+        else:
+            _train[float](x, gamma, beta, y, mean, invstd, rmean, rvar, self.track,
+                          self.momentum, self.eps, self.relu, work, self.nt)
 
 
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: float = 1e-3,
@@ -139,8 +158,9 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: f
 
 
 def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
-                       n_threads=None, y=None) -> None:
+                       n_threads=None, y=None, bind: bool = False):
     """dx, dgamma, dbeta of training-mode batchnorm (formulas in the module docstring).
+    With bind=True, returns a callable that runs it again, unchecked (as the forward's).
 
     x, dy : (N, C) or (N, C, H, W), IN; gamma, save_mean, save_invstd : (C,), IN (as saved by
     batchnorm_forward_train); dx : like x, OUT, may be dy (in-place); dgamma, dbeta : (C,),
@@ -162,18 +182,31 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
     for name in ("dx", "dgamma", "dbeta"):
         _no_alias(name, args[name], {k: v for k, v in args.items() if k != name},
                   inplace=("dy",) if name == "dx" else ())
-    nt = _threads(n_threads, x.size)
-    if x.size == 0:
-        dgamma.fill(0)
-        dbeta.fill(0)
-        return
-    y, work = None if y is None else _nck(y), np.empty((4, x.shape[1]))
-    if x.dtype == np.float32:
-        _backward[float](_nck(x), _nck(dy), y, gamma, save_mean, save_invstd, _nck(dx),
-                         dgamma, dbeta, work, nt)
-    else:
-        _backward[double](_nck(x), _nck(dy), y, gamma, save_mean, save_invstd, _nck(dx),
-                          dgamma, dbeta, work, nt)
+    call = _BackwardCall()
+    call.arrays = (_nck(x), _nck(dy), None if y is None else _nck(y), gamma, save_mean,
+                   save_invstd, _nck(dx), dgamma, dbeta, np.empty((4, x.shape[1])))
+    call.dbl, call.empty = x.dtype == np.float64, x.size == 0
+    call.nt = _threads(n_threads, x.size)
+    if bind:
+        return call
+    call()
+
+
+cdef class _BackwardCall:
+    """batchnorm_backward on checked arrays (see bind)."""
+    cdef tuple arrays
+    cdef bint dbl, empty
+    cdef int nt
+
+    def __call__(self) -> None:
+        x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work = self.arrays
+        if self.empty:
+            dgamma.fill(0)
+            dbeta.fill(0)
+        elif self.dbl:
+            _backward[double](x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work, self.nt)
+        else:
+            _backward[float](x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work, self.nt)
 
 
 def _eps(eps) -> float:

@@ -162,8 +162,11 @@ def tanh_backward(y, dy, dx, n_threads=None) -> None:
     _act_backward(y, [dy], dx, TANH, 0.0, n_threads)
 
 
-def add_forward(xs, y, n_threads=None, activation: str = "none", alpha: float = 0.0) -> None:
+def add_forward(xs, y, n_threads=None, activation: str = "none", alpha: float = 0.0,
+                bind: bool = False):
     """y = act(xs[0] + xs[1] + ... + xs[k-1]), added left to right in the dtype of the inputs.
+    With bind=True, checks the arguments and returns a callable that runs the kernel on
+    them, unchecked (a plan binds each op once).
 
     The backward of a plain add is the identity fan-out: each input's gradient *is* dy, so
     the executor can hand the same buffer to every producer (or ``copy`` it when one of them
@@ -182,13 +185,14 @@ def add_forward(xs, y, n_threads=None, activation: str = "none", alpha: float = 
     _no_alias("y", y, {f"xs[{j}]": a for j, a in enumerate(xs)},
               inplace=tuple(f"xs[{j}]" for j in range(len(xs))))
     op, alpha = _activation(activation, alpha)
-    _run(xs, None, y, op, alpha, _threads(n_threads, y.size))
+    return _call(xs, None, y, op, alpha, _threads(n_threads, y.size), bind)
 
 
-def act_backward(y, dys, dx, activation: str, alpha: float = 0.0, n_threads=None) -> None:
+def act_backward(y, dys, dx, activation: str, alpha: float = 0.0, n_threads=None,
+                 bind: bool = False):
     """dx = (dys[0] + ... + dys[k-1]) * act'(y): the gradient through an activation whose
     output has k readers (their gradients are summed left to right in the dtype, then
-    multiplied as by the ``*_backward`` kernel of the activation).
+    multiplied as by the ``*_backward`` kernel of the activation). bind: as add_forward's.
 
     Parameters
     ----------
@@ -199,7 +203,7 @@ def act_backward(y, dys, dx, activation: str, alpha: float = 0.0, n_threads=None
     alpha : leaky_relu's slope (>= 0)
     """
     op, alpha = _activation(activation, alpha)
-    _act_backward(y, dys, dx, op, alpha, n_threads)
+    return _act_backward(y, dys, dx, op, alpha, n_threads, bind)
 
 
 _ACTIVATIONS = {"none": IDENTITY, "relu": RELU, "leaky_relu": LEAKY, "sigmoid": SIGMOID,
@@ -240,14 +244,35 @@ def _act_forward(x, y, int op, double alpha, n_threads):
     _run([x], None, y, op, alpha, _threads(n_threads, x.size))
 
 
-def _act_backward(y, dys, dx, int op, double alpha, n_threads):
+def _act_backward(y, dys, dx, int op, double alpha, n_threads, bint bind=False):
     _float_arg("y", y)
     dys = _same_arrays("dys", dys)
     _like("dys[0]", dys[0], "y", y)
     _like("dx", dx, "y", y, out=True)
     _no_alias("dx", dx, {"y": y, **{f"dys[{j}]": a for j, a in enumerate(dys)}},
               inplace=tuple(f"dys[{j}]" for j in range(len(dys))))
-    _run(dys, y, dx, op, alpha, _threads(n_threads, y.size))
+    return _call(dys, y, dx, op, alpha, _threads(n_threads, y.size), bind)
+
+
+def _call(list srcs, y, out, int op, double alpha, int nt, bint bind):
+    """_run now, or (bind) a _RunCall that runs it on these checked arrays."""
+    if not bind:
+        _run(srcs, y, out, op, alpha, nt)
+        return None
+    cdef _RunCall call = _RunCall()
+    call.srcs, call.y, call.out, call.op, call.alpha, call.nt = srcs, y, out, op, alpha, nt
+    return call
+
+
+cdef class _RunCall:
+    """One _run on checked arrays (see add_forward's bind)."""
+    cdef list srcs
+    cdef object y, out
+    cdef int op, nt
+    cdef double alpha
+
+    def __call__(self) -> None:
+        _run(self.srcs, self.y, self.out, self.op, self.alpha, self.nt)
 
 
 cdef int _run(list srcs, y, out, int op, double alpha, int nt) except -1:

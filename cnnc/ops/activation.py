@@ -92,8 +92,8 @@ def act_backward_shape(ins: Sequence[TensorType], a: ActAttrs) -> TensorType:
 def act_backward_kernel(node, ctx) -> Callable[[], None]:
     """dx = (dy_1 + ... + dy_k) * act'(from y) (dx may be dy_1)."""
     *dys, y = node.inputs
-    return partial(_ew.act_backward, ctx.array(y), [ctx.array(v) for v in dys],
-                   ctx.array(node.output), node.attrs.act, node.attrs.alpha, ctx.n_threads)
+    return _ew.act_backward(ctx.array(y), [ctx.array(v) for v in dys], ctx.array(node.output),
+                            node.attrs.act, node.attrs.alpha, ctx.n_threads, bind=True)
 
 
 def softmax_kernel(node, ctx) -> Callable[[], None]:

@@ -70,9 +70,9 @@ class SplitAttrs:
 
 def add_kernel(node, ctx) -> Callable[[], None]:
     """y = act(x0 + x1 + ...) (y may be x0)."""
-    return partial(_ew.add_forward, [ctx.array(v) for v in node.inputs],
-                   ctx.array(node.output), ctx.n_threads, node.attrs.activation,
-                   node.attrs.activation_alpha)
+    return _ew.add_forward([ctx.array(v) for v in node.inputs], ctx.array(node.output),
+                           ctx.n_threads, node.attrs.activation, node.attrs.activation_alpha,
+                           bind=True)
 
 
 def add_vjp(gb, node, douts) -> list:

@@ -191,10 +191,11 @@ def batchnorm_train_kernel(node, ctx) -> Callable[[], None]:
     ones."""
     gamma, beta = _affine(node, ctx)
     y, mean, invstd = (ctx.array(v) for v in node.outputs)
-    return partial(_bn.batchnorm_forward_train, ctx.array(node.inputs[0]), gamma, beta, y,
-                   mean, invstd, ctx.array(node.params["running_mean"]),
-                   ctx.array(node.params["running_var"]), node.attrs.momentum,
-                   node.attrs.epsilon, ctx.n_threads, node.attrs.activation)
+    return _bn.batchnorm_forward_train(ctx.array(node.inputs[0]), gamma, beta, y, mean,
+                                       invstd, ctx.array(node.params["running_mean"]),
+                                       ctx.array(node.params["running_var"]),
+                                       node.attrs.momentum, node.attrs.epsilon,
+                                       ctx.n_threads, node.attrs.activation, bind=True)
 
 
 def running_stats(node) -> list:
@@ -243,8 +244,8 @@ def batchnorm_backward_kernel(node, ctx) -> Callable[[], None]:
     else:
         gamma = np.ones(mean.shape, mean.dtype)
     dx, dgamma, dbeta = (ctx.array(v) for v in node.outputs)
-    return partial(_bn.batchnorm_backward, x, dy, gamma, mean, invstd, dx, dgamma, dbeta,
-                   ctx.n_threads, y)
+    return _bn.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dgamma, dbeta,
+                                  ctx.n_threads, y, bind=True)
 
 
 register_op(OpDef(

@@ -222,6 +222,36 @@ def test_one_and_two_threads_are_bitwise_equal(activation):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bound_calls_rerun_on_the_arrays_as_they_are_then(dtype):
+    """bind=True checks once; each call then computes from the arrays' current contents,
+    as a fresh checked call does."""
+    rng = np.random.default_rng(12)
+    for shape in [(4, 5, 6, 7), (9, 6, 3, 3)]:
+        x, gamma, beta, rm, rv = make(rng, shape, dtype)
+        dy = rand(rng, shape, dtype)
+        bound = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
+                 rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
+        y, mean, invstd, rm1, rv1, dx, dg, db = bound
+        fwd = B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm1, rv1,
+                                        activation="relu", bind=True)
+        bwd = B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, y=y, bind=True)
+        x[...] = rand(rng, shape, dtype, 2.0, -1.0)
+        dy[...] = rand(rng, shape, dtype)
+        for _ in range(2):  # the running statistics move at each call
+            fwd()
+            bwd()
+        fresh = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
+                 rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
+        y2, mean2, invstd2, rm2, rv2, dx2, dg2, db2 = fresh
+        for _ in range(2):
+            B.batchnorm_forward_train(x, gamma, beta, y2, mean2, invstd2, rm2, rv2,
+                                      activation="relu")
+            B.batchnorm_backward(x, dy, gamma, mean2, invstd2, dx2, dg2, db2, y=y2)
+        for a, b in zip(bound, fresh):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("shape", [(5, 67, 4, 4), (3, 131, 3, 3), (2, 9, 5, 5)])
 def test_no_writes_outside_outputs(shape):
     """Outputs carved from NaN-filled buffers: the borders stay NaN, the inside is set."""

@@ -244,6 +244,27 @@ def test_add_and_act_backward_do_not_depend_on_the_thread_count():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_bound_add_and_act_backward_rerun_on_the_arrays_as_they_are_then(dtype):
+    rng = np.random.default_rng(14)
+    shape = (3, 5, 7, 9)
+    xs = [rand(rng, shape, dtype) for _ in range(2)]
+    y, dx = np.empty(shape, dtype), np.empty(shape, dtype)
+    add = ew.add_forward(xs, y, activation="relu", bind=True)
+    back = ew.act_backward(y, xs, dx, "relu", bind=True)
+    assert add is not None and ew.add_forward(xs, y) is None
+    for _ in range(2):
+        for x in xs:
+            x[...] = rand(rng, shape, dtype)
+        add()
+        back()
+        want_y, want_dx = np.empty_like(y), np.empty_like(dx)
+        ew.add_forward(xs, want_y, activation="relu")
+        ew.act_backward(want_y, xs, want_dx, "relu")
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(dx, want_dx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_copy_and_scale(dtype):
     rng = np.random.default_rng(7)
     x = rand(rng, (300001,), dtype)  # several copy chunks and a remainder
