@@ -39,7 +39,6 @@ from cnnc.runtime import BindContext, Plan
 from cnnc.threads import get_num_threads, set_num_threads
 
 MODES = ("train", "infer")
-FOLD = "fold"  # the kind of the calls refreshing folded batchnorm weights (inference)
 
 
 # ---- work per call ---------------------------------------------------------------------
@@ -73,17 +72,17 @@ def node_bytes(plan: Plan, node: Node) -> int:
 
 # ---- mapping the plan's calls to its nodes ---------------------------------------------
 
-def call_nodes(plan: Plan) -> list[Node | None]:
-    """The node of each entry of ``plan.calls`` (None for the calls refreshing folded
-    batchnorm parameters, which run first). Ops binding no call (a flatten sharing its
-    input's buffer) have no entry; they are found by binding each node again, to a context
-    of the same plan, and seeing which return nothing."""
+def call_nodes(plan: Plan) -> list[Node]:
+    """The node of each entry of ``plan.calls``. Ops binding no call (a flatten sharing
+    its input's buffer) have no entry; they are found by binding each node again, to a
+    context of the same plan, and seeing which return nothing. (The calls refolding
+    batchnorm into a conv, ``plan.folds``, run only when the parameters changed: after a
+    training step, not between inference steps, so they are not in the profile.)"""
     ctx = BindContext(plan, np.zeros(1, np.int64), np.zeros(1), plan.mode)
     bound = [n for n in plan.order if get_op(n.op).kernel(n, ctx) is not None]
-    folds = len(plan.calls) - len(bound)
-    if folds < 0:
+    if len(bound) != len(plan.calls):
         raise RuntimeError(f"plan has {len(plan.calls)} calls but {len(bound)} bound nodes")
-    return [None] * folds + bound
+    return bound
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -180,19 +179,17 @@ def _row(ms: float, step_ms: float, macs: int, nbytes: int) -> dict[str, float]:
             "gb_s": nbytes / s / 1e9 if s > 0 else 0.0}
 
 
-def _report(model: Model, plan: Plan, mode: str, nodes: list[Node | None],
+def _report(model: Model, plan: Plan, mode: str, nodes: list[Node],
             step_times: list[float], call_times: list[list[float]]) -> dict[str, Any]:
     step_ms = statistics.median(step_times) * 1e3
     per_call = []
     kinds: dict[str, dict[str, Any]] = {}
     for node, times in zip(nodes, call_times):
         ms = max(statistics.median(times), 0.0) * 1e3
-        macs = node_macs(node, plan.batch) if node is not None else 0
-        nbytes = node_bytes(plan, node) if node is not None else 0
-        op = node.op if node is not None else FOLD
-        per_call.append({"node": node.name if node is not None else FOLD, "op": op,
-                         "shape": list(plan.shape(node.outputs[0])) if node is not None
-                         and node.outputs else [], **_row(ms, step_ms, macs, nbytes)})
+        macs, nbytes, op = node_macs(node, plan.batch), node_bytes(plan, node), node.op
+        per_call.append({"node": node.name, "op": op,
+                         "shape": list(plan.shape(node.outputs[0])) if node.outputs else [],
+                         **_row(ms, step_ms, macs, nbytes)})
         k = kinds.setdefault(op, {"op": op, "calls": 0, "ms": 0.0, "macs": 0, "bytes": 0})
         k["calls"] += 1
         k["ms"] += ms

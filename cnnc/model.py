@@ -101,6 +101,11 @@ class Model:
         self._last_plan: Plan | None = None
         self._param_buffer, self._params = self._allocate(
             list(self.graph.params.values()), self._initial_values())
+        # Inference plans recompute batchnorm folded into a conv only when the parameters
+        # may have changed: after a step that updates them, a load, or ever after the
+        # views were handed out (writes through them cannot be seen). See _run.
+        self._param_edits = 0
+        self._params_exposed = False
         self._opt_buffer: np.ndarray | None = None
         self._opt_state: dict[str, np.ndarray] = {}
 
@@ -150,8 +155,21 @@ class Model:
     @property
     def parameters(self) -> dict[str, np.ndarray]:
         """Every parameter and layer state (batchnorm running statistics), by name
-        (``conv_1.weight``): writable views into the model's parameter buffer."""
+        (``conv_1.weight``): writable views into the model's parameter buffer. Writes
+        through them take effect at the next step; from the first use of this property
+        on, inference recomputes the weights of batchnorm folded into a conv at every
+        step (otherwise only after the parameters changed)."""
+        self._params_exposed = True
         return dict(self._params)
+
+    def _param_arrays(self) -> dict[str, np.ndarray]:
+        """The parameter views for cnnc's own code, which calls :meth:`_params_changed`
+        after writing into them."""
+        return dict(self._params)
+
+    def _params_changed(self) -> None:
+        """Mark the parameters changed (inference refolds batchnorm at its next step)."""
+        self._param_edits += 1
 
     @property
     def loss_name(self) -> str:
@@ -318,6 +336,16 @@ class Model:
                              f"got {list(y.shape)}")
         return "dense", y
 
+    def _run(self, plan: Plan) -> None:
+        """Run a step's plan: inference refolds batchnorm only when the parameters may
+        have changed since its last step; any other step may change them (an update,
+        batchnorm's running statistics)."""
+        if plan.mode == "infer":
+            plan.run(None if self._params_exposed else self._param_edits)
+        else:
+            self._params_changed()
+            plan.run()
+
     def _feed(self, plan: Plan, x: np.ndarray, y: np.ndarray | None = None) -> None:
         np.copyto(plan.inputs[self._input.name], x, casting="unsafe")
         if y is not None:
@@ -334,7 +362,7 @@ class Model:
         x = self._check_x(x)
         plan = self._plan("forward_train" if training else "infer", x.shape[0])
         self._feed(plan, x)
-        plan.run()
+        self._run(plan)
         return plan.array(plan.graph.outputs[0]).copy()
 
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
@@ -352,7 +380,7 @@ class Model:
         targets, y = self._targets(y, x.shape[0])
         plan = self._plan("loss", targets, bool(training), x.shape[0])
         self._feed(plan, x, y)
-        plan.run()
+        self._run(plan)
         return float(plan.array(plan.graph.outputs[0])[0])
 
     def gradients(self, x: Any, y: Any, input_grad: bool = False
@@ -365,7 +393,7 @@ class Model:
         targets, y = self._targets(y, x.shape[0])
         plan = self._plan("grad", targets, bool(input_grad), x.shape[0])
         self._feed(plan, x, y)
-        plan.run()
+        self._run(plan)
         found = {v.name: plan.array(v) for v in plan.graph.outputs[1:]}
         grads = {}
         for p in trained_params(self.graph):
@@ -385,7 +413,7 @@ class Model:
         plan = self._plan("train", targets, x.shape[0])
         self._feed(plan, x, y)
         self._counter[0] += 1
-        plan.run()
+        self._run(plan)
         self._last_output = plan.array(plan.graph.outputs[-1])
         return float(plan.array(plan.graph.outputs[0])[0])
 
@@ -449,6 +477,7 @@ class Model:
                                   f"'{self.graph.name}'")
         assign_arrays(self._params, checkpoint.weights, path,
                       network=f"network '{self.graph.name}'")
+        self._params_changed()
 
     # -- reports -------------------------------------------------------------------------
 

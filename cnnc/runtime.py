@@ -129,7 +129,9 @@ class Plan:
         self._bind_outputs()
         self._place(planned)
         ctx = BindContext(self, counter, lr, mode)
-        self.calls: list[Callable[[], None]] = self._bind_folds()
+        self.folds = self._bind_folds()
+        self._folded: object = None  # the version the folded weights were last made at
+        self.calls: list[Callable[[], None]] = []
         for node in self.order:
             kernel = get_op(node.op).kernel
             if kernel is None:
@@ -165,8 +167,8 @@ class Plan:
 
     def _bind_folds(self) -> list[Callable[[], None]]:
         """Buffers for the parameters the fold pass computes from others (batchnorm
-        folded into a conv), and the calls recomputing them from the live sources at
-        the start of every step (see cnnc.passes.fold)."""
+        folded into a conv), and the calls recomputing them from the live sources (see
+        cnnc.passes.fold and :meth:`run`)."""
         folds: dict[Any, dict[str, Value]] = {}
         for node in self.order:
             for v in node.params.values():
@@ -254,8 +256,15 @@ class Plan:
         self._arrays[id(value)] = arr
         return arr
 
-    def run(self) -> None:
-        """Execute the step: every bound kernel call, in schedule order."""
+    def run(self, version: object = None) -> None:
+        """Execute the step: every bound kernel call, in schedule order, after
+        recomputing the folded weights, unless ``version`` (the caller's token for the
+        state of the parameters) is that of the last step that recomputed them. None:
+        always (the sources may have changed in any way)."""
+        if version is None or version != self._folded:
+            for fold in self.folds:
+                fold()
+            self._folded = version
         for call in self.calls:
             call()
 

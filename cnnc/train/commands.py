@@ -163,7 +163,8 @@ def _load_weights(model: TrainableModel, spec: Spec, weights: str | Path) -> dic
     if saved is not None and saved != name:
         raise CheckpointError(f"{weights}: holds the weights of network '{saved}', not of "
                               f"'{name}'", hint="give the weights a run of this spec wrote")
-    assign_arrays(model.parameters, ckpt.weights, weights, network=f"network '{name}'")
+    assign_arrays(model._param_arrays(), ckpt.weights, weights, network=f"network '{name}'")
+    model._params_changed()
     return ckpt.meta
 
 

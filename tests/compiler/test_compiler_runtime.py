@@ -163,6 +163,40 @@ def test_batchnorm_folding_keeps_following_the_parameters():
     assert np.allclose(model.forward(x), before, rtol=1e-13)
 
 
+def test_folded_weights_are_remade_only_when_the_parameters_change(tmp_path):
+    # the tested model never hands out its views, so its inference plans refold only
+    # after a change; a reference that did refolds at every step: same outputs throughout
+    source = NETS["resnet_basic"][0]
+    model = cnnc.compile(source, seed=5, dtype="float64")
+    ref = cnnc.compile(source, seed=5, dtype="float64")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2,) + model.input_shape)
+
+    def agree() -> np.ndarray:
+        for k, v in model._param_arrays().items():
+            ref.parameters[k][...] = v
+        got = model.forward(x)
+        np.testing.assert_array_equal(got, ref.forward(x))
+        return got
+
+    first = agree()
+    refolds = []
+    plan = model.plan
+    plan.folds[:] = [lambda f=f: (refolds.append(f), f()) for f in plan.folds]
+    np.testing.assert_array_equal(model.forward(x), first)
+    assert not refolds  # nothing changed: the folded weights were kept
+    model.train_step(*batch_for(model, 3, rng))
+    assert not np.allclose(agree(), first) and refolds
+    refolds.clear()
+    model.forward(x, training=True)  # moves the running statistics
+    agree()
+    assert refolds
+    other = cnnc.compile(source, seed=9, dtype="float64")
+    other.save_weights(tmp_path / "w.npz")
+    model.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(agree(), other.forward(x))
+
+
 def test_seed_cnn_learns_on_a_separable_problem():
     model = cnnc.compile(SEED.replace("dropout(0.3)", ""), seed=0)
     model.set_optimizer("adam", lr=0.01)
