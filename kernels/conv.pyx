@@ -55,9 +55,9 @@ take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector la
 a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
 position that feeds the output transform (bias, relu) directly; 1.2-1.5x the direct path.
 
-Thin layers on small images (4-32 input channels, C*kh*kw >= 100, at most 14 output
-columns, from 16 images: LeNet-5's conv2 and its flipped backward-data, ResNet-20's 32 -> 64
-stride-2 entry) take the direct path with a lane per image instead (conv_lanes.pxi): chunks
+Thin layers on small images (4-32 input channels, C*kh*kw >= 100, at most 24 output
+columns, from 16 images: LeNet-5's conv2 and its flipped backward-data, ResNet-20's
+stride-2 entries) take the direct path with a lane per image instead (conv_lanes.pxi): chunks
 of 16 images transposed so that a vector holds one pixel of each, the direct path's sums
 over whole vectors at any width and stride, no padding columns computed; the weight
 gradient too for unstrided layers of up to 16 channels (1.3-1.5x the direct path).

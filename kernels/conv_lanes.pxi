@@ -120,16 +120,17 @@ cdef Py_ssize_t _lanes_fwd_ws(const Geom* g) noexcept nogil:
 
 cdef inline bint _lanes_ok(const Geom* g) noexcept nogil:
     """Ungrouped layers with 4-32 input channels, >= 100 products per output pixel (C*kh*kw)
-    and at most 14 output columns, from 16 images with at most a quarter of the last
+    and at most 24 output columns, from 16 images with at most a quarter of the last
     group's lanes empty, and a chunk's scratch within the documented bound. Measured
     against the direct and strided paths (benchmarks/bench_conv_paths.py --path lanes):
-    LeNet-5's conv2 forward 1.3x, its flipped backward-data 1.4x, its weight gradient
-    1.4x; ResNet-20's 32 -> 64 stride-2 entry forward 1.15-1.5x. Thinner
-    inputs lose to the transposes (1-3 channels: 0.5-0.8x), and wider outputs gain nothing
-    (16 channels, 5x5 on 16x16: 0.95-1.05x; ResNet-20's 16 -> 32 entry 0.9-1.05x)."""
+    LeNet-5's conv2 forward 1.47x, its flipped backward-data 1.57x, its weight gradient
+    1.55x; ResNet-20's stride-2 entries forward 1.33x (16 -> 32) and 1.42x (32 -> 64);
+    16 channels, 5x5 on 16x16 and 20x20 forward and backward-data 1.16-1.21x, on 24x24
+    1.03-1.05x; 12 channels, 3x3 on 24x24, 1.09-1.24x. Thinner inputs lose to the
+    transposes (1-3 channels: 0.5-0.8x), and 28-32 columns gain little or lose (0.89-1.18x)."""
     cdef Py_ssize_t empty = (WINO_VL - g.n % WINO_VL) % WINO_VL
     return (_lanes_enabled and g.path == PATH_IM2COL and g.groups == 1
-            and 4 <= g.c <= 32 and g.c * g.kh * g.kw >= 100 and g.ow <= 14
+            and 4 <= g.c <= 32 and g.c * g.kh * g.kw >= 100 and g.ow <= 24
             and g.n >= WINO_VL and 4 * empty <= g.n
             and _lanes_per_worker(g) <= DIRECT_MAX_XP + COL_TILE)
 
