@@ -60,7 +60,7 @@ columns, from 16 images: LeNet-5's conv2 and its flipped backward-data, ResNet-2
 stride-2 entries) take the direct path with a lane per image instead (conv_lanes.pxi): chunks
 of 16 images transposed so that a vector holds one pixel of each, the direct path's sums
 over whole vectors at any width and stride, no padding columns computed; the weight
-gradient too for unstrided layers of up to 16 channels (1.3-1.5x the direct path).
+gradient too for layers of up to 16 channels (1.2-1.5x the direct path or im2col).
 
 Layers with at most 16 output pixels per image and >= 64 channels in and out (VGG's last
 stages on CIFAR), ungrouped with horizontal stride 1, take per-tap GEMMs instead

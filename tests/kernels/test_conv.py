@@ -164,7 +164,7 @@ WBAT_CASES = [
 WBAT_WGRAD_CASES = [WBAT_CASES[i] for i in (1, 3, 4, 5)]
 
 # The direct path with a lane per image (conv_lanes.pxi: 4-32 channels, C*kh*kw >= 100, at
-# most 24 output columns, from 16 images; the weight gradient unstrided up to 16 channels),
+# most 24 output columns, from 16 images; the weight gradient up to 16 channels),
 # with the passes each takes (forward, backward-data, weight gradient): LeNet-5's conv2
 # (its flipped backward-data too); 28 images (float32's second group 12 lanes full) with
 # stride (2, 1), asymmetric padding, a 3x5 kernel and M = 20; dilation 2 (the flipped conv
@@ -174,12 +174,12 @@ WBAT_WGRAD_CASES = [WBAT_CASES[i] for i in (1, 3, 4, 5)]
 # ending in a narrowed tile.
 LANES_CASES = {
     (16, 6, 14, 14, 16, (5, 5), 1, 0, 1, 1): (True, True, True),
-    (28, 7, 9, 11, 20, (3, 5), (2, 1), (1, 0, 2, 1), 1, 1): (True, False, False),
+    (28, 7, 9, 11, 20, (3, 5), (2, 1), (1, 0, 2, 1), 1, 1): (True, False, True),
     (16, 8, 12, 12, 9, (5, 5), 1, 4, 2, 1): (True, True, True),
-    (32, 4, 13, 13, 6, (5, 5), 3, 2, 1, 1): (True, False, False),
+    (32, 4, 13, 13, 6, (5, 5), 3, 2, 1, 1): (True, False, True),
     (16, 5, 7, 9, 7, (5, 5), 1, (6, 1, 0, 5), 1, 1): (True, True, True),
     (16, 12, 20, 20, 10, (5, 5), 1, 2, 1, 1): (True, True, True),
-    (16, 16, 32, 32, 32, (3, 3), 2, 1, 1, 1): (True, False, False),
+    (16, 16, 32, 32, 32, (3, 3), 2, 1, 1, 1): (True, False, True),
 }
 
 # Winograd F(4x4, 3x3) (>= 64 channels, M a multiple of 8, >= 256 2x2 tiles in the call):
