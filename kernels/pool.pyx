@@ -114,6 +114,12 @@ cdef extern from *:
     int32_t _ipick "CNNC_POOL_PICK"(bint c, int32_t a, int32_t b) noexcept nogil
 
 
+cdef extern from "pool_max.h" nogil:
+    void cnnc_pool_max16_s(const float* r0, const float* r1, float* y)
+    void cnnc_pool_max8_s(const float* r0, const float* r1, float* y)
+    void cnnc_pool_max8_d(const double* r0, const double* r1, double* y)
+
+
 cdef inline bint _is_2x2(const Geom* g) noexcept nogil:
     return g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2
 
@@ -164,13 +170,27 @@ cdef void _max_row_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating*
         return
     while j < n:
         j = _block_start(j, n, blk)
-        if blk == 16:
-            _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j,
-                     am + j if am != NULL else NULL, 16)
+        if am == NULL:
+            _max_2x2_values(r0 + 2 * j, r0 + w + 2 * j, y + j, blk)
+        elif blk == 16:
+            _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j, am + j, 16)
         else:
-            _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j,
-                     am + j if am != NULL else NULL, 8)
+            _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j, am + j, 8)
         j += blk
+
+
+cdef inline void _max_2x2_values(const floating* r0, const floating* r1, floating* y,
+                                 Py_ssize_t blk) noexcept nogil:
+    """blk (16 or 8) windows' maxima without argmax, in vectors (pool_max.h)."""
+    if floating is float:
+        if blk == 16:
+            cnnc_pool_max16_s(r0, r1, y)
+        else:
+            cnnc_pool_max8_s(r0, r1, y)
+    else:
+        cnnc_pool_max8_d(r0, r1, y)
+        if blk == 16:
+            cnnc_pool_max8_d(r0 + 16, r1 + 16, y + 8)
 
 
 cdef inline void _max_2x2(const floating* r0, const floating* r1, Py_ssize_t w, int32_t base,
