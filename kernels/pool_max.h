@@ -3,8 +3,8 @@
  * columns split into even and odd by shuffles, then the same choices as pool.pyx's scalar
  * _max_2x2 in vector selects (a value replaces the running maximum when larger or NaN, in
  * row-major order), so the bytes are those of the argmax path, NaN payloads and -0.0 too.
- * GCC vector extensions; other compilers take the scalar loop. 3-8x the scalar loop, which
- * gcc does not vectorise well without an argmax store to keep it branch-free. */
+ * GCC vector extensions; other compilers take the scalar loop. The pass over the seed
+ * CNN's planes at batch 1 1.4-1.55x the scalar windows with their argmax scratch. */
 #ifndef CNNC_POOL_MAX_H
 #define CNNC_POOL_MAX_H
 #include <string.h>
