@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -24,13 +24,15 @@ from cnnc.train.callbacks import Checkpoints, CurvesPlot, EarlyStopping, History
 from cnnc.train.checkpoint import assign_arrays, ensure_folder, read_checkpoint
 from cnnc.train.fit import TrainingInterrupted, evaluate as evaluate_model, fit
 from cnnc.train.from_spec import augmentation, check_classes, load_data, outputs_logits
-from cnnc.train.protocol import TrainableModel
 from cnnc.train.schedules import make_schedule
+
+if TYPE_CHECKING:
+    from cnnc.model import Model
 
 EXIT_OK = 0
 
 
-def _compile(spec_path: str | Path, sets: Mapping[str, Any], **kwargs: Any) -> TrainableModel:
+def _compile(spec_path: str | Path, sets: Mapping[str, Any], **kwargs: Any) -> Model:
     from cnnc.model import compile
     return compile(spec_path, set=dict(sets), **kwargs)
 
@@ -155,7 +157,7 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
-def _load_weights(model: TrainableModel, spec: Spec, weights: str | Path) -> dict[str, Any]:
+def _load_weights(model: Model, spec: Spec, weights: str | Path) -> dict[str, Any]:
     """Load a weights or checkpoint file into ``model``; returns the file's metadata."""
     ckpt = read_checkpoint(weights)
     name = spec.graph.name
