@@ -196,7 +196,7 @@ WINO4_CASES = [
 # dilation 1): ResNet-20's stage 2 and 3 convs, odd and even sizes, paddings 0-2 and asymmetric, 5x5,
 # M not a multiple of the 8-row tile, strides larger than the kernel (phases no tap
 # reaches: zero in dx), stride in one dimension only, a 1-pixel-wide input; the 1x1
-# shortcut keeps im2col.
+# shortcut takes the sampled 1x1 path.
 STRIDED_CASES = [
     (3, 16, 32, 32, 32, (3, 3), 2, 1, 1, 1),
     (2, 32, 16, 16, 64, (3, 3), 2, 1, 1, 1),
