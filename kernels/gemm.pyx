@@ -1,9 +1,9 @@
 """Dense matrix multiply with a fused epilogue: the kernel under every conv and dense layer.
 
 The work is done by ``gemm_core.pxi`` (packed, cache-blocked, register-blocked; see there),
-except when op(A) has a few rows (a dense layer at batch 1..4), where B is streamed in
-place by the loops at the end of this module. This module is the Python entry point and
-validates everything before releasing the GIL.
+except for one or two rows of A times a B stored [n, k] (the dot products at the end of
+this module). This module is the Python entry point and validates everything before
+releasing the GIL.
 """
 import numpy as np
 
@@ -213,9 +213,8 @@ cdef void _run(_Call g, floating* _dtype) noexcept nogil:
     cdef const floating* pbias = <const floating*> g.pbias
     cdef const floating* brow = pbias if g.bias_mode == BIAS_ROW else NULL
     cdef const floating* bcol = pbias if g.bias_mode == BIAS_COL else NULL
-    if (g.m <= SMALL_M and not g.tb) or (
-            g.m <= SMALL_M_DOTS and g.k >= DOTS_MIN_DEPTH and not g.ta):
-        _small_m(g.ta, g.tb, g.m, g.n, g.k, <floating> g.alpha, <const floating*> g.pa, g.lda,
+    if g.m <= SMALL_M_DOTS and g.k >= DOTS_MIN_DEPTH and g.tb and not g.ta:
+        _small_m(g.m, g.n, g.k, <floating> g.alpha, <const floating*> g.pa, g.lda,
                  <const floating*> g.pb, g.ldb, <floating> g.beta, <floating*> g.pc, g.ldc,
                  brow, bcol, g.act, <floating> g.act_param, g.nt)
     else:
@@ -224,26 +223,22 @@ cdef void _run(_Call g, floating* _dtype) noexcept nogil:
                   g.ldc, pbias, g.bias_mode, g.act, <floating> g.act_param, g.nt)
 
 
-# A few rows of A (a dense layer at batch 1..SMALL_M) use each element of B only that often:
-# the packed path would spend its time packing B and running MR-row tiles mostly of padding.
-# Instead B is streamed once, in place: row by row, C[i, :] += alpha * A[i, p] * B[p, :]
-# (_small_m_axpy); or, with trans_b (B stored [n, k]), as one dot product of contiguous rows
-# per element of C (_small_m_dots).
+# One or two rows of A (a dense layer's backward-data at batch 1-2) times B stored [n, k]:
+# one dot product of contiguous rows per element of C, each row of B read once for all
+# rows of A. (Few rows of A times B stored [k, n] take gemm_core's row kernels.)
 cdef enum:
-    SMALL_M = 4                  # rows of op(A) up to which B is streamed (measured)
-    SMALL_M_DOTS = 2             # ... as rows of B stored [n, k], when K is at least
-    DOTS_MIN_DEPTH = 64          # ... this (a dot product costs more than its length)
+    SMALL_M_DOTS = 2             # rows of A up to which B's rows are dotted, when K is at
+    DOTS_MIN_DEPTH = 64          # ... least this (a dot product costs more than its length)
     SMALL_M_BLOCK_BYTES = 2048   # row length of a block of C, so its rows stay in L1
     SMALL_M_UNIT_BYTES = 64      # threads own whole cache lines of each row of C
-    PREFETCH_BYTES = 8192        # of the block's rows of B requested ahead of use
 
 
-cdef void _small_m(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+cdef void _small_m(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
                    const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
                    floating beta, floating* c, Py_ssize_t ldc, const floating* brow,
                    const floating* bcol, int act, floating act_param,
                    int n_threads) noexcept nogil:
-    """gemm for few rows of A, not both operands transposed; threads split the columns.
+    """gemm for few rows of A [m, k] and B stored [n, k]; threads split the columns.
 
     Every element of C is computed by the same sequence of operations whichever thread
     owns it, so results do not depend on the thread count.
@@ -255,121 +250,30 @@ cdef void _small_m(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, f
         n_threads = 1
     n_threads = <int> min(<Py_ssize_t> n_threads, units)
     if n_threads <= 1:
-        _small_m_cols(ta, tb, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol,
-                      act, act_param)
+        _small_m_cols(m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol, act,
+                      act_param)
         return
     for t in prange(n_threads, num_threads=n_threads, schedule="static"):
         lo = units * t // n_threads * unit
         hi = min(units * (t + 1) // n_threads * unit, n)
-        _small_m_cols(ta, tb, m, lo, hi, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol,
-                      act, act_param)
+        _small_m_cols(m, lo, hi, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol, act,
+                      act_param)
 
 
-cdef void _small_m_cols(bint ta, bint tb, Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1,
-                        Py_ssize_t k, floating alpha, const floating* a, Py_ssize_t lda,
+cdef void _small_m_cols(Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t k,
+                        floating alpha, const floating* a, Py_ssize_t lda,
                         const floating* b, Py_ssize_t ldb, floating beta, floating* c,
                         Py_ssize_t ldc, const floating* brow, const floating* bcol, int act,
                         floating act_param) noexcept nogil:
-    """Columns j0..j1 of C, a block of columns at a time (K walked once per block)."""
+    """Columns j0..j1 of C, a block of columns at a time."""
     cdef Py_ssize_t width = SMALL_M_BLOCK_BYTES // sizeof(floating)
     cdef Py_ssize_t q, jb, w
-    # A[i, p] is a[i * a_row + p * a_depth] (A stored [k, m] with trans_a).
-    cdef Py_ssize_t a_row = 1 if ta else lda, a_depth = lda if ta else 1
     for q in range((j1 - j0 + width - 1) // width):
         jb = j0 + q * width
         w = min(width, j1 - jb)
-        if tb:
-            _small_m_dots(m, w, k, alpha, a, lda, b + jb * ldb, ldb, beta, c + jb, ldc)
-        else:
-            _small_m_axpy(m, w, k, alpha, a, a_row, a_depth, b + jb, ldb, beta, c + jb, ldc)
+        _small_m_dots(m, w, k, alpha, a, lda, b + jb * ldb, ldb, beta, c + jb, ldc)
         _small_m_epilogue(m, w, c + jb, ldc, brow, bcol + jb if bcol != NULL else NULL, act,
                           act_param)
-
-
-cdef void _small_m_axpy(Py_ssize_t m, Py_ssize_t w, Py_ssize_t k, floating alpha,
-                        const floating* a, Py_ssize_t a_row, Py_ssize_t a_depth,
-                        const floating* b, Py_ssize_t ldb, floating beta, floating* c,
-                        Py_ssize_t ldc) noexcept nogil:
-    """C[:m, :w] = alpha * A @ B[:, :w] + beta * C: rows of B four at a time, each used
-    for two rows of C at once."""
-    cdef Py_ssize_t i, j, p = 0
-    cdef Py_ssize_t ahead = max(PREFETCH_BYTES // (w * sizeof(floating)), 4)
-    cdef floating* y
-    for i in range(m):
-        y = c + i * ldc
-        for j in range(w):   # beta == 0: C is not read
-            y[j] = 0 if beta == 0 else beta * y[j]
-    while p + 4 <= k:
-        if p + ahead + 4 <= k:
-            _prefetch(b + (p + ahead) * ldb, ldb, w)
-        i = 0
-        while i + 2 <= m:
-            _axpy4x2(c + i * ldc, ldc, b + p * ldb, ldb, w, alpha,
-                     a + i * a_row + p * a_depth, a_row, a_depth)
-            i += 2
-        if i < m:
-            _axpy4(c + i * ldc, b + p * ldb, ldb, w, alpha, a + i * a_row + p * a_depth,
-                   a_depth)
-        p += 4
-    while p < k:
-        for i in range(m):
-            _axpy1(c + i * ldc, b + p * ldb, w, alpha * a[i * a_row + p * a_depth])
-        p += 1
-
-
-cdef inline void _prefetch(const floating* b, Py_ssize_t ldb, Py_ssize_t w) noexcept nogil:
-    """Ask for b[r * ldb + :w], r < 4. Measured: with B coming from memory, the axpy loop
-    runs about 1.5x faster with it (the dot products did not gain)."""
-    cdef Py_ssize_t r, j, line = 64 // sizeof(floating)
-    for r in range(4):
-        for j in range((w + line - 1) // line):
-            __builtin_prefetch(b + r * ldb + j * line)
-
-
-cdef inline void _axpy4x2(floating* y, Py_ssize_t ldc, const floating* b, Py_ssize_t ldb,
-                          Py_ssize_t w, floating alpha, const floating* a, Py_ssize_t a_row,
-                          Py_ssize_t a_depth) noexcept nogil:
-    """y[r, :w] += alpha * sum_q a[r * a_row + q * a_depth] * b[q * ldb + :w] for rows
-    r < 2 of y (ldc apart) and q < 4: each vector of B loaded once for both rows."""
-    cdef const floating* b0 = b
-    cdef const floating* b1 = b + ldb
-    cdef const floating* b2 = b + 2 * ldb
-    cdef const floating* b3 = b + 3 * ldb
-    cdef floating* y1 = y + ldc
-    cdef floating a0 = alpha * a[0], a1 = alpha * a[a_depth]
-    cdef floating a2 = alpha * a[2 * a_depth], a3 = alpha * a[3 * a_depth]
-    cdef floating c0 = alpha * a[a_row], c1 = alpha * a[a_row + a_depth]
-    cdef floating c2 = alpha * a[a_row + 2 * a_depth], c3 = alpha * a[a_row + 3 * a_depth]
-    cdef floating v0, v1, v2, v3
-    cdef Py_ssize_t j
-    for j in range(w):
-        v0 = b0[j]
-        v1 = b1[j]
-        v2 = b2[j]
-        v3 = b3[j]
-        y[j] = y[j] + a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-        y1[j] = y1[j] + c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
-
-
-cdef inline void _axpy4(floating* y, const floating* b, Py_ssize_t ldb, Py_ssize_t w,
-                        floating alpha, const floating* a, Py_ssize_t a_depth) noexcept nogil:
-    """_axpy4x2 for one row of y, in the same order of operations."""
-    cdef const floating* b0 = b
-    cdef const floating* b1 = b + ldb
-    cdef const floating* b2 = b + 2 * ldb
-    cdef const floating* b3 = b + 3 * ldb
-    cdef floating a0 = alpha * a[0], a1 = alpha * a[a_depth]
-    cdef floating a2 = alpha * a[2 * a_depth], a3 = alpha * a[3 * a_depth]
-    cdef Py_ssize_t j
-    for j in range(w):
-        y[j] = y[j] + a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
-
-
-cdef inline void _axpy1(floating* y, const floating* b, Py_ssize_t w,
-                        floating a0) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(w):
-        y[j] = y[j] + a0 * b[j]
 
 
 cdef void _small_m_dots(Py_ssize_t m, Py_ssize_t w, Py_ssize_t k, floating alpha,

@@ -46,6 +46,19 @@ cdef extern from "gemm_micro.h" nogil:
     cnnc_tile_d cnnc_gemm_tile_d(int kernel)
     cnnc_tile_s cnnc_gemm_half_s(int kernel)
     cnnc_tile_d cnnc_gemm_half_d(int kernel)
+    ctypedef void (*cnnc_rows_s)(Py_ssize_t k, const float* a, Py_ssize_t ars, Py_ssize_t aks,
+                                 const float* b, Py_ssize_t ldb, int nv, float* c,
+                                 Py_ssize_t ldc, int rows, float alpha, float beta,
+                                 const float* brow, const float* bcol, int act, float slope)
+    ctypedef void (*cnnc_rows_d)(Py_ssize_t k, const double* a, Py_ssize_t ars,
+                                 Py_ssize_t aks, const double* b, Py_ssize_t ldb, int nv,
+                                 double* c, Py_ssize_t ldc, int rows, double alpha,
+                                 double beta, const double* brow, const double* bcol, int act,
+                                 double slope)
+    cnnc_rows_s cnnc_gemm_rows_s(int kernel, int rows)
+    cnnc_rows_d cnnc_gemm_rows_d(int kernel, int rows)
+    int cnnc_rows_nv(int kernel, int rows)
+    int cnnc_rows_vl(int kernel, int dbl)
     void* cnnc_gemm_buffer(int slot, size_t nbytes)
     void __builtin_prefetch(const void* addr)
 
@@ -81,6 +94,7 @@ cdef enum:
     GEMM_DIRECT_B_ROWS = 32         # with at most this many rows of A, a B that
     GEMM_DIRECT_B_BYTES = 2097152   # ... is this small (so cached)
     GEMM_DIRECT_B_DEPTH = 64        # ... or has at most this many rows (memory streams)
+    GEMM_ROWS_MAX = 4               # op(A) with at most this many rows: _gemm_rows
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -150,6 +164,10 @@ cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
     When B is small, or A has few rows (each element of B used once or twice), B is read
     in place instead of packed and the tile loops run column panel outermost.
     """
+    if m <= GEMM_ROWS_MAX and not trans_b:
+        _gemm_rows(trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol, act,
+                   act_param, kernel)
+        return
     cdef Py_ssize_t size = sizeof(floating)
     cdef Py_ssize_t kc_max = GEMM_KC_BYTES // size
     cdef Py_ssize_t n_kblocks = max((k + kc_max - 1) // kc_max, 1)
@@ -383,6 +401,64 @@ cdef inline floating _gemm_act(floating v, int act, floating act_param) noexcept
     if act == ACT_TANH:
         return tanh(v)
     return v
+
+
+cdef void _gemm_rows(bint trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+                     const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                     floating beta, floating* c, Py_ssize_t ldc, const floating* brow,
+                     const floating* bcol, int act, floating act_param,
+                     int kernel) noexcept nogil:
+    """C for op(A) of 1..GEMM_ROWS_MAX rows (B not transposed): the row kernels over
+    blocks of whole vectors of C, each reading its block of every row of B once; the last
+    columns short of a vector in scalars (the same columns whatever the thread split,
+    whose column runs start on whole tiles)."""
+    cdef Py_ssize_t ars = 1 if trans_a else lda, aks = lda if trans_a else 1
+    cdef Py_ssize_t vl = cnnc_rows_vl(kernel, floating is double)
+    cdef Py_ssize_t nvmax = cnnc_rows_nv(kernel, <int> m), j = 0, nv
+    while n - j >= vl:
+        nv = min(nvmax, (n - j) // vl)
+        if floating is float:
+            cnnc_gemm_rows_s(kernel, <int> m)(k, a, ars, aks, b + j, ldb, <int> nv, c + j, ldc,
+                                              <int> m, alpha, beta, brow,
+                                              bcol + j if bcol != NULL else NULL, act,
+                                              act_param)
+        else:
+            cnnc_gemm_rows_d(kernel, <int> m)(k, a, ars, aks, b + j, ldb, <int> nv, c + j, ldc,
+                                              <int> m, alpha, beta, brow,
+                                              bcol + j if bcol != NULL else NULL, act,
+                                              act_param)
+        j += nv * vl
+    if j < n:
+        _gemm_rows_tail(m, n - j, k, alpha, a, ars, aks, b + j, ldb, beta, c + j, ldc, brow,
+                        bcol + j if bcol != NULL else NULL, act, act_param)
+
+
+cdef void _gemm_rows_tail(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+                          const floating* a, Py_ssize_t ars, Py_ssize_t aks,
+                          const floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                          Py_ssize_t ldc, const floating* brow, const floating* bcol, int act,
+                          floating act_param) noexcept nogil:
+    """_gemm_rows for fewer columns than a vector: B row by row, scalar sums in order."""
+    cdef floating acc[GEMM_ROWS_MAX * 16]
+    cdef Py_ssize_t i, j, p
+    cdef floating av, v
+    for i in range(m * n):
+        acc[i] = 0
+    for p in range(k):
+        for i in range(m):
+            av = a[i * ars + p * aks]
+            for j in range(n):
+                acc[i * n + j] += av * b[p * ldb + j]
+    for i in range(m):
+        for j in range(n):
+            v = acc[i * n + j] * alpha
+            if beta != 0:
+                v = c[i * ldc + j] * beta + v
+            if brow != NULL:
+                v = v + brow[i]
+            if bcol != NULL:
+                v = v + bcol[j]
+            c[i * ldc + j] = _gemm_act(v, act, act_param)
 
 
 cdef void _gemm_plain(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,

@@ -184,6 +184,149 @@ CNNC_TILE(cnnc_half_d_avx512, double, cnnc_d8, cnnc_l8, 8, 8, 1, CNNC_TARGET_AVX
           cnnc_sigmoid_d, tanh)
 #endif
 
+/* ---- row kernels: C for a few rows of A (a dense layer at batch 1-4) ----
+ *
+ * Each row of B is read once, whole (up to NVMAX vectors wide), and feeds every row of A:
+ * B streams from memory at the cache's full rate, which the MR x NR tiles, reading
+ * NR-column strips of rows several times, do not reach (the seed CNN's 12544 x 128 layer:
+ * 98 vs 66 GB/s from L3). A row kernel computes C[i, 0 .. nv*VL) for i < rows <= R, with
+ * A's element (i, p) at a[i * ars + p * aks] (rows past `rows` repeat the last one, so
+ * that R can round `rows` up), a single K loop (one accumulator per element, summed in
+ * order p = 0 .. k-1) and the tile functions' epilogue. */
+#define CNNC_ROWS(NAME, T, VT, VI, VL, R, NVMAX, TARGET, SIG, TANH)                         \
+TARGET static inline __attribute__((always_inline)) void NAME##_nv(                         \
+        ptrdiff_t k, const T *a, ptrdiff_t ars, ptrdiff_t aks, const T *b, ptrdiff_t ldb,   \
+        const int nv, T *c, ptrdiff_t ldc, int rows, T alpha, T beta, const T *brow,        \
+        const T *bcol, int act, T slope) {                                                 \
+    VT acc[R][NVMAX];                                                                      \
+    const T *ap[R];                                                                        \
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {                                  \
+        ap[i] = a + (i < rows ? i : rows - 1) * ars;                                       \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NVMAX; j++) acc[i][j] = (VT){0};        \
+    }                                                                                      \
+    for (ptrdiff_t p = 0; p < k; p++) {                                                    \
+        VT bv[NVMAX];                                                                      \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NVMAX; j++)                            \
+            if (j < nv) memcpy(&bv[j], b + j * VL, sizeof bv[j]);                          \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {                              \
+            T av = ap[i][p * aks];                                                         \
+            _Pragma("GCC unroll 16") for (int j = 0; j < NVMAX; j++)                        \
+                if (j < nv) acc[i][j] += av * bv[j];                                       \
+        }                                                                                  \
+        b += ldb;                                                                          \
+    }                                                                                      \
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {                                  \
+        if (i == rows) break;                                                              \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NVMAX; j++) {                          \
+            if (j == nv) break;                                                            \
+            T *cp = c + i * ldc + j * VL;                                                  \
+            VT v = acc[i][j] * alpha, w;                                                   \
+            if (beta != 0) { memcpy(&w, cp, sizeof w); v = w * beta + v; }                 \
+            if (brow) v = v + brow[i];                                                     \
+            if (bcol) { memcpy(&w, bcol + j * VL, sizeof w); v = v + w; }                  \
+            if (act == CNNC_ACT_RELU || act == CNNC_ACT_LEAKY) {                           \
+                VI pos = v > 0;                                                            \
+                w = act == CNNC_ACT_RELU ? (VT){0} : v * slope;                            \
+                v = (VT)(((VI)v & pos) | ((VI)w & ~pos));                                  \
+            }                                                                              \
+            memcpy(cp, &v, sizeof v);                                                      \
+        }                                                                                  \
+    }                                                                                      \
+    if (act == CNNC_ACT_SIGMOID || act == CNNC_ACT_TANH) {                                 \
+        for (int i = 0; i < rows; i++)                                                     \
+            for (int j = 0; j < nv * VL; j++) {                                            \
+                T *cp = c + i * ldc + j;                                                   \
+                *cp = act == CNNC_ACT_SIGMOID ? SIG(*cp) : TANH(*cp);                      \
+            }                                                                              \
+    }                                                                                      \
+}                                                                                          \
+/* nv as a constant in each case, so that the accumulators stay in registers */            \
+TARGET static void NAME(ptrdiff_t k, const T *a, ptrdiff_t ars, ptrdiff_t aks,              \
+                        const T *b, ptrdiff_t ldb, int nv, T *c, ptrdiff_t ldc, int rows,   \
+                        T alpha, T beta, const T *brow, const T *bcol, int act, T slope) {  \
+    switch (nv) {                                                                          \
+    CNNC_ROWS_CASE(NAME, NVMAX, 1) CNNC_ROWS_CASE(NAME, NVMAX, 2)                          \
+    CNNC_ROWS_CASE(NAME, NVMAX, 3) CNNC_ROWS_CASE(NAME, NVMAX, 4)                          \
+    CNNC_ROWS_CASE(NAME, NVMAX, 5) CNNC_ROWS_CASE(NAME, NVMAX, 6)                          \
+    CNNC_ROWS_CASE(NAME, NVMAX, 7) CNNC_ROWS_CASE(NAME, NVMAX, 8)                          \
+    CNNC_ROWS_CASE(NAME, NVMAX, 9) CNNC_ROWS_CASE(NAME, NVMAX, 10)                         \
+    CNNC_ROWS_CASE(NAME, NVMAX, 11) CNNC_ROWS_CASE(NAME, NVMAX, 12)                        \
+    CNNC_ROWS_CASE(NAME, NVMAX, 13) CNNC_ROWS_CASE(NAME, NVMAX, 14)                        \
+    CNNC_ROWS_CASE(NAME, NVMAX, 15) CNNC_ROWS_CASE(NAME, NVMAX, 16)                        \
+    default: break;                                                                        \
+    }                                                                                      \
+}
+#define CNNC_ROWS_CASE(NAME, NVMAX, X)                                                     \
+    case X:                                                                                \
+        if (X <= NVMAX)                                                                    \
+            NAME##_nv(k, a, ars, aks, b, ldb, X <= NVMAX ? X : NVMAX, c, ldc, rows, alpha,  \
+                      beta, brow, bcol, act, slope);                                       \
+        break;
+
+typedef void (*cnnc_rows_s)(ptrdiff_t k, const float *a, ptrdiff_t ars, ptrdiff_t aks,
+                            const float *b, ptrdiff_t ldb, int nv, float *c, ptrdiff_t ldc,
+                            int rows, float alpha, float beta, const float *brow,
+                            const float *bcol, int act, float slope);
+typedef void (*cnnc_rows_d)(ptrdiff_t k, const double *a, ptrdiff_t ars, ptrdiff_t aks,
+                            const double *b, ptrdiff_t ldb, int nv, double *c, ptrdiff_t ldc,
+                            int rows, double alpha, double beta, const double *brow,
+                            const double *bcol, int act, double slope);
+
+/* R = 1, 2 and 4 rows with 16 accumulators at most (8 on the portable path). */
+#define CNNC_ROWS_SET(SFX, VS, VIS, LS, VD, VID, LD, NV1, TARGET)                          \
+CNNC_ROWS(cnnc_rows1_s_##SFX, float, VS, VIS, LS, 1, NV1, TARGET, cnnc_sigmoid_s, tanhf)    \
+CNNC_ROWS(cnnc_rows2_s_##SFX, float, VS, VIS, LS, 2, NV1 / 2, TARGET, cnnc_sigmoid_s, tanhf) \
+CNNC_ROWS(cnnc_rows4_s_##SFX, float, VS, VIS, LS, 4, NV1 / 4, TARGET, cnnc_sigmoid_s, tanhf) \
+CNNC_ROWS(cnnc_rows1_d_##SFX, double, VD, VID, LD, 1, NV1, TARGET, cnnc_sigmoid_d, tanh)    \
+CNNC_ROWS(cnnc_rows2_d_##SFX, double, VD, VID, LD, 2, NV1 / 2, TARGET, cnnc_sigmoid_d, tanh) \
+CNNC_ROWS(cnnc_rows4_d_##SFX, double, VD, VID, LD, 4, NV1 / 4, TARGET, cnnc_sigmoid_d, tanh)
+
+CNNC_ROWS_SET(portable, cnnc_f4, cnnc_i4, 4, cnnc_d2, cnnc_l2, 2, 8, )
+#if CNNC_X86
+CNNC_ROWS_SET(avx2, cnnc_f8, cnnc_i8, 8, cnnc_d4, cnnc_l4, 4, 8, CNNC_TARGET_AVX2)
+CNNC_ROWS_SET(avx512, cnnc_f16, cnnc_i16, 16, cnnc_d8, cnnc_l8, 8, 16, CNNC_TARGET_AVX512)
+#endif
+
+/* The rows R a row kernel computes for `rows` rows of A (1 <= rows <= 4), and the most
+ * vectors of C it covers per call (its NVMAX). */
+static int cnnc_rows_r(int rows) { return rows <= 2 ? rows : 4; }
+
+static int cnnc_rows_nv(int kernel, int rows) {
+    return (kernel == GEMM_AVX512 ? 16 : 8) / cnnc_rows_r(rows);
+}
+
+/* Lanes per vector of a path's row kernels. */
+static int cnnc_rows_vl(int kernel, int dbl) {
+    int bytes = kernel == GEMM_AVX512 ? 64 : kernel == GEMM_AVX2 ? 32 : 16;
+    return bytes / (dbl ? 8 : 4);
+}
+
+#if CNNC_X86
+#define CNNC_ROWS_PICK(T)                                                                  \
+    if (kernel == GEMM_AVX512)                                                             \
+        return r == 1 ? cnnc_rows1_##T##_avx512 : r == 2 ? cnnc_rows2_##T##_avx512         \
+                                                         : cnnc_rows4_##T##_avx512;        \
+    if (kernel == GEMM_AVX2)                                                               \
+        return r == 1 ? cnnc_rows1_##T##_avx2 : r == 2 ? cnnc_rows2_##T##_avx2             \
+                                                       : cnnc_rows4_##T##_avx2;
+#else
+#define CNNC_ROWS_PICK(T)
+#endif
+
+static cnnc_rows_s cnnc_gemm_rows_s(int kernel, int rows) {
+    int r = cnnc_rows_r(rows);
+    CNNC_ROWS_PICK(s)
+    return r == 1 ? cnnc_rows1_s_portable : r == 2 ? cnnc_rows2_s_portable
+                                                   : cnnc_rows4_s_portable;
+}
+
+static cnnc_rows_d cnnc_gemm_rows_d(int kernel, int rows) {
+    int r = cnnc_rows_r(rows);
+    CNNC_ROWS_PICK(d)
+    return r == 1 ? cnnc_rows1_d_portable : r == 2 ? cnnc_rows2_d_portable
+                                                   : cnnc_rows4_d_portable;
+}
+
 /* Tile shape and function of a path; dbl selects float64. */
 static int cnnc_gemm_mr(int kernel, int dbl) {
     (void)dbl;

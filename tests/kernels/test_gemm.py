@@ -189,12 +189,13 @@ def test_threads_bitwise_equal(kernel, dtype, m, n, k):
 
 
 # A few rows of op(A) (dense layers at batch 1..4) stream B in place instead of packing it:
-# B as is for up to 4 rows, B stored transposed (dot products) for up to 2 rows and K >= 64.
+# B as is for up to 4 rows (row kernels: blocks of whole vectors, then a scalar tail),
+# B stored transposed (dot products) for up to 2 rows and K >= 64.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
-@pytest.mark.parametrize("n,k", [(1, 1), (7, 3), (33, 67), (150, 130), (1027, 5)])
-def test_small_m_matches_reference(dtype, m, trans_a, trans_b, n, k):
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 3), (33, 67), (150, 130), (300, 17), (1027, 5)])
+def test_small_m_matches_reference(kernel, dtype, m, trans_a, trans_b, n, k):
     rng = np.random.default_rng(m * 1000 + n + k)
     a = _mat(rng, (m, k), dtype, trans_a)
     b = _mat(rng, (k, n), dtype, trans_b)
@@ -206,7 +207,7 @@ def test_small_m_matches_reference(dtype, m, trans_a, trans_b, n, k):
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.7, 0.0), (1.0, 1.0), (2.5, -0.3)])
-def test_small_m_alpha_beta_bias_act(dtype, m, trans_b, alpha, beta):
+def test_small_m_alpha_beta_bias_act(kernel, dtype, m, trans_b, alpha, beta):
     rng = np.random.default_rng(10 + m)
     n, k = 523, 97
     a, b = _mat(rng, (m, k), dtype, False), _mat(rng, (k, n), dtype, trans_b)
