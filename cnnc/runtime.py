@@ -98,6 +98,11 @@ class BindContext:
         """The node's planned scratch (1-D, of its first input's dtype), or None."""
         return self._plan.workspaces.get(node.name)
 
+    def on_params_changed(self, call: Callable[[], None]) -> None:
+        """Run ``call`` before the first step after the parameters may have changed (with
+        the folds, see :meth:`Plan.run`): for what a kernel derives from them and keeps."""
+        self._plan.folds.append(call)
+
 
 class Plan:
     """A graph compiled for one batch size: schedule, memory plan, bound kernel calls.
@@ -258,9 +263,10 @@ class Plan:
 
     def run(self, version: object = None) -> None:
         """Execute the step: every bound kernel call, in schedule order, after
-        recomputing the folded weights, unless ``version`` (the caller's token for the
-        state of the parameters) is that of the last step that recomputed them. None:
-        always (the sources may have changed in any way)."""
+        recomputing the folded weights (and telling the kernels that keep transformed
+        weights), unless ``version`` (the caller's token for the state of the parameters)
+        is that of the last step that did. None: always (the sources may have changed in
+        any way)."""
         if version is None or version != self._folded:
             for fold in self.folds:
                 fold()

@@ -155,6 +155,7 @@ cdef enum:
     WINO_BAT_WG_MIN = 24  # ... and is not taken for fewer
     WINO_BAT_DOT_MAX = 1024  # ... summing lanes itself up to this M*C, else by GEMMs
     SUM_LANES = 16  # partial sums of the bias gradient (see _channel_sum)
+    KEEP_WEIGHTS_MAX = 1048576  # transformed weights a bound forward keeps (elements)
 
 COL_TILE_ELEMS = COL_TILE
 ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY,
@@ -1043,7 +1044,9 @@ cdef void _bias_act(floating* y, const floating* bias, Py_ssize_t planes, Py_ssi
 
 cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
-                    int n_threads) noexcept nogil:
+                    int n_threads, floating* uc=NULL, bint fill=True) noexcept nogil:
+    """uc: where the Winograd paths keep their transformed weights across calls (refilled
+    when `fill`), or NULL: in the workspace, made at every call."""
     if g.path == PATH_DEPTHWISE:
         _dw_fwd(x, w, bias, y, g, act, act_param, n_threads)
     elif _pointwise(g):
@@ -1057,11 +1060,11 @@ cdef void _conv_fwd(const floating* x, const floating* w, const floating* bias, 
     elif g.direct:
         _direct_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
     elif g.wvec:
-        _wvec_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+        _wvec_fwd(x, w, bias, y, ws, g, act, act_param, n_threads, uc, fill)
     elif g.wbat:
-        _wbat_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+        _wbat_fwd(x, w, bias, y, ws, g, act, act_param, n_threads, uc, fill)
     elif g.wino:
-        _wino_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
+        _wino_fwd(x, w, bias, y, ws, g, act, act_param, n_threads, False, uc, fill)
     else:
         _gemm_fwd(x, w, bias, y, ws, g, act, act_param, n_threads)
 
@@ -1136,6 +1139,9 @@ cdef class _Call:
     cdef Py_ssize_t n, m, plane  # channel sums of dy, or the transpose's bias/act pass
     cdef Py_ssize_t h, w, fh, fw  # upsampling: input plane and factors (n: planes)
     cdef tuple keep
+    cdef object ucache  # forward: the kept transformed weights (see conv2d_forward) ...
+    cdef void* uc
+    cdef int u_kernel  # ... the GEMM kernel they were made for, -1: to be made
 
     def __call__(self) -> None:
         with nogil:
@@ -1144,6 +1150,15 @@ cdef class _Call:
             else:
                 _run_call[float](self, NULL)
 
+    def weights_changed(self) -> None:
+        """The weights may have changed: the next call transforms them again."""
+        self.u_kernel = -1
+
+    @property
+    def keeps_weights(self) -> bool:
+        """Whether the call keeps its transformed weights between calls."""
+        return self.uc != NULL
+
 
 cdef void _run_call(_Call call, floating* _dtype) noexcept nogil:
     cdef const floating* a = <const floating*> call.p[0]
@@ -1151,7 +1166,13 @@ cdef void _run_call(_Call call, floating* _dtype) noexcept nogil:
     cdef floating* c = <floating*> call.p[2]
     cdef floating* out = <floating*> call.p[3]
     cdef floating* ws = <floating*> call.p[4]
-    if call.kind == CALL_FWD:
+    cdef int kernel
+    if call.kind == CALL_FWD and call.uc != NULL:
+        kernel = cnnc_gemm_kernel()
+        _conv_fwd(a, b, c, out, ws, &call.g, call.act, <floating> call.act_param, call.nt,
+                  <floating*> call.uc, call.u_kernel != kernel)
+        call.u_kernel = kernel
+    elif call.kind == CALL_FWD:
         _conv_fwd(a, b, c, out, ws, &call.g, call.act, <floating> call.act_param, call.nt)
     elif call.kind == CALL_DATA:
         _conv_bwd_data(a, b, out, ws, &call.g, call.nt)
@@ -1195,6 +1216,22 @@ cdef _Call _bound(int kind, Geom g, arrays, int act=ACT_NONE, double act_param=0
 # ---------------------------------------------------------------------------------------
 # Python entry points
 
+cdef Py_ssize_t _fwd_weights_elems(const Geom* g) noexcept nogil:
+    """Elements of the transformed weights the forward makes at every call (0: none),
+    with room for any GEMM kernel's row panels (GEMM Winograd's U is M rounded up to the
+    kernel's MR, 4, 6 or 8: at most M rounded up to 24)."""
+    if (g.path == PATH_DEPTHWISE or _pointwise(g) or g.taps & TAPS_FWD or g.lanes
+            or g.direct):
+        return 0
+    if g.wvec:
+        return _wvec_packed(g, 2)
+    if g.wbat:
+        return _wvec_packed(g, 4)
+    if g.wino:
+        return _wino_e(g) * _wino_round(g.m, 24) * g.c
+    return 0
+
+
 def _check_conv(x, w, y_name, y, stride, padding, dilation, groups, n_threads):
     """Validate x, weight and the y-shaped array of a conv2d call; returns (groups, nt)."""
     x = _float_array("x", x, 4)
@@ -1224,7 +1261,8 @@ def _check_bias(name, b, dtype, m):
 
 
 def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act=None,
-                   act_param=0.0, workspace=None, n_threads=1, bind=False):
+                   act_param=0.0, workspace=None, n_threads=1, bind=False,
+                   keep_weights=False):
     """y = act(conv2d(x, w) + bias).
 
     Parameters
@@ -1243,6 +1281,10 @@ def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act
     bind : instead of running, return the validated call: calling it runs the kernel on
         these arrays again without checking them (they must stay alive and unchanged in
         shape; the executor binds each op once per plan). Every entry point takes it.
+    keep_weights : with bind, a path that transforms the weights (Winograd) keeps them
+        transformed in a buffer of its own, up to KEEP_WEIGHTS_MAX elements, and
+        transforms them again only after ``call.weights_changed()`` (inference, where
+        the weights change only between steps).
     """
     groups, nt = _check_conv(x, w, "y", y, stride, padding, dilation, groups, n_threads)
     _check_bias("bias", bias, x.dtype, w.shape[0])
@@ -1250,7 +1292,14 @@ def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act
     cdef Geom g = _geom(x.shape, w.shape, y.shape, stride, padding, dilation, groups, nt)
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"y": y, "workspace": workspace}, {"x": x, "w": w, "bias": bias})
-    call = _bound(CALL_FWD, g, (x, w, bias, y, workspace), act_code, act_param)
+    cdef _Call call = _bound(CALL_FWD, g, (x, w, bias, y, workspace), act_code, act_param)
+    cdef Py_ssize_t keep = _fwd_weights_elems(&g)
+    if bind and keep_weights and 0 < keep <= KEEP_WEIGHTS_MAX:
+        buf = np.empty(keep + 64 // x.itemsize, x.dtype)
+        start = (-buf.ctypes.data) % 64 // x.itemsize  # cache-line aligned, as ws is
+        call.ucache = buf[start:start + keep]
+        call.uc = _ptr(call.ucache)
+        call.u_kernel = -1
     return call if bind else call()
 
 

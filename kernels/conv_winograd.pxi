@@ -434,17 +434,20 @@ cdef void _wino_chunk(const floating* x, const floating* u, const floating* bias
 
 cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
-                    int n_threads, bint flip=False) noexcept nogil:
+                    int n_threads, bint flip=False, floating* uc=NULL,
+                    bint fill=True) noexcept nogil:
     """y = act(conv3x3(x, w) + bias) by Winograd F(t x t, 3x3) (flip: w as in
-    _wino_weights); ws: _wino_workspace elements."""
+    _wino_weights); ws: _wino_workspace elements; U in uc (made when `fill`) if not NULL,
+    else at the workspace's start."""
     cdef int kernel = cnnc_gemm_kernel()
     cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
     cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
     cdef Py_ssize_t per = _wino_per_worker(g)
     cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
-    cdef floating* u = ws
-    _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip, n_threads,
-                  <int> g.wtile, False)
+    cdef floating* u = uc if uc != NULL else ws
+    if uc == NULL or fill:
+        _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip, n_threads,
+                      <int> g.wtile, False)
     if g.wworkers > 1:
         with parallel(num_threads=g.wworkers):
             tid = threadid()
@@ -914,14 +917,16 @@ cdef void _wvec_chunk(const floating* x, const floating* u, const floating* bias
 
 cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
-                    int n_threads) noexcept nogil:
+                    int n_threads, floating* uc, bint fill) noexcept nogil:
     """y = act(conv3x3(x, w) + bias) by the vector Winograd path; ws: _wvec_workspace
-    elements. Chunks go to the threads whole (each output has one owner)."""
+    elements; the packed weights in uc (made when `fill`) if not NULL. Chunks go to the
+    threads whole (each output has one owner)."""
     cdef Py_ssize_t k, tid = 0, chunks = _wvec_chunks(g), per = _wvec_per_worker(g)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
-    cdef floating* u = ws
+    cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 2)
-    _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 2, True)
+    if uc == NULL or fill:
+        _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 2, True)
     if workers > 1:
         with parallel(num_threads=workers):
             tid = threadid()
@@ -1084,15 +1089,17 @@ cdef void _wbat_chunk(const floating* x, const floating* u, const floating* bias
 
 cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
                     floating* ws, const Geom* g, int act, floating act_param,
-                    int n_threads) noexcept nogil:
+                    int n_threads, floating* uc, bint fill) noexcept nogil:
     """y = act(conv3x3(x, w) + bias) by Winograd F(4x4) with a lane per image; ws:
-    _wbat_workspace elements. Chunks go to the threads whole (each output has one owner)."""
+    _wbat_workspace elements; the packed weights in uc (made when `fill`) if not NULL.
+    Chunks go to the threads whole (each output has one owner)."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
     cdef Py_ssize_t k, tid = 0, chunks = _wbat_chunks(g, vl), per = _wbat_per_worker(g)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, min(chunks, _wbat_workers(g)))
-    cdef floating* u = ws
+    cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 4)
-    _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
+    if uc == NULL or fill:
+        _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
     if workers > 1:
         with parallel(num_threads=workers):
             tid = threadid()

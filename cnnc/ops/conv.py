@@ -207,13 +207,18 @@ def _bias(node, ctx):
 
 
 def conv_kernel(node, ctx) -> Callable[[], None]:
-    """y = act(conv2d(x, w) + b) on the plan's views."""
+    """y = act(conv2d(x, w) + b) on the plan's views. Inference keeps Winograd's
+    transformed weights from step to step, until the parameters change."""
     a = node.attrs
     x = node.data_inputs[0]
-    return _conv.conv2d_forward(
+    call = _conv.conv2d_forward(
         ctx.array(x), ctx.array(node.params["weight"]), _bias(node, ctx),
         ctx.array(node.output), a.stride, conv_pads(x.type, a), a.dilation, a.groups,
-        a.activation, a.activation_alpha, ctx.workspace(node), ctx.n_threads, bind=True)
+        a.activation, a.activation_alpha, ctx.workspace(node), ctx.n_threads, bind=True,
+        keep_weights=ctx.mode == "infer")
+    if call.keeps_weights:
+        ctx.on_params_changed(call.weights_changed)
+    return call
 
 
 def _elems_to_bytes(elems: int, dtype: str) -> int:

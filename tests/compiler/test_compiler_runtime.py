@@ -197,6 +197,45 @@ def test_folded_weights_are_remade_only_when_the_parameters_change(tmp_path):
     np.testing.assert_array_equal(agree(), other.forward(x))
 
 
+WINOGRAD_NET = """
+network Wino
+input image: [16, 12, 12]
+layers {
+    conv(16, kernel=3, padding=1) batchnorm relu
+    conv(16, kernel=3, padding=1) relu
+    global_avgpool
+    dense(2) softmax
+}
+"""
+
+
+@pytest.mark.parametrize("batch", [1, 16])  # vector Winograd; a lane per image
+def test_kept_winograd_weights_follow_the_parameters(tmp_path, batch):
+    # inference keeps the 3x3 convs' transformed weights from step to step; a reference
+    # that hands out its views transforms them at every step: same outputs throughout
+    model = cnnc.compile(WINOGRAD_NET, seed=5, dtype="float64", batch=batch)
+    ref = cnnc.compile(WINOGRAD_NET, seed=5, dtype="float64", batch=batch)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((batch,) + model.input_shape)
+
+    def agree() -> np.ndarray:
+        for k, v in model._param_arrays().items():
+            ref.parameters[k][...] = v
+        got = model.forward(x)
+        np.testing.assert_array_equal(got, ref.forward(x))
+        return got
+
+    first = agree()
+    assert sum(getattr(c, "keeps_weights", False) for c in model.plan.calls) == 2
+    np.testing.assert_array_equal(model.forward(x), first)
+    model.train_step(*batch_for(model, batch, rng))
+    assert not np.allclose(agree(), first)
+    other = cnnc.compile(WINOGRAD_NET, seed=11, dtype="float64", batch=batch)
+    other.save_weights(tmp_path / "w.npz")
+    model.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(agree(), other.forward(x))
+
+
 def test_seed_cnn_learns_on_a_separable_problem():
     model = cnnc.compile(SEED.replace("dropout(0.3)", ""), seed=0)
     model.set_optimizer("adam", lr=0.01)

@@ -1073,3 +1073,44 @@ def test_bound_call_reruns_on_the_same_arrays():
     np.testing.assert_array_equal(dw, backward(x, wt, dy, kw)[1])
     with pytest.raises(ValueError, match="shape"):
         conv.conv2d_forward(x, wt, b, y[:1], workspace=ws, bind=True, **kw)
+
+
+# Kept transformed weights (keep_weights=True, inference): vector Winograd (batch 1),
+# a lane per image (batch 16), GEMM Winograd (96 channels); the direct path keeps none.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c,h,m,keeps", [(1, 16, 12, 24, True), (16, 16, 12, 16, True),
+                                           (8, 96, 12, 96, True), (2, 3, 12, 8, False)])
+def test_kept_weights_are_remade_only_when_told(dtype, n, c, h, m, keeps):
+    from cnnc._kernels import gemm
+    rng = np.random.default_rng(n + c + m)
+    x = rng.standard_normal((n, c, h, h)).astype(dtype)
+    w = rng.standard_normal((m, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    ws = np.empty(conv.conv2d_workspace_size(x.shape, w.shape, 1, 1), dtype)
+    y, kept = np.empty((n, m, h, h), dtype), np.empty((n, m, h, h), dtype)
+    plain = conv.conv2d_forward(x, w, b, y, 1, 1, act="relu", workspace=ws, bind=True)
+    call = conv.conv2d_forward(x, w, b, kept, 1, 1, act="relu", workspace=ws, bind=True,
+                               keep_weights=True)
+    assert call.keeps_weights == keeps
+    for _ in range(2):
+        call()
+        plain()
+        np.testing.assert_array_equal(kept, y)
+    want = np.maximum(ref_conv(x, w, b, 1, 1, 1, 1), 0)
+    scale = (3e-5 if dtype == np.float32 else 1e-12) * np.abs(want).max()
+    np.testing.assert_allclose(kept, want, rtol=0, atol=scale)
+    w *= -0.5
+    call()
+    plain()
+    assert not np.array_equal(kept, y) if keeps else np.array_equal(kept, y)
+    call.weights_changed()
+    call()
+    np.testing.assert_array_equal(kept, y)
+    # a GEMM kernel of another MR lays U out anew: remade, not misread
+    try:
+        gemm.set_kernel("avx2" if "avx2" in gemm.available_kernels() else "portable")
+        call()
+        plain()
+        np.testing.assert_array_equal(kept, y)
+    finally:
+        gemm.set_kernel("auto")
