@@ -805,13 +805,16 @@ cdef void _wvec_chunking(Geom* g) noexcept nogil:
 
 cdef inline bint _wvec_ok(Geom* g) noexcept nogil:
     """3x3 stride-1 ungrouped layers with 16-64 input and >= 16 output channels, not both
-    64 or more (there the GEMM Winograd above is as fast), at least WINO_VEC_MIN_TILES
-    tiles in the call, and a chunk's scratch within the documented bound. Measured
-    against the direct path: 1.2-1.5x at 16-64 channels. Sets the chunking."""
+    64 or more where the GEMM Winograd above takes the layer (it is as fast), at least
+    WINO_VEC_MIN_TILES tiles in the call, and a chunk's scratch within the documented
+    bound. Measured against the direct path: 1.2-1.5x at 16-64 channels; against im2col
+    for 64 -> 64 channels on 8x8 at batch 2 and 4 (too few tiles for the GEMM Winograd)
+    1.35x and 1.65x, at batch 1 1.6x with the weights kept transformed (inference), 0.9x
+    without. Sets the chunking."""
     if not (_wvec_enabled and g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3
             and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1 and g.groups == 1 and g.n > 0
             and WINO_VEC_MIN <= g.c <= WINO_MIN_CHANNELS and g.m >= WINO_VEC_MIN
-            and min(g.c, g.m) < WINO_MIN_CHANNELS
+            and (min(g.c, g.m) < WINO_MIN_CHANNELS or not _wino_ok(g))
             and _wino_cover(g) >= WINO_VEC_MIN_TILES):
         return False
     _wvec_chunking(g)
