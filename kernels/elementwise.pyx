@@ -122,9 +122,10 @@ cdef void _bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int nt) noe
 # activations, add, and their backward
 
 
-def relu_forward(x, y, n_threads=None) -> None:
-    """y = max(x, 0). x: any shape, float32/float64, IN; y: like x, OUT, may be x."""
-    _act_forward(x, y, RELU, 0.0, n_threads)
+def relu_forward(x, y, n_threads=None, bind: bool = False):
+    """y = max(x, 0). x: any shape, float32/float64, IN; y: like x, OUT, may be x.
+    bind: as add_forward's (so for every activation's forward)."""
+    return _act_forward(x, y, RELU, 0.0, n_threads, bind)
 
 
 def relu_backward(y, dy, dx, n_threads=None) -> None:
@@ -132,9 +133,9 @@ def relu_backward(y, dy, dx, n_threads=None) -> None:
     _act_backward(y, [dy], dx, RELU, 0.0, n_threads)
 
 
-def leaky_relu_forward(x, y, alpha: float, n_threads=None) -> None:
+def leaky_relu_forward(x, y, alpha: float, n_threads=None, bind: bool = False):
     """y = x if x > 0 else alpha*x (alpha >= 0). y may be x."""
-    _act_forward(x, y, LEAKY, _leaky_alpha(alpha), n_threads)
+    return _act_forward(x, y, LEAKY, _leaky_alpha(alpha), n_threads, bind)
 
 
 def leaky_relu_backward(y, dy, dx, alpha: float, n_threads=None) -> None:
@@ -142,9 +143,9 @@ def leaky_relu_backward(y, dy, dx, alpha: float, n_threads=None) -> None:
     _act_backward(y, [dy], dx, LEAKY, _leaky_alpha(alpha), n_threads)
 
 
-def sigmoid_forward(x, y, n_threads=None) -> None:
+def sigmoid_forward(x, y, n_threads=None, bind: bool = False):
     """y = 1 / (1 + exp(-x)), evaluated without overflow for any x. y may be x."""
-    _act_forward(x, y, SIGMOID, 0.0, n_threads)
+    return _act_forward(x, y, SIGMOID, 0.0, n_threads, bind)
 
 
 def sigmoid_backward(y, dy, dx, n_threads=None) -> None:
@@ -152,9 +153,9 @@ def sigmoid_backward(y, dy, dx, n_threads=None) -> None:
     _act_backward(y, [dy], dx, SIGMOID, 0.0, n_threads)
 
 
-def tanh_forward(x, y, n_threads=None) -> None:
+def tanh_forward(x, y, n_threads=None, bind: bool = False):
     """y = tanh(x). y may be x."""
-    _act_forward(x, y, TANH, 0.0, n_threads)
+    return _act_forward(x, y, TANH, 0.0, n_threads, bind)
 
 
 def tanh_backward(y, dy, dx, n_threads=None) -> None:
@@ -237,11 +238,11 @@ def _same_arrays(name: str, arrays) -> list:
     return arrays
 
 
-def _act_forward(x, y, int op, double alpha, n_threads):
+def _act_forward(x, y, int op, double alpha, n_threads, bint bind=False):
     _float_arg("x", x)
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x}, inplace=("x",))
-    _run([x], None, y, op, alpha, _threads(n_threads, x.size))
+    return _call([x], None, y, op, alpha, _threads(n_threads, x.size), bind)
 
 
 def _act_backward(y, dys, dx, int op, double alpha, n_threads, bint bind=False):

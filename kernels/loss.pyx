@@ -19,7 +19,11 @@ same for any thread count; gradients are elementwise.
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
+cimport numpy as cnp
+
 include "elementwise_common.pxi"
+
+cnp.import_array()
 
 cdef enum:
     POS_CHUNK = 64  # positions per partial sum for the cross-entropies
@@ -32,39 +36,73 @@ cdef enum Loss:
 # softmax
 
 
-def softmax_forward(x, y, n_threads=None) -> None:
+def softmax_forward(x, y, n_threads=None, bind: bool = False):
     """y = softmax of x over axis 1: exp(x_k - max) / sum_j exp(x_j - max).
 
     x : (N, K) or (N, K, H, W) float32/float64, IN; y : like x, OUT, may be x (in-place).
+    bind : instead of running, return a callable that runs it again on these arrays,
+        unchecked (a plan binds each op once).
     """
     _float_arg("x", x, ndim=(2, 3, 4))
     _like("y", y, "x", x, out=True)
     _no_alias("y", y, {"x": x}, inplace=("x",))
-    nt = _threads(n_threads, x.size)
-    if x.size == 0:
-        return
-    if x.dtype == np.float32:
-        _softmax_fwd[float](_nck(x), _nck(y), nt)
-    else:
-        _softmax_fwd[double](_nck(x), _nck(y), nt)
+    return _softmax_call(x, None, y, _threads(n_threads, x.size), bind)
 
 
-def softmax_backward(y, dy, dx, n_threads=None) -> None:
+def softmax_backward(y, dy, dx, n_threads=None, bind: bool = False):
     """dx_k = y_k * (dy_k - sum_j dy_j * y_j) over axis 1 (y: the forward output).
 
     y, dy : (N, K) or (N, K, H, W), IN; dx : like y, OUT, may be dy (in-place).
+    bind : as softmax_forward's.
     """
     _float_arg("y", y, ndim=(2, 3, 4))
     _like("dy", dy, "y", y)
     _like("dx", dx, "y", y, out=True)
     _no_alias("dx", dx, {"y": y, "dy": dy}, inplace=("dy",))
-    nt = _threads(n_threads, y.size)
-    if y.size == 0:
-        return
-    if y.dtype == np.float32:
-        _softmax_bwd[float](_nck(y), _nck(dy), _nck(dx), nt)
-    else:
-        _softmax_bwd[double](_nck(y), _nck(dy), _nck(dx), nt)
+    return _softmax_call(y, dy, dx, _threads(n_threads, y.size), bind)
+
+
+def _softmax_call(a, b, out, int nt, bint bind):
+    """Run (or bind) the softmax forward (b None) or backward on checked arrays."""
+    cdef _SoftmaxCall call = _SoftmaxCall()
+    call.keep = (a, b, out)
+    call.pa = cnp.PyArray_DATA(a)
+    call.pb = NULL if b is None else cnp.PyArray_DATA(b)
+    call.pout = cnp.PyArray_DATA(out)
+    call.n, call.k = a.shape[0], a.shape[1]
+    call.s = a.size // max(1, call.n * call.k)
+    call.dbl, call.nt = a.dtype == np.float64, nt
+    if bind:
+        return call
+    call()
+
+
+cdef class _SoftmaxCall:
+    """softmax_forward / softmax_backward on checked arrays, held in `keep`."""
+    cdef tuple keep
+    cdef void* pa
+    cdef void* pb
+    cdef void* pout
+    cdef Py_ssize_t n, k, s
+    cdef bint dbl
+    cdef int nt
+
+    def __call__(self) -> None:
+        if self.n * self.k * self.s == 0:
+            return
+        with nogil:
+            if self.pb == NULL and self.dbl:
+                _softmax_fwd[double](<const double*> self.pa, <double*> self.pout, self.n,
+                                     self.k, self.s, self.nt)
+            elif self.pb == NULL:
+                _softmax_fwd[float](<const float*> self.pa, <float*> self.pout, self.n,
+                                    self.k, self.s, self.nt)
+            elif self.dbl:
+                _softmax_bwd[double](<const double*> self.pa, <const double*> self.pb,
+                                     <double*> self.pout, self.n, self.k, self.s, self.nt)
+            else:
+                _softmax_bwd[float](<const float*> self.pa, <const float*> self.pb,
+                                    <float*> self.pout, self.n, self.k, self.s, self.nt)
 
 
 cdef double _class_max(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s) noexcept nogil:
@@ -86,31 +124,40 @@ cdef double _log_sum_exp(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s
     return log(total)
 
 
-cdef void _softmax_fwd(const floating[:, :, ::1] x, floating[:, :, ::1] y,
-                       int nt) noexcept nogil:
-    cdef Py_ssize_t S = x.shape[2], p, n, s, k
-    cdef double m, logsum
-    for p in prange(x.shape[0] * S, schedule="static", num_threads=nt):
+cdef void _softmax_fwd(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t K,
+                       Py_ssize_t S, int nt) noexcept nogil:
+    """Over positions p = (n, s) of x viewed as (N, K, S): element k at (n*K + k)*S + s."""
+    cdef Py_ssize_t p, n, s, k, base
+    cdef double m, total, logsum
+    for p in prange(N * S, schedule="static", num_threads=nt):
         n = p // S
         s = p % S
-        m = _class_max(x, n, s)
-        logsum = _log_sum_exp(x, n, s, m)
-        for k in range(x.shape[1]):
-            y[n, k, s] = <floating>exp(x[n, k, s] - m - logsum)
+        base = n * K * S + s
+        m = x[base]
+        for k in range(1, K):
+            if x[base + k * S] > m:
+                m = x[base + k * S]
+        total = 0
+        for k in range(K):
+            total = total + exp(x[base + k * S] - m)
+        logsum = log(total)
+        for k in range(K):
+            y[base + k * S] = <floating>exp(x[base + k * S] - m - logsum)
 
 
-cdef void _softmax_bwd(const floating[:, :, ::1] y, const floating[:, :, ::1] dy,
-                       floating[:, :, ::1] dx, int nt) noexcept nogil:
-    cdef Py_ssize_t S = y.shape[2], p, n, s, k
+cdef void _softmax_bwd(const floating* y, const floating* dy, floating* dx, Py_ssize_t N,
+                       Py_ssize_t K, Py_ssize_t S, int nt) noexcept nogil:
+    cdef Py_ssize_t p, n, s, k, base
     cdef double dot
-    for p in prange(y.shape[0] * S, schedule="static", num_threads=nt):
+    for p in prange(N * S, schedule="static", num_threads=nt):
         n = p // S
         s = p % S
+        base = n * K * S + s
         dot = 0
-        for k in range(y.shape[1]):
-            dot = dot + <double>dy[n, k, s] * y[n, k, s]
-        for k in range(y.shape[1]):
-            dx[n, k, s] = <floating>(y[n, k, s] * (dy[n, k, s] - dot))
+        for k in range(K):
+            dot = dot + <double>dy[base + k * S] * y[base + k * S]
+        for k in range(K):
+            dx[base + k * S] = <floating>(y[base + k * S] * (dy[base + k * S] - dot))
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from cnnc._kernels import elementwise as _ew
 from cnnc._kernels import loss as _loss
@@ -46,10 +45,11 @@ class ActAttrs:
     alpha: float = attr("slope of leaky_relu for negative inputs", float_kind(0.0), 0.0)
 
 
-_FORWARD = {"relu": lambda x, y, alpha, n: partial(_ew.relu_forward, x, y, n),
-            "leaky_relu": lambda x, y, alpha, n: partial(_ew.leaky_relu_forward, x, y, alpha, n),
-            "sigmoid": lambda x, y, alpha, n: partial(_ew.sigmoid_forward, x, y, n),
-            "tanh": lambda x, y, alpha, n: partial(_ew.tanh_forward, x, y, n)}
+_FORWARD = {"relu": lambda x, y, alpha, n: _ew.relu_forward(x, y, n, bind=True),
+            "leaky_relu": lambda x, y, alpha, n: _ew.leaky_relu_forward(x, y, alpha, n,
+                                                                       bind=True),
+            "sigmoid": lambda x, y, alpha, n: _ew.sigmoid_forward(x, y, n, bind=True),
+            "tanh": lambda x, y, alpha, n: _ew.tanh_forward(x, y, n, bind=True)}
 
 
 def _alpha(node) -> float:
@@ -98,8 +98,8 @@ def act_backward_kernel(node, ctx) -> Callable[[], None]:
 
 def softmax_kernel(node, ctx) -> Callable[[], None]:
     """y = softmax(x) over axis 1."""
-    return partial(_loss.softmax_forward, ctx.array(node.inputs[0]), ctx.array(node.output),
-                   ctx.n_threads)
+    return _loss.softmax_forward(ctx.array(node.inputs[0]), ctx.array(node.output),
+                                 ctx.n_threads, bind=True)
 
 
 def softmax_vjp(gb, node, douts) -> list:
@@ -112,8 +112,8 @@ def softmax_vjp(gb, node, douts) -> list:
 def softmax_backward_kernel(node, ctx) -> Callable[[], None]:
     """dx = y * (dy - sum(dy * y)) over axis 1."""
     dy, y = node.inputs
-    return partial(_loss.softmax_backward, ctx.array(y), ctx.array(dy),
-                   ctx.array(node.output), ctx.n_threads)
+    return _loss.softmax_backward(ctx.array(y), ctx.array(dy), ctx.array(node.output),
+                                  ctx.n_threads, bind=True)
 
 
 register_op(OpDef(
