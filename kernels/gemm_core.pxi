@@ -410,24 +410,30 @@ cdef void _gemm_rows(bint trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, flo
                      int kernel) noexcept nogil:
     """C for op(A) of 1..GEMM_ROWS_MAX rows (B not transposed): the row kernels over
     blocks of whole vectors of C, each reading its block of every row of B once; the last
-    columns short of a vector in scalars (the same columns whatever the thread split,
-    whose column runs start on whole tiles)."""
+    columns short of a vector by the narrower paths' kernels (AVX2's, then the portable
+    16-byte ones), then in scalars. These are the same columns whatever the thread split
+    (column runs start on whole tiles)."""
     cdef Py_ssize_t ars = 1 if trans_a else lda, aks = lda if trans_a else 1
-    cdef Py_ssize_t vl = cnnc_rows_vl(kernel, floating is double)
-    cdef Py_ssize_t nvmax = cnnc_rows_nv(kernel, <int> m), j = 0, nv
-    while n - j >= vl:
-        nv = min(nvmax, (n - j) // vl)
-        if floating is float:
-            cnnc_gemm_rows_s(kernel, <int> m)(k, a, ars, aks, b + j, ldb, <int> nv, c + j, ldc,
-                                              <int> m, alpha, beta, brow,
-                                              bcol + j if bcol != NULL else NULL, act,
-                                              act_param)
-        else:
-            cnnc_gemm_rows_d(kernel, <int> m)(k, a, ars, aks, b + j, ldb, <int> nv, c + j, ldc,
-                                              <int> m, alpha, beta, brow,
-                                              bcol + j if bcol != NULL else NULL, act,
-                                              act_param)
-        j += nv * vl
+    cdef Py_ssize_t j = 0, nv, vl, nvmax
+    while True:
+        vl = cnnc_rows_vl(kernel, floating is double)
+        nvmax = cnnc_rows_nv(kernel, <int> m)
+        while n - j >= vl:
+            nv = min(nvmax, (n - j) // vl)
+            if floating is float:
+                cnnc_gemm_rows_s(kernel, <int> m)(k, a, ars, aks, b + j, ldb, <int> nv, c + j,
+                                                  ldc, <int> m, alpha, beta, brow,
+                                                  bcol + j if bcol != NULL else NULL, act,
+                                                  act_param)
+            else:
+                cnnc_gemm_rows_d(kernel, <int> m)(k, a, ars, aks, b + j, ldb, <int> nv, c + j,
+                                                  ldc, <int> m, alpha, beta, brow,
+                                                  bcol + j if bcol != NULL else NULL, act,
+                                                  act_param)
+            j += nv * vl
+        if kernel == GEMM_PORTABLE:
+            break
+        kernel = GEMM_AVX2 if kernel == GEMM_AVX512 else GEMM_PORTABLE
     if j < n:
         _gemm_rows_tail(m, n - j, k, alpha, a, ars, aks, b + j, ldb, beta, c + j, ldc, brow,
                         bcol + j if bcol != NULL else NULL, act, act_param)
@@ -438,8 +444,9 @@ cdef void _gemm_rows_tail(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alp
                           const floating* b, Py_ssize_t ldb, floating beta, floating* c,
                           Py_ssize_t ldc, const floating* brow, const floating* bcol, int act,
                           floating act_param) noexcept nogil:
-    """_gemm_rows for fewer columns than a vector: B row by row, scalar sums in order."""
-    cdef floating acc[GEMM_ROWS_MAX * 16]
+    """_gemm_rows for fewer columns than a 16-byte vector (at most 3): B row by row,
+    scalar sums in order."""
+    cdef floating acc[GEMM_ROWS_MAX * 4]
     cdef Py_ssize_t i, j, p
     cdef floating av, v
     for i in range(m * n):
