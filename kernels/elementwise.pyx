@@ -65,25 +65,52 @@ def bias_add_forward(x, bias, y, n_threads=None) -> None:
         _bias_add[double](_nck(x), bias, _nck(y), nt)
 
 
-def bias_backward(dy, dbias, n_threads=None) -> None:
+def bias_backward(dy, dbias, n_threads=None, bind: bool = False):
     """dbias[c] = sum of dy[n, c, ...] over n and the spatial positions.
 
     Parameters
     ----------
     dy : (N, C) or (N, C, H, W) float32/float64, IN
     dbias : (C,) dtype of dy, OUT (overwritten, not accumulated)
+    bind : as add_forward's
     """
     _float_arg("dy", dy, ndim=(2, 3, 4))
     _like("dbias", dbias, "dy", dy, out=True, shape=(dy.shape[1],))
     _no_alias("dbias", dbias, {"dy": dy})
-    nt = _threads(n_threads, dy.size)
-    if dy.size == 0:
-        dbias.fill(0)
-        return
-    if dy.dtype == np.float32:
-        _bias_grad[float](_nck(dy), dbias, nt)
+    cdef _BiasGradCall call = _BiasGradCall()
+    call.dbl, call.empty, call.nt = dy.dtype == np.float64, dy.size == 0, _threads(n_threads,
+                                                                                  dy.size)
+    call.keep = (dy, dbias)
+    if call.empty:
+        pass
+    elif call.dbl:
+        call.dyd, call.dbd = _nck(dy), dbias
     else:
-        _bias_grad[double](_nck(dy), dbias, nt)
+        call.dyf, call.dbf = _nck(dy), dbias
+    if bind:
+        return call
+    call()
+
+
+cdef class _BiasGradCall:
+    """bias_backward on checked arrays (see bind)."""
+    cdef tuple keep
+    cdef float[:, :, ::1] dyf
+    cdef float[::1] dbf
+    cdef double[:, :, ::1] dyd
+    cdef double[::1] dbd
+    cdef bint dbl, empty
+    cdef int nt
+
+    def __call__(self) -> None:
+        if self.empty:
+            self.keep[1].fill(0)
+        elif self.dbl:
+            with nogil:
+                _bias_grad[double](self.dyd, self.dbd, self.nt)
+        else:
+            with nogil:
+                _bias_grad[float](self.dyf, self.dbf, self.nt)
 
 
 cdef void _bias_add(const floating[:, :, ::1] x, const floating[::1] b, floating[:, :, ::1] y,

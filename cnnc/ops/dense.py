@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from cnnc._kernels import elementwise as _ew
 from cnnc._kernels import gemm as _gemm
@@ -110,7 +109,7 @@ def backward_weight_kernel(node, ctx) -> Callable[[], None]:
                         n_threads=ctx.n_threads, bind=True)
     if not node.attrs.bias:
         return weight
-    bias = partial(_ew.bias_backward, dy, ctx.array(node.outputs[1]), ctx.n_threads)
+    bias = _ew.bias_backward(dy, ctx.array(node.outputs[1]), ctx.n_threads, bind=True)
 
     def both() -> None:
         weight()
