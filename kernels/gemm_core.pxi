@@ -94,7 +94,10 @@ cdef enum:
     GEMM_DIRECT_B_ROWS = 32         # with at most this many rows of A, a B that
     GEMM_DIRECT_B_BYTES = 2097152   # ... is this small (so cached)
     GEMM_DIRECT_B_DEPTH = 64        # ... or has at most this many rows (memory streams)
-    GEMM_ROWS_MAX = 4               # op(A) with at most this many rows: _gemm_rows
+    GEMM_ROWS_MAX = 4               # op(A) with at most this many rows: _gemm_rows, but
+    GEMM_ROWS_WIDE = 1024           # over 2 rows and this many columns of C only from
+    GEMM_ROWS_DEEP = 256            # this depth (a conv's pixels: the packed path was up
+                                    # to 1.5x faster at 3 rows, K = 64-128, N = 4096)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -164,7 +167,8 @@ cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
     When B is small, or A has few rows (each element of B used once or twice), B is read
     in place instead of packed and the tile loops run column panel outermost.
     """
-    if m <= GEMM_ROWS_MAX and not trans_b:
+    if not trans_b and m <= GEMM_ROWS_MAX and (
+            m <= 2 or n <= GEMM_ROWS_WIDE or k >= GEMM_ROWS_DEEP):
         _gemm_rows(trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol, act,
                    act_param, kernel)
         return
