@@ -126,6 +126,9 @@ cdef void gemm_impl(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_s
     cdef Py_ssize_t row_tiles = (m + mr - 1) // mr, col_tiles = (n + nr - 1) // nr
     cdef Py_ssize_t tiles, t, lo, hi
     cdef bint split_cols = col_tiles >= row_tiles
+    # decided on the whole product, so that a thread's share never changes the path
+    cdef bint rows = not trans_b and m <= GEMM_ROWS_MAX and (
+        m <= 2 or n <= GEMM_ROWS_WIDE or k >= GEMM_ROWS_DEEP)
     if m <= 0 or n <= 0:
         return
     tiles = col_tiles if split_cols else row_tiles
@@ -134,7 +137,7 @@ cdef void gemm_impl(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_s
     n_threads = <int> min(<Py_ssize_t> n_threads, tiles)
     if n_threads <= 1:
         _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow,
-                     bcol, act, act_param, kernel, mr, nr)
+                     bcol, act, act_param, kernel, mr, nr, rows)
         return
     # Each thread owns a run of whole tiles, aligned to the one-thread tile grid, so every
     # element is computed by the same instructions whatever the thread count.
@@ -146,14 +149,15 @@ cdef void gemm_impl(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_s
             hi = min(hi * nr, n)
             _gemm_serial(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
                          b + (lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc, brow,
-                         bcol + lo if bcol != NULL else NULL, act, act_param, kernel, mr, nr)
+                         bcol + lo if bcol != NULL else NULL, act, act_param, kernel, mr, nr,
+                         rows)
         else:
             lo = lo * mr
             hi = min(hi * mr, m)
             _gemm_serial(trans_a, trans_b, hi - lo, n, k, alpha,
                          a + (lo if trans_a else lo * lda), lda, b, ldb, beta, c + lo * ldc,
                          ldc, brow + lo if brow != NULL else NULL, bcol, act, act_param,
-                         kernel, mr, nr)
+                         kernel, mr, nr, False)  # rows: m <= 4, one row tile, never here
 
 
 cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -161,14 +165,14 @@ cdef void _gemm_serial(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
                        const floating* b, Py_ssize_t ldb, floating beta, floating* c,
                        Py_ssize_t ldc, const floating* brow, const floating* bcol, int act,
                        floating act_param, int kernel, Py_ssize_t mr,
-                       Py_ssize_t nr) noexcept nogil:
-    """One thread's GEMM: loops ic (MC rows) > pc (KC depth) > jc (NC columns) > tiles.
+                       Py_ssize_t nr, bint rows) noexcept nogil:
+    """One thread's GEMM: loops ic (MC rows) > pc (KC depth) > jc (NC columns) > tiles;
+    with `rows`, the row kernels instead (_gemm_rows).
 
     When B is small, or A has few rows (each element of B used once or twice), B is read
     in place instead of packed and the tile loops run column panel outermost.
     """
-    if not trans_b and m <= GEMM_ROWS_MAX and (
-            m <= 2 or n <= GEMM_ROWS_WIDE or k >= GEMM_ROWS_DEEP):
+    if rows:
         _gemm_rows(trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, brow, bcol, act,
                    act_param, kernel)
         return

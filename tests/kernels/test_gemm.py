@@ -175,9 +175,10 @@ def test_empty_depth_gives_epilogue_of_c():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,n,k", [(127, 2000, 65), (1000, 33, 129), (65, 127, 400),
-                                   (17, 30001, 20)])
+                                   (17, 30001, 20), (10, 8, 13000)])
 def test_threads_bitwise_equal(kernel, dtype, m, n, k):
-    # Covers column and row splits, packed B and B read in place, several K blocks.
+    # Covers column and row splits, packed B and B read in place, several K blocks, and a
+    # thread left with 2 rows (the packed path still: the path is the whole product's).
     rng = np.random.default_rng(7)
     a, b = _mat(rng, (m, k), dtype, True), _mat(rng, (k, n), dtype, False)
     bias = rng.standard_normal(n).astype(dtype)
@@ -242,8 +243,8 @@ def test_small_m_strided_views(dtype, m, trans_b):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,n,k,trans_b", [(1, 4099, 300, False), (4, 1001, 700, False),
-                                           (3, 2003, 400, False), (1, 3001, 350, True),
-                                           (2, 1999, 600, True)])
+                                           (3, 2003, 400, False), (3, 2003, 100, False),
+                                           (1, 3001, 350, True), (2, 1999, 600, True)])
 def test_small_m_threads_bitwise_equal(dtype, m, n, k, trans_b):
     # Threads split C's columns; a C whose rows start off a cache line checks that where
     # the split falls does not change any element.
