@@ -105,22 +105,23 @@ cdef class _SoftmaxCall:
                                     <float*> self.pout, self.n, self.k, self.s, self.nt)
 
 
-cdef double _class_max(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s) noexcept nogil:
+cdef double _class_max(const floating* z, Py_ssize_t K, Py_ssize_t S) noexcept nogil:
+    """The largest of z[k * S], k < K (a position's class scores, S apart)."""
     cdef Py_ssize_t k
-    cdef double m = z[n, 0, s]
-    for k in range(1, z.shape[1]):
-        if z[n, k, s] > m:
-            m = z[n, k, s]
+    cdef double m = z[0]
+    for k in range(1, K):
+        if z[k * S] > m:
+            m = z[k * S]
     return m
 
 
-cdef double _log_sum_exp(const floating[:, :, ::1] z, Py_ssize_t n, Py_ssize_t s,
+cdef double _log_sum_exp(const floating* z, Py_ssize_t K, Py_ssize_t S,
                          double m) noexcept nogil:
-    """log(sum_k exp(z[n, k, s] - m)) for m the class max (so logsumexp = m + result)."""
+    """log(sum_k exp(z[k * S] - m)) for m the class max (so logsumexp = m + result)."""
     cdef Py_ssize_t k
     cdef double total = 0
-    for k in range(z.shape[1]):
-        total += exp(z[n, k, s] - m)
+    for k in range(K):
+        total += exp(z[k * S] - m)
     return log(total)
 
 
@@ -128,19 +129,13 @@ cdef void _softmax_fwd(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t 
                        Py_ssize_t S, int nt) noexcept nogil:
     """Over positions p = (n, s) of x viewed as (N, K, S): element k at (n*K + k)*S + s."""
     cdef Py_ssize_t p, n, s, k, base
-    cdef double m, total, logsum
+    cdef double m, logsum
     for p in prange(N * S, schedule="static", num_threads=nt):
         n = p // S
         s = p % S
         base = n * K * S + s
-        m = x[base]
-        for k in range(1, K):
-            if x[base + k * S] > m:
-                m = x[base + k * S]
-        total = 0
-        for k in range(K):
-            total = total + exp(x[base + k * S] - m)
-        logsum = log(total)
+        m = _class_max(x + base, K, S)
+        logsum = _log_sum_exp(x + base, K, S, m)
         for k in range(K):
             y[base + k * S] = <floating>exp(x[base + k * S] - m - logsum)
 
@@ -299,8 +294,8 @@ cdef double _xent_sparse_chunk(const floating[:, :, ::1] z, const int64_t[:, ::1
                 for k in range(K):
                     dz[n, k, s] = 0
             continue
-        m = _class_max(z, n, s)
-        logsum = _log_sum_exp(z, n, s, m)
+        m = _class_max(&z[n, 0, s], K, S)
+        logsum = _log_sum_exp(&z[n, 0, s], K, S, m)
         # lse - z_k = (m - z_k) + logsum, both terms >= 0: no cancellation
         spread = 0
         for k in range(K):
@@ -330,8 +325,8 @@ cdef double _xent_dense_chunk(const floating[:, :, ::1] z, const floating[:, :, 
     for p in range(p0, p1):
         n = p // S
         s = p % S
-        m = _class_max(z, n, s)
-        logsum = _log_sum_exp(z, n, s, m)
+        m = _class_max(&z[n, 0, s], K, S)
+        logsum = _log_sum_exp(&z[n, 0, s], K, S, m)
         tsum = 0
         for k in range(K):
             tk = (1 - eps) * t[n, k, s] + off
