@@ -99,6 +99,36 @@ typedef void (*cnnc_tile_d)(ptrdiff_t kc, const double *pa, const double *pb, pt
 static inline float cnnc_sigmoid_s(float v) { return 1.0f / (1.0f + expf(-v)); }
 static inline double cnnc_sigmoid_d(double v) { return 1.0 / (1.0 + exp(-v)); }
 
+/* C[i, j*VL ..] = act(alpha * acc[i][j] + beta * C + bias) for i < rows, j < nv (at most
+ * MR x NV accumulators), reading C only when beta != 0: the epilogue of the tile and row
+ * kernels, inside them (it uses their arguments c, ldc, rows, alpha, beta, brow, bcol,
+ * act, slope). */
+#define CNNC_EPILOGUE(T, VT, VI, VL, MR, NV, nv, SIG, TANH)                                \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                \
+        if (i == rows) break;                                                              \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NV; j++) {                            \
+            if (j == (nv)) break;                                                          \
+            T *cp = c + i * ldc + j * VL;                                                  \
+            VT v = acc[i][j] * alpha, w;                                                   \
+            if (beta != 0) { memcpy(&w, cp, sizeof w); v = w * beta + v; }                 \
+            if (brow) v = v + brow[i];                                                     \
+            if (bcol) { memcpy(&w, bcol + j * VL, sizeof w); v = v + w; }                  \
+            if (act == CNNC_ACT_RELU || act == CNNC_ACT_LEAKY) {                           \
+                VI pos = v > 0;                                                            \
+                w = act == CNNC_ACT_RELU ? (VT){0} : v * slope;                            \
+                v = (VT)(((VI)v & pos) | ((VI)w & ~pos));                                  \
+            }                                                                              \
+            memcpy(cp, &v, sizeof v);                                                      \
+        }                                                                                  \
+    }                                                                                      \
+    if (act == CNNC_ACT_SIGMOID || act == CNNC_ACT_TANH) {                                 \
+        for (int i = 0; i < rows; i++)                                                     \
+            for (int j = 0; j < (nv) * VL; j++) {                                          \
+                T *cp = c + i * ldc + j;                                                   \
+                *cp = act == CNNC_ACT_SIGMOID ? SIG(*cp) : TANH(*cp);                      \
+            }                                                                              \
+    }
+
 /* NAME: function name; T/VT/VI: scalar, vector, same-width integer vector; VL: lanes;
  * MR rows x NV vectors per row; TARGET: attribute; SIG/TANH: scalar functions. */
 #define CNNC_TILE(NAME, T, VT, VI, VL, MR, NV, TARGET, SIG, TANH)                          \
@@ -123,29 +153,7 @@ TARGET static void NAME(ptrdiff_t kc, const T *pa, const T *pb, ptrdiff_t ldb, p
         pa += MR;                                                                          \
         pb += ldb;                                                                         \
     }                                                                                      \
-    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                \
-        if (i == rows) break;                                                              \
-        _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                             \
-            T *cp = c + i * ldc + j * VL;                                                  \
-            VT v = acc[i][j] * alpha, w;                                                   \
-            if (beta != 0) { memcpy(&w, cp, sizeof w); v = w * beta + v; }                 \
-            if (brow) v = v + brow[i];                                                     \
-            if (bcol) { memcpy(&w, bcol + j * VL, sizeof w); v = v + w; }                  \
-            if (act == CNNC_ACT_RELU || act == CNNC_ACT_LEAKY) {                           \
-                VI pos = v > 0;                                                            \
-                w = act == CNNC_ACT_RELU ? (VT){0} : v * slope;                            \
-                v = (VT)(((VI)v & pos) | ((VI)w & ~pos));                                  \
-            }                                                                              \
-            memcpy(cp, &v, sizeof v);                                                      \
-        }                                                                                  \
-    }                                                                                      \
-    if (act == CNNC_ACT_SIGMOID || act == CNNC_ACT_TANH) {                                 \
-        for (int i = 0; i < rows; i++)                                                     \
-            for (int j = 0; j < NV * VL; j++) {                                            \
-                T *cp = c + i * ldc + j;                                                   \
-                *cp = act == CNNC_ACT_SIGMOID ? SIG(*cp) : TANH(*cp);                      \
-            }                                                                              \
-    }                                                                                      \
+    CNNC_EPILOGUE(T, VT, VI, VL, MR, NV, NV, SIG, TANH)                                    \
 }
 
 typedef float cnnc_f4 __attribute__((vector_size(16)));
@@ -216,30 +224,7 @@ TARGET static inline __attribute__((always_inline)) void NAME##_nv(             
         }                                                                                  \
         b += ldb;                                                                          \
     }                                                                                      \
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {                                  \
-        if (i == rows) break;                                                              \
-        _Pragma("GCC unroll 16") for (int j = 0; j < NVMAX; j++) {                          \
-            if (j == nv) break;                                                            \
-            T *cp = c + i * ldc + j * VL;                                                  \
-            VT v = acc[i][j] * alpha, w;                                                   \
-            if (beta != 0) { memcpy(&w, cp, sizeof w); v = w * beta + v; }                 \
-            if (brow) v = v + brow[i];                                                     \
-            if (bcol) { memcpy(&w, bcol + j * VL, sizeof w); v = v + w; }                  \
-            if (act == CNNC_ACT_RELU || act == CNNC_ACT_LEAKY) {                           \
-                VI pos = v > 0;                                                            \
-                w = act == CNNC_ACT_RELU ? (VT){0} : v * slope;                            \
-                v = (VT)(((VI)v & pos) | ((VI)w & ~pos));                                  \
-            }                                                                              \
-            memcpy(cp, &v, sizeof v);                                                      \
-        }                                                                                  \
-    }                                                                                      \
-    if (act == CNNC_ACT_SIGMOID || act == CNNC_ACT_TANH) {                                 \
-        for (int i = 0; i < rows; i++)                                                     \
-            for (int j = 0; j < nv * VL; j++) {                                            \
-                T *cp = c + i * ldc + j;                                                   \
-                *cp = act == CNNC_ACT_SIGMOID ? SIG(*cp) : TANH(*cp);                      \
-            }                                                                              \
-    }                                                                                      \
+    CNNC_EPILOGUE(T, VT, VI, VL, R, NVMAX, nv, SIG, TANH)                                  \
 }                                                                                          \
 /* nv as a constant in each case, so that the accumulators stay in registers */            \
 TARGET static void NAME(ptrdiff_t k, const T *a, ptrdiff_t ars, ptrdiff_t aks,              \

@@ -2,6 +2,7 @@
 batches, training vs inference mode, plan inspection."""
 import gc
 import tracemalloc
+from functools import partial
 
 import numpy as np
 import pytest
@@ -163,6 +164,16 @@ def test_batchnorm_folding_keeps_following_the_parameters():
     assert np.allclose(model.forward(x), before, rtol=1e-13)
 
 
+def _agree_with_views_reference(model, ref, x) -> np.ndarray:
+    """model.forward(x), asserted bitwise equal to that of `ref` given model's parameters
+    through `ref.parameters` (so `ref` remakes everything derived from them every step)."""
+    for k, v in model._param_arrays().items():
+        ref.parameters[k][...] = v
+    got = model.forward(x)
+    np.testing.assert_array_equal(got, ref.forward(x))
+    return got
+
+
 def test_folded_weights_are_remade_only_when_the_parameters_change(tmp_path):
     # the tested model never hands out its views, so its inference plans refold only
     # after a change; a reference that did refolds at every step: same outputs throughout
@@ -171,13 +182,7 @@ def test_folded_weights_are_remade_only_when_the_parameters_change(tmp_path):
     ref = cnnc.compile(source, seed=5, dtype="float64")
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2,) + model.input_shape)
-
-    def agree() -> np.ndarray:
-        for k, v in model._param_arrays().items():
-            ref.parameters[k][...] = v
-        got = model.forward(x)
-        np.testing.assert_array_equal(got, ref.forward(x))
-        return got
+    agree = partial(_agree_with_views_reference, model, ref, x)
 
     first = agree()
     refolds = []
@@ -217,13 +222,7 @@ def test_kept_winograd_weights_follow_the_parameters(tmp_path, batch):
     ref = cnnc.compile(WINOGRAD_NET, seed=5, dtype="float64", batch=batch)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((batch,) + model.input_shape)
-
-    def agree() -> np.ndarray:
-        for k, v in model._param_arrays().items():
-            ref.parameters[k][...] = v
-        got = model.forward(x)
-        np.testing.assert_array_equal(got, ref.forward(x))
-        return got
+    agree = partial(_agree_with_views_reference, model, ref, x)
 
     first = agree()
     assert sum(getattr(c, "keeps_weights", False) for c in model.plan.calls) == 2
