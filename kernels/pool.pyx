@@ -118,6 +118,10 @@ cdef extern from "pool_max.h" nogil:
     void cnnc_pool_max16_s(const float* r0, const float* r1, float* y)
     void cnnc_pool_max8_s(const float* r0, const float* r1, float* y)
     void cnnc_pool_max8_d(const double* r0, const double* r1, double* y)
+    void cnnc_pool_max16_s_am(const float* r0, const float* r1, Py_ssize_t w, int32_t base,
+                              float* y, int32_t* am)
+    void cnnc_pool_max8_s_am(const float* r0, const float* r1, Py_ssize_t w, int32_t base,
+                             float* y, int32_t* am)
 
 
 cdef inline bint _is_2x2(const Geom* g) noexcept nogil:
@@ -163,7 +167,8 @@ cdef void _max_row_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating*
                        int32_t* am, Py_ssize_t n) noexcept nogil:
     """n adjacent 2x2 windows inside the plane, the first with top-left r0 (plane index
     base), in blocks of 16, or of 8 for rows of 8-15 windows (LeNet-5's 14), when the row
-    has that many (see _block_start)."""
+    has that many (see _block_start): by pool_max.h's vectors, but float64's argmax by
+    _max_2x2."""
     cdef Py_ssize_t j = 0, blk = 16 if n >= 16 else 8
     if n < 8:
         _max_2x2(r0, r0 + w, w, base, y, am, n)
@@ -172,6 +177,12 @@ cdef void _max_row_2x2(const floating* r0, Py_ssize_t w, int32_t base, floating*
         j = _block_start(j, n, blk)
         if am == NULL:
             _max_2x2_values(r0 + 2 * j, r0 + w + 2 * j, y + j, blk)
+        elif floating is float and blk == 16:
+            cnnc_pool_max16_s_am(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j,
+                                 am + j)
+        elif floating is float:
+            cnnc_pool_max8_s_am(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j,
+                                am + j)
         elif blk == 16:
             _max_2x2(r0 + 2 * j, r0 + w + 2 * j, w, base + 2 * <int32_t>j, y + j, am + j, 16)
         else:
