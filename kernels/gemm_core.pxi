@@ -92,7 +92,8 @@ cdef enum:
     # When B is read in place instead of packed (see _gemm_serial):
     GEMM_SMALL_B_BYTES = 65536      # any B this small
     GEMM_DIRECT_B_ROWS = 32         # with at most this many rows of A, a B that
-    GEMM_DIRECT_B_BYTES = 2097152   # ... is this small (so cached)
+    GEMM_DIRECT_B_BYTES = 8388608   # ... is this small (so in L3: at 24-32 rows of A,
+                                    # B of 6.4-8 MB, 1.15-2.35x packing it)
     GEMM_DIRECT_B_DEPTH = 64        # ... or has at most this many rows (memory streams)
     GEMM_ROWS_MAX = 4               # op(A) with at most this many rows: _gemm_rows, but
     GEMM_ROWS_WIDE = 1024           # over 2 rows and this many columns of C only from
