@@ -18,6 +18,13 @@ the only reader of the other's output:
 * an ``add`` summing the gradients of a tensor read by several layers, into the
   ``act_backward`` reading the sum: ``act_backward(dy_1, ..., dy_k, y)`` adds them in
   the same pass (every residual block's input has such a sum).
+
+And relu's gradient moves ahead of a max-pool's: ``act_backward(maxpool_backward(dy), y)``
+on the pool's input y becomes ``maxpool_backward(act_backward(dy, pool output))``, on a
+tensor a quarter of the size for 2x2 windows. The same values: each window's winner is an
+element of y equal to the window's output, so relu lets its gradient through exactly when
+it lets the window's through (and a gradient summed from overlapping windows is kept or
+zeroed whole).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from typing import Any
 
 from cnnc.ir.graph import Graph
 from cnnc.ir.types import Node, Value
+from cnnc.ops.registry import get_op
 from cnnc.passes.rewrite import GraphCopy, readers
 
 LINEAR_OPS = ("conv", "conv_transpose", "dense")
@@ -54,12 +62,23 @@ def fuse(graph: Graph) -> Graph:
             acts[id(node)] = act
     merged = _merge_gradients(graph, sole_reader, acts)
     absorbed = {id(a) for a in acts.values()} | {id(g) for g, _ in merged.values()}
+    pooled = _relu_after_pool(graph, sole_reader, reading, absorbed)
+    absorbed |= {id(a) for a, _ in pooled.values()}
 
     out = GraphCopy(graph)
     for node in graph.nodes:
         if id(node) in absorbed:
             continue
-        if id(node) in acts:
+        if id(node) in pooled:
+            relu, pool_out = pooled[id(node)]
+            dy, winners = node.inputs
+            # relu's gradient on the pool's output, under the pool gradient's names; then
+            # the pool's, reading it, under relu's (its readers read that)
+            out.add(dataclasses.replace(relu, name=node.name, inputs=[dy, pool_out]),
+                    relu.op, relu.attrs, outputs=node.outputs)
+            out.add(dataclasses.replace(node, name=relu.name, inputs=[node.output, winners]),
+                    node.op, node.attrs, outputs=relu.outputs)
+        elif id(node) in acts:
             act = acts[id(node)]
             fused = out.add(node, node.op, _activated(node.attrs, act),
                             outputs=act.outputs + node.outputs[1:])
@@ -104,6 +123,28 @@ def _merge_gradients(graph: Graph, sole_reader: Readers, acts: dict[int, Node]
                 and src.op == "add" and src.attrs.activation == "none"):
             merged[id(node)] = src, [*src.inputs, *node.inputs[1:]]
     return merged
+
+
+def _relu_after_pool(graph: Graph, sole_reader: Readers, reading: dict[int, list[Node]],
+                     taken: set[int]) -> dict[int, tuple[Node, Value]]:
+    """id(maxpool_backward) -> (the relu ``act_backward`` that is the only reader of its
+    gradient and reads the pool's input, the pool's output), for pools that saved their
+    winners (maxpool_train) and whose output no op may alias (a flatten: read again in
+    the backward, it would have to be copied)."""
+    found: dict[int, tuple[Node, Value]] = {}
+    for node in graph.nodes:
+        src = _sole_source(node, sole_reader)
+        if not (node.op == "act_backward" and node.attrs.act == "relu"
+                and len(node.inputs) == 2 and src is not None
+                and src.op == "maxpool_backward" and not {id(node), id(src)} & taken):
+            continue
+        pool = src.inputs[1].producer
+        if (pool is not None and pool.op == "maxpool_train"
+                and pool.inputs[0] is node.inputs[1]
+                and not any(get_op(r.op).inplace_ok
+                            for r in reading.get(id(pool.outputs[0]), []))):
+            found[id(src)] = node, pool.outputs[0]
+    return found
 
 
 def _sole_source(node: Node, sole_reader: Readers) -> Node | None:

@@ -157,3 +157,56 @@ def test_residual_blocks_lose_every_relu_and_the_gradient_sums():
         == ["relu", "relu"]
     assert sum(n.attrs.activation == "relu" for n in fused.nodes
                if n.op == "batchnorm_backward") == 3
+
+
+POOLED = """
+conv(4, kernel=3, padding=1) relu
+maxpool(POOL)
+conv(3, kernel=3) relu
+maxpool(2)
+flatten
+dense(2)
+"""
+
+
+@pytest.mark.parametrize("pool", ["2", "3, stride=2"])  # windows apart; overlapping
+def test_relu_gradient_moves_ahead_of_the_max_pool(pool):
+    training = build_training_graph(load(POOLED.replace("POOL", pool), "[2, 9, 9]"), "mse",
+                                    None)
+    fused = fuse(training)
+    verify(fused)
+    # the first pool: relu's gradient on the pool's output (under the pool gradient's
+    # name), then the pool's into relu's gradient
+    gate, scatter = fused.node("maxpool_1/dx"), fused.node("relu_1/dx")
+    assert gate.op == "act_backward" and gate.inputs[1] is fused.value("maxpool_1")
+    assert gate.output.type == fused.value("maxpool_1").type
+    assert scatter.op == "maxpool_backward" and scatter.inputs[0] is gate.output
+    assert scatter.output.type == fused.value("relu_1").type
+    # the second pool's output is flattened (an alias, which a later read would break)
+    assert fused.node("maxpool_2/dx").op == "maxpool_backward"
+    assert fused.node("relu_2/dx").op == "act_backward"
+
+
+@pytest.mark.parametrize("pool", ["2", "3, stride=2"])
+def test_relu_gradient_ahead_of_the_max_pool_gives_the_same_bits(pool, monkeypatch):
+    import importlib
+
+    import numpy as np
+
+    import cnnc
+    source = ("network T\ninput x: [2, 11, 11]\nlayers {\n"
+              + POOLED.replace("POOL", pool) + "\n}\n")
+
+    def train(model):
+        rng = np.random.default_rng(3)
+        x, y = rng.standard_normal((4, 2, 11, 11)), rng.standard_normal((4, 2))
+        losses = [model.train_step(x, y) for _ in range(3)]
+        return losses, model._param_arrays()
+
+    got = train(cnnc.compile(source, seed=2, dtype="float64", loss="mse"))
+    monkeypatch.setattr(importlib.import_module("cnnc.passes.fuse"), "_relu_after_pool",
+                        lambda *args: {})
+    want = train(cnnc.compile(source, seed=2, dtype="float64", loss="mse"))
+    assert got[0] == want[0]
+    for k, v in want[1].items():
+        np.testing.assert_array_equal(got[1][k], v)
