@@ -16,31 +16,9 @@
 #define CNNC_POOL_WINS_S(v, top) ((v) > (top) ? 1 : ((v) != (v)))
 
 #if defined(__GNUC__) && !defined(__clang__)
-#define CNNC_POOL_MAX2X2(NAME, T, VT, IT, VL)                                              \
-static inline VT NAME##_pick(VT v, VT top) {                                               \
-    IT m = (IT)(v > top) | (IT)(v != v);                                                   \
-    return (VT)(((IT)v & m) | ((IT)top & ~m));                                             \
-}                                                                                          \
-static void NAME(const T *r0, const T *r1, T *y) {                                         \
-    VT p0, p1, q0, q1;                                                                     \
-    IT even, odd;                                                                          \
-    for (int l = 0; l < VL; l++) {                                                         \
-        even[l] = 2 * l;                                                                   \
-        odd[l] = 2 * l + 1;                                                                \
-    }                                                                                      \
-    memcpy(&p0, r0, sizeof p0);                                                            \
-    memcpy(&p1, r0 + VL, sizeof p1);                                                       \
-    memcpy(&q0, r1, sizeof q0);                                                            \
-    memcpy(&q1, r1 + VL, sizeof q1);                                                       \
-    VT m0 = NAME##_pick(__builtin_shuffle(p0, p1, odd), __builtin_shuffle(p0, p1, even));  \
-    VT m1 = NAME##_pick(__builtin_shuffle(q0, q1, odd), __builtin_shuffle(q0, q1, even));  \
-    VT out = NAME##_pick(m1, m0);                                                          \
-    memcpy(y, &out, sizeof out);                                                           \
-}
-/* float32 only: the lanes of IT are the int32 of the argmax */
-#define CNNC_POOL_MAX2X2_AM(NAME, VT, IT, VL)                                              \
-static void NAME##_am(const float *r0, const float *r1, ptrdiff_t w, int32_t base, float *y, \
-                      int32_t *am) {                                                       \
+/* The VL windows' four corners: a, b from row r0 (even, odd columns), c, d from r1; and
+ * `even`, the lanes' 2j. */
+#define CNNC_POOL_CORNERS(VT, IT, VL)                                                      \
     VT p0, p1, q0, q1;                                                                     \
     IT even, odd;                                                                          \
     for (int l = 0; l < VL; l++) {                                                         \
@@ -52,7 +30,24 @@ static void NAME##_am(const float *r0, const float *r1, ptrdiff_t w, int32_t bas
     memcpy(&q0, r1, sizeof q0);                                                            \
     memcpy(&q1, r1 + VL, sizeof q1);                                                       \
     VT a = __builtin_shuffle(p0, p1, even), b = __builtin_shuffle(p0, p1, odd);            \
-    VT c = __builtin_shuffle(q0, q1, even), d = __builtin_shuffle(q0, q1, odd);            \
+    VT c = __builtin_shuffle(q0, q1, even), d = __builtin_shuffle(q0, q1, odd);
+
+#define CNNC_POOL_MAX2X2(NAME, T, VT, IT, VL)                                              \
+static inline VT NAME##_pick(VT v, VT top) {                                               \
+    IT m = (IT)(v > top) | (IT)(v != v);                                                   \
+    return (VT)(((IT)v & m) | ((IT)top & ~m));                                             \
+}                                                                                          \
+static void NAME(const T *r0, const T *r1, T *y) {                                         \
+    CNNC_POOL_CORNERS(VT, IT, VL)                                                          \
+    VT m0 = NAME##_pick(b, a), m1 = NAME##_pick(d, c);                                     \
+    VT out = NAME##_pick(m1, m0);                                                          \
+    memcpy(y, &out, sizeof out);                                                           \
+}
+/* float32 only: the lanes of IT are the int32 of the argmax */
+#define CNNC_POOL_MAX2X2_AM(NAME, VT, IT, VL)                                              \
+static void NAME##_am(const float *r0, const float *r1, ptrdiff_t w, int32_t base, float *y, \
+                      int32_t *am) {                                                       \
+    CNNC_POOL_CORNERS(VT, IT, VL)                                                          \
     IT k0 = (IT)(b > a) | (IT)(b != b), k1 = (IT)(d > c) | (IT)(d != d);                   \
     VT m0 = (VT)(((IT)b & k0) | ((IT)a & ~k0)), m1 = (VT)(((IT)d & k1) | ((IT)c & ~k1));   \
     IT kf = (IT)(m1 > m0) | (IT)(m1 != m1);                                                \
