@@ -138,7 +138,8 @@ DIRECT_CASES = [
 # Winograd with the tiles in vector lanes (3x3 stride 1, 16-64 channels): whole images
 # per chunk (one, or three), odd outputs with padding 0 (whose flipped backward-data,
 # 64 -> 32 channels, takes it too), asymmetric padding and M not a multiple of 8,
-# padding larger than the kernel (negative in the flipped conv), bands of tile rows.
+# padding larger than the kernel (negative in the flipped conv), bands of tile rows, and
+# 64 -> 64 channels with too few tiles for the GEMM Winograd.
 WVEC_CASES = [
     (2, 16, 32, 32, 16, (3, 3), 1, 1, 1, 1),
     (3, 32, 16, 16, 32, (3, 3), 1, 1, 1, 1),
@@ -146,6 +147,8 @@ WVEC_CASES = [
     (2, 17, 9, 13, 23, (3, 3), 1, (0, 2, 1, 0), 1, 1),
     (1, 20, 9, 13, 16, (3, 3), 1, (3, 0, 4, 1), 1, 1),
     (2, 16, 48, 48, 16, (3, 3), 1, (1, 2, 2, 1), 1, 1),
+    (1, 64, 8, 8, 64, (3, 3), 1, 1, 1, 1),
+    (2, 64, 7, 9, 64, (3, 3), 1, 1, 1, 1),
 ]
 
 # Winograd F(4x4) with a lane per image (16-64 channels, from 16 images): one group of 16
