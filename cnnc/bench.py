@@ -50,7 +50,7 @@ def _numel(shape) -> int:
 def node_macs(node: Node, batch: int) -> int:
     """Multiply-accumulates of one call of ``node`` at ``batch`` (0 for ops without)."""
     op, a = node.op, node.attrs
-    if op in ("conv", "conv_transpose", "dense"):
+    if op in ("conv", "conv_maxpool", "conv_transpose", "dense"):
         per_image = get_op(op).mac_rule([v.type for v in node.data_inputs],
                                         node.output.type, node.attrs)
         return batch * per_image
@@ -79,7 +79,9 @@ def call_nodes(plan: Plan) -> list[Node]:
     batchnorm into a conv, ``plan.folds``, run only when the parameters changed: after a
     training step, not between inference steps, so they are not in the profile.)"""
     ctx = BindContext(plan, np.zeros(1, np.int64), np.zeros(1), plan.mode)
+    folds = list(plan.folds)  # the calls bound here are dropped: so are their callbacks
     bound = [n for n in plan.order if get_op(n.op).kernel(n, ctx) is not None]
+    plan.folds[:] = folds
     if len(bound) != len(plan.calls):
         raise RuntimeError(f"plan has {len(plan.calls)} calls but {len(bound)} bound nodes")
     return bound

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "conv_wino_lanes.h"
+#include "pool_max.h"
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -257,13 +258,11 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
  * above, a vector per tile; the output transform writes the stage's rows [column][VL],
  * which are transposed back into y. The 1-D transforms are conv_wino_lanes.h's. */
 
-/* One block of MR output channels by nv (1..NV4) tiles: the 36 products mm[e] = u[e] @ v[e]
- * (u: [36][K][MR], v[e] at v + k*ldv + tile*36*VL + e*VL), then column c of row r of each
- * tile's act(A^T M A + bias[i]) at st[i*lds + r*quarter + (4*tile + c)*VL ..]. */
-#define CNNC_WINO_BLOCK4(NAME, T, VT, IT, VL, SUF, T1, T2, T3)                             \
-static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
-                 const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
-                 ptrdiff_t quarter) {                                                      \
+/* The 36 products of a block of MR output channels by nv (1..NV4) tiles (or vectors of
+ * tiles): mm[e*me + i*VL*NV4 + j*VL ..] = (u[e] @ v[e]) for channel i, tile j, with
+ * u: [36][K][MR], v[e] at v + k*ldv + j*36*VL + e*VL, me = MR*NV4*VL. */
+#define CNNC_WINO_MUL36(NAME, T, VL, T1, T2, T3)                                           \
+static inline void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm) { \
     const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
     for (int e = 0; e < 36; e++) {                                                         \
         const T *ue = u + e * K * CNNC_WINO_MR, *ve = v + e * VL;                          \
@@ -271,20 +270,128 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
         else if (nv == 2) T2(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                   \
         else T1(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                                \
     }                                                                                      \
-    for (int i = 0; i < rows; i++) {                                                       \
-        T bo = bias ? bias[i] : 0;                                                         \
+}
+
+/* y[4*r + c] = (A^T M A)[r][c] + bo for the 36 products m[e] at m + e*me. */
+#define CNNC_WINO_AT36(NAME, T, VT, SUF)                                                   \
+static inline void NAME(const T *m, ptrdiff_t me, T bo, VT *y) {                           \
+    VT x[36], t[24];                                                                       \
+    for (int e = 0; e < 36; e++) memcpy(&x[e], m + e * me, sizeof(VT));                    \
+    for (int k = 0; k < 6; k++) cnnc_wl_at6_##SUF(x + k, 6, t + k, 6);                     \
+    for (int r = 0; r < 4; r++) cnnc_wl_at6_##SUF(t + 6 * r, 1, y + 4 * r, 1);             \
+    for (int k = 0; k < 16; k++) y[k] += bo;                                               \
+}
+
+/* One block of MR output channels by nv (1..NV4) tiles: the 36 products, then column c of
+ * row r of each tile's act(A^T M A + bias[i]) at st[i*lds + r*quarter + (4*tile + c)*VL ..]. */
+#define CNNC_WINO_BLOCK4(NAME, T, VT, IT, VL, MUL, AT)                                     \
+static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
+                 const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
+                 ptrdiff_t quarter) {                                                      \
+    const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
+    MUL(K, u, v, ldv, nv, mm);                                                             \
+    for (int i = 0; i < rows; i++)                                                         \
         for (int j = 0; j < nv; j++) {                                                     \
-            VT m[36], t[24], y[16];                                                        \
-            for (int e = 0; e < 36; e++)                                                   \
-                memcpy(&m[e], mm + e * me + i * ldo + j * VL, sizeof(VT));                 \
-            for (int k = 0; k < 6; k++) cnnc_wl_at6_##SUF(m + k, 6, t + k, 6);             \
-            for (int r = 0; r < 4; r++) cnnc_wl_at6_##SUF(t + 6 * r, 1, y + 4 * r, 1);     \
+            VT y[16];                                                                      \
+            AT(mm + i * ldo + j * VL, me, bias ? bias[i] : 0, y);                          \
             for (int r = 0; r < 4; r++)                                                    \
                 for (int c = 0; c < 4; c++)                                                \
                     CNNC_WINO_STV(st + i * lds + r * quarter + (4 * j + c) * VL,           \
-                                  CNNC_WINO_ACT(VT, IT, y[4 * r + c] + bo, act, slope));   \
+                                  CNNC_WINO_ACT(VT, IT, y[4 * r + c], act, slope));        \
         }                                                                                  \
+}
+
+/* Winograd F(4x4, 3x3) followed by a 2x2 stride-2 max-pool, the tiles in vector lanes
+ * (conv_winograd.pxi, "pooled" path: inference's conv -> max-pool). As the F(2x2) path
+ * above, with 16 polyphase planes z[p][A][i] = xpad[4A + (p >> 2)][4i + (p & 3)]: entry
+ * (r, k) of the 6x6 patch of tile q = A*rw + j is z[(r & 3)*4 + (k & 3)][q + (r >> 2)*rw
+ * + (k >> 2)]. The block's products and output transform are F(4x4)'s; each 4x4 tile
+ * is pooled in registers (pool_max.h's choice) and the 2x2 results are stored as the F(2x2)
+ * block stores its tiles, so a tile row's pooled rows are contiguous runs of the stage. */
+
+/* (B^T d B)[e] (6x6) for the tiles q < nq (a multiple of VL) of one channel's planes z
+ * (ps apart, rows rw long), stored as v[(q / VL) * 36 * VL + e * VL + q % VL]. */
+#define CNNC_WPOOL_INPUT(NAME, T, VT, VL, SUF)                                             \
+static void NAME(const T *z, ptrdiff_t ps, ptrdiff_t rw, ptrdiff_t nq, T *v) {             \
+    for (ptrdiff_t q = 0; q < nq; q += VL, v += 36 * VL) {                                 \
+        VT d[6], s[36], o[36];                                                             \
+        for (int r = 0; r < 6; r++) {                                                      \
+            for (int k = 0; k < 6; k++)                                                    \
+                d[k] = CNNC_WINO_LDV(VT, z + ((r & 3) * 4 + (k & 3)) * ps + q             \
+                                             + (r >> 2) * rw + (k >> 2));                  \
+            cnnc_wl_bt6_##SUF(d, 1, s + 6 * r);                                            \
+        }                                                                                  \
+        for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, o + k);                    \
+        for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * VL, o[e]);                      \
     }                                                                                      \
+}
+
+/* The 4 column phases of one padded row, p[s] = src[s - pl] for 0 <= s - pl < w, else 0
+ * (src NULL: all 0): o[f*os + i] = p[4i + f] for f < 4, i < np, storing np rounded up to
+ * VL/2 values and VL/2 past them to each (callers write rows in order and leave room
+ * after the last). buf: 4*np rounded up to 2*VL values, and VL more. */
+#define CNNC_WPOOL_SPLIT(NAME, T, VT, IT, VL, PLOAD)                                       \
+static void NAME(const T *src, ptrdiff_t w, ptrdiff_t pl, ptrdiff_t np, T *buf, T *o,      \
+                 ptrdiff_t os) {                                                           \
+    ptrdiff_t nb = (4 * np + 2 * VL - 1) / (2 * VL) * (2 * VL), k;                         \
+    ptrdiff_t lo = pl > 0 ? pl : 0, hi = pl + w < nb ? pl + w : nb;                        \
+    IT mk[4];                                                                              \
+    for (int f = 0; f < 4; f++)                                                            \
+        for (int l = 0; l < VL; l++) mk[f][l] = (4 * l + f) % (2 * VL);                    \
+    for (k = 0; k < nb; k += VL) memset(buf + k, 0, sizeof(VT));                           \
+    for (k = lo; src && k < hi; k += VL) { /* a partial last vector loads zeros past hi */ \
+        VT v = hi - k >= VL ? CNNC_WINO_LDV(VT, src + k - pl) : PLOAD(src + k - pl, hi - k); \
+        CNNC_WINO_STV(buf + k, v);                                                         \
+    }                                                                                      \
+    for (k = 0; k < nb; k += 2 * VL) {                                                     \
+        VT a = CNNC_WINO_LDV(VT, buf + k), b = CNNC_WINO_LDV(VT, buf + k + VL);            \
+        for (int f = 0; f < 4; f++) CNNC_WINO_STV(o + f * os + k / 4,                      \
+                                                  CNNC_WINO_SHUFFLE(a, b, mk[f]));         \
+    }                                                                                      \
+}
+
+/* One block of MR output channels by nv (1..NV4) vectors of tiles: the 36 products, the
+ * output transform (+ bias, relu / leaky relu), the 2x2 max-pool of each 4x4 tile, and
+ * st[i*lds + t*half + 2q ..] = row t of tile q's pooled 2x2, interleaved. */
+#define CNNC_WPOOL_BLOCK(NAME, T, VT, IT, VL, MUL, AT, MAX)                                     \
+static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
+                 const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
+                 ptrdiff_t half) {                                                         \
+    const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
+    IT lo, hi;                                                                             \
+    for (int l = 0; l < VL; l++) {                                                         \
+        lo[l] = (l & 1) * VL + l / 2;                                                      \
+        hi[l] = (l & 1) * VL + VL / 2 + l / 2;                                             \
+    }                                                                                      \
+    MUL(K, u, v, ldv, nv, mm);                                                             \
+    for (int i = 0; i < rows; i++)                                                         \
+        for (int j = 0; j < nv; j++) {                                                     \
+            VT y[16], p[2][2];                                                             \
+            AT(mm + i * ldo + j * VL, me, bias ? bias[i] : 0, y);                          \
+            if (act == 1) { /* relu leaves no NaN and no -0: the pool's choice is a max */ \
+                for (int k = 0; k < 16; k++) y[k] = MAX(y[k], (VT){0});                    \
+                for (int r = 0; r < 2; r++)                                                \
+                    for (int c = 0; c < 2; c++) {                                          \
+                        const VT *w = y + 8 * r + 2 * c;                                   \
+                        p[r][c] = MAX(MAX(w[0], w[1]), MAX(w[4], w[5]));                   \
+                    }                                                                      \
+            } else {                                                                       \
+                for (int k = 0; k < 16; k++) y[k] = CNNC_WINO_ACT(VT, IT, y[k], act, slope); \
+                for (int r = 0; r < 2; r++)                                                \
+                    for (int c = 0; c < 2; c++) { /* (2r, 2c) (2r, 2c+1) (2r+1, ..) ... */ \
+                        const VT *w = y + 8 * r + 2 * c;                                   \
+                        p[r][c] = CNNC_POOL_VPICK(IT, CNNC_POOL_VPICK(IT, w[5], w[4]),       \
+                                                 CNNC_POOL_VPICK(IT, w[1], w[0]));          \
+                    }                                                                      \
+            }                                                                              \
+            for (int r = 0; r < 2; r++) {                                                  \
+                T *dst = st + i * lds + r * half + 2 * j * VL;                             \
+                VT ia = CNNC_WINO_SHUFFLE(p[r][0], p[r][1], lo);                           \
+                VT ib = CNNC_WINO_SHUFFLE(p[r][0], p[r][1], hi);                           \
+                memcpy(dst, &ia, sizeof ia);                                               \
+                memcpy(dst + VL, &ib, sizeof ib);                                          \
+            }                                                                              \
+        }                                                                                  \
 }
 
 /* r[i][l] <-> r[l][i] for a VL x VL block (log2(VL) rounds of butterflies). */
@@ -470,10 +577,41 @@ CNNC_WINO_BLOCK(cnnc_wino_block_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, cnnc
 CNNC_WINO_BLOCK(cnnc_wino_block_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, cnnc_wino_tile1_d,
                 cnnc_wino_tile2_d, cnnc_wino_tile3_d)
 CNNC_WL_1D(d8, double, cnnc_wino_d8) /* F(4x4)'s 1-D transforms on 8 doubles */
-CNNC_WINO_BLOCK4(cnnc_wino_block4_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, s,
-                 cnnc_wino_tile1_s, cnnc_wino_tile2_s, cnnc_wino_tile3_s)
-CNNC_WINO_BLOCK4(cnnc_wino_block4_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, d8,
-                 cnnc_wino_tile1_d, cnnc_wino_tile2_d, cnnc_wino_tile3_d)
+CNNC_WINO_MUL36(cnnc_wino_mul36_s, float, 16, cnnc_wino_tile1_s, cnnc_wino_tile2_s,
+                cnnc_wino_tile3_s)
+CNNC_WINO_MUL36(cnnc_wino_mul36_d, double, 8, cnnc_wino_tile1_d, cnnc_wino_tile2_d,
+                cnnc_wino_tile3_d)
+CNNC_WINO_AT36(cnnc_wino_at36_s, float, cnnc_wino_f16, s)
+CNNC_WINO_AT36(cnnc_wino_at36_d, double, cnnc_wino_d8, d8)
+CNNC_WINO_BLOCK4(cnnc_wino_block4_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
+                 cnnc_wino_mul36_s, cnnc_wino_at36_s)
+CNNC_WINO_BLOCK4(cnnc_wino_block4_d, double, cnnc_wino_d8, cnnc_wino_l8, 8,
+                 cnnc_wino_mul36_d, cnnc_wino_at36_d)
+CNNC_WPOOL_INPUT(cnnc_wpool_input_s, float, cnnc_wino_f16, 16, s)
+CNNC_WPOOL_INPUT(cnnc_wpool_input_d, double, cnnc_wino_d8, 8, d8)
+/* a > b ? a : b, lane by lane (no NaN: the callers' values are relu's). */
+#ifdef __AVX512F__
+static inline cnnc_wino_f16 cnnc_wino_max_s(cnnc_wino_f16 a, cnnc_wino_f16 b) {
+    return (cnnc_wino_f16)_mm512_max_ps((__m512)a, (__m512)b);
+}
+static inline cnnc_wino_d8 cnnc_wino_max_d(cnnc_wino_d8 a, cnnc_wino_d8 b) {
+    return (cnnc_wino_d8)_mm512_max_pd((__m512d)a, (__m512d)b);
+}
+#else
+static inline cnnc_wino_f16 cnnc_wino_max_s(cnnc_wino_f16 a, cnnc_wino_f16 b) {
+    return CNNC_POOL_VPICK(cnnc_wino_i16, b, a);
+}
+static inline cnnc_wino_d8 cnnc_wino_max_d(cnnc_wino_d8 a, cnnc_wino_d8 b) {
+    return CNNC_POOL_VPICK(cnnc_wino_l8, b, a);
+}
+#endif
+CNNC_WPOOL_SPLIT(cnnc_wpool_split_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
+                 CNNC_WINO_PLOAD_s)
+CNNC_WPOOL_SPLIT(cnnc_wpool_split_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, CNNC_WINO_PLOAD_d)
+CNNC_WPOOL_BLOCK(cnnc_wpool_block_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
+                 cnnc_wino_mul36_s, cnnc_wino_at36_s, cnnc_wino_max_s)
+CNNC_WPOOL_BLOCK(cnnc_wpool_block_d, double, cnnc_wino_d8, cnnc_wino_l8, 8,
+                 cnnc_wino_mul36_d, cnnc_wino_at36_d, cnnc_wino_max_d)
 #ifdef __AVX512F__
 /* The transposes by in-lane unpacks, then 128-bit lane shuffles: 3x (float) and 2x
  * (double) the butterflies' speed, whose two-source permutes issue at a fraction of the

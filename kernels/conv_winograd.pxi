@@ -683,6 +683,20 @@ cdef extern from "conv_winograd.h" nogil:
     void cnnc_wino_block_d(Py_ssize_t K, const double* u, const double* v, Py_ssize_t ldv,
                            int nv, double* mm, const double* bias, int rows, int act,
                            double slope, double* st, Py_ssize_t lds, Py_ssize_t half)
+    void cnnc_wpool_input_s(const float* z, Py_ssize_t ps, Py_ssize_t rw, Py_ssize_t nq,
+                            float* v)
+    void cnnc_wpool_input_d(const double* z, Py_ssize_t ps, Py_ssize_t rw, Py_ssize_t nq,
+                            double* v)
+    void cnnc_wpool_split_s(const float* src, Py_ssize_t w, Py_ssize_t pl, Py_ssize_t n,
+                            float* buf, float* o, Py_ssize_t os)
+    void cnnc_wpool_split_d(const double* src, Py_ssize_t w, Py_ssize_t pl, Py_ssize_t n,
+                            double* buf, double* o, Py_ssize_t os)
+    void cnnc_wpool_block_s(Py_ssize_t K, const float* u, const float* v, Py_ssize_t ldv,
+                            int nv, float* mm, const float* bias, int rows, int act,
+                            float slope, float* st, Py_ssize_t lds, Py_ssize_t half)
+    void cnnc_wpool_block_d(Py_ssize_t K, const double* u, const double* v, Py_ssize_t ldv,
+                            int nv, double* mm, const double* bias, int rows, int act,
+                            double slope, double* st, Py_ssize_t lds, Py_ssize_t half)
     void cnnc_wino_block4_s(Py_ssize_t K, const float* u, const float* v, Py_ssize_t ldv,
                             int nv, float* mm, const float* bias, int rows, int act,
                             float slope, float* st, Py_ssize_t lds, Py_ssize_t quarter)
@@ -938,6 +952,153 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
     else:
         for k in range(chunks):
             _wvec_chunk(x, u, bias, y, scratch, g, k, act, act_param)
+
+
+# Conv -> 2x2 stride-2 max-pool in one pass (inference; conv_winograd.h, "pooled" path):
+# Winograd F(4x4, 3x3) with the tiles in vector lanes, each 4x4 output tile pooled to 2x2
+# in registers, so neither the conv's output nor the pool's pass over it exists, and only
+# the outputs the pool reads are computed (a floor-mode pool drops an odd last row and
+# column). The geometry is the conv's with oh, ow the pooled output's: its 2x2 tiles are
+# the conv's 4x4 ones, so the vector path's chunking of tile rows, stage and store apply
+# as they are. Per chunk and channel each padded input row is split into its 4 column
+# phases (two even/odd splits) as rows of 16 polyphase planes, transformed VL tiles at a
+# time into v (36 positions per vector of tiles); the weights are F(4x4)'s, packed as the
+# batch-lanes path packs them.
+
+cdef inline bint _wpool_ok(Geom* g) noexcept nogil:
+    """On the pooled geometry (oh, ow > 0): 3x3 stride-1 ungrouped layers, and a chunk's
+    scratch within the documented bound. Sets the chunking."""
+    if not (g.path == PATH_IM2COL and g.kh == 3 and g.kw == 3 and g.sh == 1 and g.sw == 1
+            and g.dh == 1 and g.dw == 1 and g.groups == 1):
+        return False
+    _wpool_chunking(g)
+    return _wpool_per_worker(g) <= 2 * COL_TILE
+
+
+cdef void _wpool_chunking(Geom* g) noexcept nogil:
+    """As _wvec_chunking, with 36 transformed values per tile."""
+    cdef Py_ssize_t th = (g.oh + 1) // 2, row = 36 * g.c * _wvec_rw(g)
+    if row * (th + 1) <= WINO_V_ELEMS:
+        g.wnb = max(1, min(g.n, WINO_V_ELEMS // (row * (th + 1))))
+        g.wna = th
+    else:
+        g.wnb = 1
+        g.wna = max(1, min(th, WINO_V_ELEMS // row - 1))
+
+
+cdef inline Py_ssize_t _wpool_cs(Py_ssize_t tiles) noexcept nogil:
+    """Stride of v's channels (36 values per tile), as _wvec_cs."""
+    return 36 * tiles + WINO_VL
+
+
+cdef inline Py_ssize_t _wpool_split(const Geom* g) noexcept nogil:
+    """The row split's buffer: a padded row of 4 * rw values in whole pairs of vectors,
+    and a vector more."""
+    return (4 * _wvec_rw(g) + 2 * WINO_VL - 1) // (2 * WINO_VL) * (2 * WINO_VL) + WINO_VL
+
+
+cdef inline Py_ssize_t _wpool_per_worker(const Geom* g) noexcept nogil:
+    """16 polyphase planes of one channel, the row split's buffer, v, the products, the
+    stage."""
+    cdef Py_ssize_t t = _wvec_tiles(g)
+    return (16 * _wvec_planes(t, _wvec_rw(g)) + _wpool_split(g) + g.c * _wpool_cs(t)
+            + 36 * CNNC_WINO_MR * CNNC_WINO_NV4 * WINO_VL + 2 * CNNC_WINO_MR * _wvec_half(t))
+
+
+cdef Py_ssize_t _wpool_workspace(const Geom* g) noexcept nogil:
+    """Packed transformed weights, then one chunk's scratch per worker."""
+    return _wvec_packed(g, 4) + _wvec_workers(g) * _wpool_per_worker(g)
+
+
+cdef void _wpool_input(const floating* x, floating* z, floating* v, const Geom* g,
+                       Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t a0, Py_ssize_t na,
+                       Py_ssize_t tiles) noexcept nogil:
+    """v for the chunk's virtual tiles q < tiles, channel by channel: padded row 4A + r
+    splits into its column phases, row A of planes 4r .. 4r + 3."""
+    cdef Py_ssize_t rw = _wvec_rw(g), ps = _wvec_planes(tiles, rw), used = nb * (na + 1) * rw
+    cdef Py_ssize_t c, b, a, r, ih, p
+    cdef const floating* src
+    cdef floating* buf = z + 16 * ps
+    cdef floating* row
+    for c in range(g.c):
+        for b in range(nb):
+            for a in range(na + 1):
+                for r in range(4):
+                    ih = 4 * (a0 + a) + r - g.pt
+                    src = NULL
+                    if 0 <= ih < g.h:
+                        src = x + (((b0 + b) * g.c + c) * g.h + ih) * g.w
+                    row = z + 4 * r * ps + (b * (na + 1) + a) * rw
+                    if floating is float:
+                        cnnc_wpool_split_s(src, g.w, g.pl, rw, buf, row, ps)
+                    else:
+                        cnnc_wpool_split_d(src, g.w, g.pl, rw, buf, row, ps)
+        for p in range(16):  # the reads past the last row, and the wasted tiles, see zeros
+            memset(z + p * ps + used, 0, (ps - used) * sizeof(floating))
+        if floating is float:
+            cnnc_wpool_input_s(z, ps, rw, tiles, v + c * _wpool_cs(tiles))
+        else:
+            cnnc_wpool_input_d(z, ps, rw, tiles, v + c * _wpool_cs(tiles))
+
+
+cdef void _wpool_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
+                       floating* ws, const Geom* g, Py_ssize_t k, int act,
+                       floating act_param) noexcept nogil:
+    """Chunk k: input transform, then per block of MR output channels the products,
+    output transforms and pools of all its tiles, then their rows copied out."""
+    cdef Py_ssize_t bands = _wvec_bands(g), mr = CNNC_WINO_MR
+    cdef Py_ssize_t b0 = k // bands * g.wnb, nb = min(g.wnb, g.n - b0)
+    cdef Py_ssize_t a0 = k % bands * g.wna, na = min(g.wna, (g.oh + 1) // 2 - a0)
+    cdef Py_ssize_t tiles = _wvec_count(nb, na, _wvec_rw(g)), cs = _wpool_cs(tiles)
+    cdef Py_ssize_t vl = 16 if floating is float else 8, step = CNNC_WINO_NV4 * vl
+    cdef Py_ssize_t ob, tb, t0, rows, half = _wvec_half(tiles)
+    cdef floating* z = ws
+    cdef floating* v = z + 16 * _wvec_planes(tiles, _wvec_rw(g)) + _wpool_split(g)
+    cdef floating* mm = v + g.c * cs
+    cdef floating* st = mm + 36 * CNNC_WINO_MR * CNNC_WINO_NV4 * WINO_VL
+    cdef const floating* bo
+    cdef int vact = act if act == ACT_RELU or act == ACT_LEAKY else ACT_NONE
+    _wpool_input(x, z, v, g, b0, nb, a0, na, tiles)
+    for ob in range((g.m + mr - 1) // mr):
+        rows = min(mr, g.m - ob * mr)
+        bo = bias
+        if bias != NULL:
+            bo = bias + ob * mr
+        for tb in range((tiles + step - 1) // step):
+            t0 = tb * step
+            if floating is float:
+                cnnc_wpool_block_s(g.c, u + ob * 36 * g.c * mr, v + 36 * t0, cs,
+                                   <int> min(<Py_ssize_t> CNNC_WINO_NV4, (tiles - t0) // vl),
+                                   mm, bo, <int> rows, vact, act_param, st + 2 * t0, 2 * half,
+                                   half)
+            else:
+                cnnc_wpool_block_d(g.c, u + ob * 36 * g.c * mr, v + 36 * t0, cs,
+                                   <int> min(<Py_ssize_t> CNNC_WINO_NV4, (tiles - t0) // vl),
+                                   mm, bo, <int> rows, vact, act_param, st + 2 * t0, 2 * half,
+                                   half)
+        _wvec_store(st, y, g, ob * mr, rows, b0, nb, a0, na, tiles, act, act_param)
+
+
+cdef void _wpool_fwd(const floating* x, const floating* w, const floating* bias, floating* y,
+                     floating* ws, const Geom* g, int act, floating act_param,
+                     int n_threads, floating* uc, bint fill) noexcept nogil:
+    """y = maxpool2x2(act(conv3x3(x, w) + bias)) by the pooled path; ws: _wpool_workspace
+    elements; the packed weights in uc (made when `fill`) if not NULL. Chunks go to the
+    threads whole (each output has one owner)."""
+    cdef Py_ssize_t k, tid = 0, chunks = _wvec_chunks(g), per = _wpool_per_worker(g)
+    cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
+    cdef floating* u = uc if uc != NULL else ws
+    cdef floating* scratch = ws + _wvec_packed(g, 4)
+    if uc == NULL or fill:
+        _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
+    if workers > 1:
+        with parallel(num_threads=workers):
+            tid = threadid()
+            for k in prange(chunks, schedule="static"):
+                _wpool_chunk(x, u, bias, y, scratch + tid * per, g, k, act, act_param)
+    else:
+        for k in range(chunks):
+            _wpool_chunk(x, u, bias, y, scratch, g, k, act, act_param)
 
 
 # Winograd F(4x4, 3x3) with a lane per image (conv_winograd.h, "batch lanes") for batches

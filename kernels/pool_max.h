@@ -14,6 +14,11 @@
 #include <string.h>
 
 #define CNNC_POOL_WINS_S(v, top) ((v) > (top) ? 1 : ((v) != (v)))
+/* The same choice on vectors of any width (IT: the integer vector of VT's lane size). */
+#define CNNC_POOL_VPICK(IT, v, top) __extension__({                                         \
+    __typeof__(v) v_ = (v), t_ = (top);                                                    \
+    IT m_ = (IT)(v_ > t_) | (IT)(v_ != v_);                                                \
+    (__typeof__(v))(((IT)v_ & m_) | ((IT)t_ & ~m_)); })
 
 #if defined(__GNUC__) && !defined(__clang__)
 /* The VL windows' four corners: a, b from row r0 (even, odd columns), c, d from r1; and
@@ -33,10 +38,7 @@
     VT c = __builtin_shuffle(q0, q1, even), d = __builtin_shuffle(q0, q1, odd);
 
 #define CNNC_POOL_MAX2X2(NAME, T, VT, IT, VL)                                              \
-static inline VT NAME##_pick(VT v, VT top) {                                               \
-    IT m = (IT)(v > top) | (IT)(v != v);                                                   \
-    return (VT)(((IT)v & m) | ((IT)top & ~m));                                             \
-}                                                                                          \
+static inline VT NAME##_pick(VT v, VT top) { return CNNC_POOL_VPICK(IT, v, top); }         \
 static void NAME(const T *r0, const T *r1, T *y) {                                         \
     CNNC_POOL_CORNERS(VT, IT, VL)                                                          \
     VT m0 = NAME##_pick(b, a), m1 = NAME##_pick(d, c);                                     \

@@ -7,7 +7,9 @@ the convolution it transposes). An activation may be fused into the layer (``act
 Kernels: ``cnnc._kernels.conv``. Backward (internal ops): the data gradient of a conv is
 ``conv_backward_data`` (the transpose of its im2col GEMM), its weight and bias gradients
 ``conv_backward_weight``; conv_transpose has the mirror pair. A fused activation is undone
-first by ``act_backward`` on the layer's output.
+first by ``act_backward`` on the layer's output. In inference a 3x3 conv followed by a 2x2
+max-pool may become the internal ``conv_maxpool`` (passes.fuse): one kernel pass, no conv
+output in memory.
 
 MACs count the multiply-accumulates of the products only (no bias), per image, as
 torchvision's ``_ops`` figures do.
@@ -221,6 +223,57 @@ def conv_kernel(node, ctx) -> Callable[[], None]:
     return call
 
 
+def conv_maxpool_shape(ins: Sequence[TensorType], a: ConvAttrs) -> TensorType:
+    """The conv's output type with height and width halved (rounded down)."""
+    y = conv_shape(ins, a)
+    return TensorType(y.shape[:2] + (int(y.shape[2]) // 2, int(y.shape[3]) // 2), y.dtype)
+
+
+def conv_maxpool_macs(ins: Sequence[TensorType], out: TensorType, a: ConvAttrs) -> int:
+    """The conv's MACs (as if it computed its whole output, as the layer it replaces)."""
+    return conv_macs(ins, conv_shape(ins, a), a)
+
+
+def conv_maxpool_pays(conv, pool) -> bool:
+    """Whether ``conv`` (a node) followed by ``pool`` (the maxpool reading its output) runs
+    faster as one ``conv_maxpool``: 3x3 stride-1 ungrouped conv, 2x2 stride-2 floor-mode
+    pool without padding, and a layer the kernel's pooled path pays for."""
+    from cnnc.ops.pool import pool_pads, pool_stride
+    a, p = conv.attrs, pool.attrs
+    x, y = conv.data_inputs[0].type, conv.output.type
+    if not (a.kernel == (3, 3) and a.stride == (1, 1) and a.dilation == (1, 1)
+            and a.groups == 1 and p.size == (2, 2) and pool_stride(p) == (2, 2)
+            and not p.ceil_mode and pool_pads(y, p) == (0, 0, 0, 0)):
+        return False
+    w = tuple(conv.params["weight"].type.shape)
+    return _conv.conv2d_maxpool_pays((1,) + tuple(int(d) for d in x.shape[1:]), w,
+                                     conv_pads(x, a))
+
+
+def conv_maxpool_kernel(node, ctx) -> Callable[[], None]:
+    """y = maxpool2x2(act(conv2d(x, w) + b)) in one pass, the transformed weights kept
+    until the parameters change (inference only)."""
+    a = node.attrs
+    x = node.data_inputs[0]
+    call = _conv.conv2d_maxpool_forward(
+        ctx.array(x), ctx.array(node.params["weight"]), _bias(node, ctx),
+        ctx.array(node.output), conv_pads(x.type, a), a.activation, a.activation_alpha,
+        ctx.workspace(node), ctx.n_threads, bind=True, keep_weights=True)
+    if call.keeps_weights:
+        ctx.on_params_changed(call.weights_changed)
+    return call
+
+
+def conv_maxpool_workspace(node, batch: int) -> int:
+    """Scratch of the pooled path."""
+    from cnnc.threads import get_num_threads
+    x = node.data_inputs[0].type
+    elems = _conv.conv2d_maxpool_workspace_size(x.with_batch(batch).shape,
+                                                node.params["weight"].type.shape,
+                                                conv_pads(x, node.attrs), get_num_threads())
+    return _elems_to_bytes(elems, x.dtype)
+
+
 def _elems_to_bytes(elems: int, dtype: str) -> int:
     return int(elems) * np.dtype(dtype).itemsize
 
@@ -349,6 +402,12 @@ register_op(OpDef(
     shape_rule=conv_shape, param_rule=conv_params, mac_rule=conv_macs,
     doc="2-D convolution over NCHW (OIHW weights), with stride, padding, dilation, groups",
     aliases=CONV_ALIASES, kernel=conv_kernel, workspace=conv_workspace, vjp=conv_vjp,
+))
+register_op(OpDef(
+    name="conv_maxpool", attrs=ConvAttrs, positional=(), arity=1,
+    shape_rule=conv_maxpool_shape, param_rule=conv_params, mac_rule=conv_maxpool_macs,
+    doc="conv then a 2x2 stride-2 max-pool in one pass (inference's fusion, see passes.fuse)",
+    internal=True, kernel=conv_maxpool_kernel, workspace=conv_maxpool_workspace,
 ))
 register_op(OpDef(
     name="conv_transpose", attrs=ConvTransposeAttrs, positional=("filters", "kernel"),

@@ -4,6 +4,7 @@ a new graph; its input is never changed):
 * :func:`fold_batchnorm`, :func:`strip_inference` (inference only): batchnorm folded into
   the linear layer before it, dropout and identity removed;
 * :func:`fuse`: conv / conv_transpose / dense + activation -> one node;
+* :func:`fuse_conv_pool` (inference only): conv -> 2x2 max-pool -> one node;
 * :func:`dce`: nodes that reach no output and have no side effect removed;
 * :func:`inplace`: legal in-place activations marked (``Value.alias_of``);
 * :func:`resolve_batch`: the symbolic batch replaced by a concrete size.
@@ -21,23 +22,23 @@ from cnnc.ir.graph import Graph
 from cnnc.passes.batch import resolve_batch
 from cnnc.passes.dce import dce
 from cnnc.passes.fold import FoldedParam, fold_batchnorm, fold_into, strip_inference
-from cnnc.passes.fuse import fuse
+from cnnc.passes.fuse import fuse, fuse_conv_pool
 from cnnc.passes.inplace import inplace
 from cnnc.passes.schedule import ScheduleError, peak_bytes, plain_order, schedule
 
 __all__ = ["FoldedParam", "ScheduleError", "dce", "fold_batchnorm", "fold_into", "fuse",
-           "inplace", "optimize", "optimize_training", "peak_bytes", "plain_order",
+           "fuse_conv_pool", "inplace", "optimize", "optimize_training", "peak_bytes", "plain_order",
            "resolve_batch", "schedule", "strip_inference"]
 
 PIPELINES = {
-    "infer": (fold_batchnorm, strip_inference, fuse, dce, inplace),
+    "infer": (fold_batchnorm, strip_inference, fuse, fuse_conv_pool, dce, inplace),
     "train": (fuse,),
 }
 
 
 def optimize(graph: Graph, mode: str) -> Graph:
     """Run the passes of ``mode`` on a forward graph: "infer" (fold batchnorm, strip
-    dropout/identity, fuse, dce, in-place) or "train" (fuse; autodiff follows, then
+    dropout/identity, fuse, fuse conv -> max-pool, dce, in-place) or "train" (fuse; autodiff follows, then
     :func:`optimize_training`)."""
     if mode not in PIPELINES:
         raise ValueError(f"mode must be one of {sorted(PIPELINES)}, got {mode!r}")

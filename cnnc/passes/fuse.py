@@ -35,7 +35,7 @@ from typing import Any
 from cnnc.ir.graph import Graph
 from cnnc.ir.types import Node, Value
 from cnnc.ops.registry import get_op
-from cnnc.passes.rewrite import GraphCopy, readers
+from cnnc.passes.rewrite import GraphCopy, readers, sole_reader
 
 LINEAR_OPS = ("conv", "conv_transpose", "dense")
 FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
@@ -91,6 +91,30 @@ def fuse(graph: Graph) -> Graph:
             # the node as if it read the merged inputs: a template for the copy, no more
             out.add(dataclasses.replace(node, inputs=inputs), node.op, attrs)
         else:
+            out.copy(node)
+    return out.finish()
+
+
+def fuse_conv_pool(graph: Graph) -> Graph:
+    """Inference: a conv whose only reader is a 2x2 max-pool becomes one ``conv_maxpool``
+    node where its kernel pays (``cnnc.ops.conv.conv_maxpool_pays``), so the conv's output
+    is never stored and the pool is no pass of its own. Run after :func:`fuse` (the conv
+    keeps its activation). The node keeps the conv's name and parameters; its output takes
+    the pool's name and span."""
+    from cnnc.ops.conv import conv_maxpool_pays
+    reading = readers(graph)
+    pools: dict[int, Node] = {}
+    for node in graph.nodes:
+        pool = sole_reader(graph, node, reading) if node.op == "conv" else None
+        if pool is not None and pool.op == "maxpool" and conv_maxpool_pays(node, pool):
+            pools[id(node)] = pool
+    taken = {id(p) for p in pools.values()}
+    out = GraphCopy(graph)
+    for node in graph.nodes:
+        if id(node) in pools:
+            fused = out.add(node, "conv_maxpool", node.attrs, outputs=pools[id(node)].outputs)
+            fused.outputs[0].span = pools[id(node)].span
+        elif id(node) not in taken:
             out.copy(node)
     return out.finish()
 

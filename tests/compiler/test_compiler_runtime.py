@@ -214,12 +214,17 @@ layers {
 """
 
 
+# the same convs, each followed by a max-pool: inference's conv_maxpool keeps them too
+POOLED_NET = WINOGRAD_NET.replace("relu\n", "relu maxpool(2)\n")
+
+
+@pytest.mark.parametrize("source", [WINOGRAD_NET, POOLED_NET], ids=["conv", "conv_maxpool"])
 @pytest.mark.parametrize("batch", [1, 16])  # vector Winograd; a lane per image
-def test_kept_winograd_weights_follow_the_parameters(tmp_path, batch):
+def test_kept_winograd_weights_follow_the_parameters(tmp_path, batch, source):
     # inference keeps the 3x3 convs' transformed weights from step to step; a reference
     # that hands out its views transforms them at every step: same outputs throughout
-    model = cnnc.compile(WINOGRAD_NET, seed=5, dtype="float64", batch=batch)
-    ref = cnnc.compile(WINOGRAD_NET, seed=5, dtype="float64", batch=batch)
+    model = cnnc.compile(source, seed=5, dtype="float64", batch=batch)
+    ref = cnnc.compile(source, seed=5, dtype="float64", batch=batch)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((batch,) + model.input_shape)
     agree = partial(_agree_with_views_reference, model, ref, x)
@@ -229,7 +234,7 @@ def test_kept_winograd_weights_follow_the_parameters(tmp_path, batch):
     np.testing.assert_array_equal(model.forward(x), first)
     model.train_step(*batch_for(model, batch, rng))
     assert not np.allclose(agree(), first)
-    other = cnnc.compile(WINOGRAD_NET, seed=11, dtype="float64", batch=batch)
+    other = cnnc.compile(source, seed=11, dtype="float64", batch=batch)
     other.save_weights(tmp_path / "w.npz")
     model.load_weights(tmp_path / "w.npz")
     np.testing.assert_array_equal(agree(), other.forward(x))

@@ -45,7 +45,7 @@ def test_layers_are_boxes_with_op_name_shape_and_source_line():
 
 
 def test_fused_and_in_place_layers_say_so_and_params_can_be_shown():
-    graph = optimize(load("conv(4, kernel=3) relu maxpool(2) relu flatten"), "infer")
+    graph = optimize(load("conv(4, kernel=3) relu maxpool(3, stride=2) relu flatten"), "infer")
     text = to_dot(graph, params=True)
     nodes, edges = parse(text)
     assert "conv + relu" in nodes["n0"] and "relu_1 [N, 4, 6, 6]" in nodes["n0"]

@@ -1,12 +1,13 @@
 """Activation fusion: conv/conv_transpose/dense/add + activation -> one node; in training
-graphs batchnorm_train + relu too, and the gradient nodes that go with them."""
+graphs batchnorm_train + relu too, and the gradient nodes that go with them; in inference
+graphs conv -> 2x2 max-pool too."""
 from collections import Counter
 
 import pytest
 
 from cnnc.autodiff import build_training_graph
 from cnnc.ir.verify import verify
-from cnnc.passes import fuse
+from cnnc.passes import fuse, optimize
 
 from pass_nets import SPECS, load, snapshot, spec_graph
 
@@ -210,3 +211,60 @@ def test_relu_gradient_ahead_of_the_max_pool_gives_the_same_bits(pool, monkeypat
     assert got[0] == want[0]
     for k, v in want[1].items():
         np.testing.assert_array_equal(got[1][k], v)
+
+
+def test_conv_then_max_pool_becomes_one_node_in_inference():
+    graph = load("conv(4, kernel=3) relu maxpool(2)\n flatten dense(2)", "[3, 9, 9]")
+    infer = optimize(graph, "infer")
+    verify(infer)
+    assert [n.op for n in infer.nodes] == ["conv_maxpool", "flatten", "dense"]
+    node = infer.nodes[0]
+    assert node.name == "conv_1" and node.attrs.activation == "relu"
+    assert node.output.name == "maxpool_1" and node.output.span == graph.node("maxpool_1").span
+    assert node.output.type.shape[1:] == (4, 3, 3)
+    assert node.params["weight"].name == "conv_1.weight"
+    assert "conv_maxpool" not in [n.op for n in optimize(graph, "train").nodes]
+
+
+@pytest.mark.parametrize("body,shape", [
+    ("conv(4, kernel=3) maxpool(3)", "[3, 9, 9]"),                   # another window
+    ("conv(4, kernel=3) maxpool(2, stride=1)", "[3, 9, 9]"),         # overlapping
+    ("conv(4, kernel=3) maxpool(2, padding=same)", "[3, 9, 9]"),     # padded (7 -> 4)
+    ("conv(4, kernel=3) maxpool(2, ceil_mode=true)", "[3, 9, 9]"),   # rounded up
+    ("conv(4, kernel=3) avgpool(2)", "[3, 9, 9]"),
+    ("conv(4, kernel=5) maxpool(2)", "[3, 9, 9]"),                   # not 3x3
+    ("conv(4, kernel=3, stride=2) maxpool(2)", "[3, 12, 12]"),
+    ("conv(4, kernel=3, dilation=2) maxpool(2)", "[3, 12, 12]"),
+    ("c = conv(4, kernel=3)\n p = c maxpool(2)\n q = c maxpool(2)\n add(p, q)",
+     "[3, 9, 9]"),                                                   # the conv read twice
+    ("conv(4, kernel=3) maxpool(2)", "[64, 9, 9]"),                  # wide: GEMM paths win
+])
+def test_conv_and_pool_stay_apart_where_the_fusion_does_not_apply(body, shape):
+    infer = optimize(load(body, shape), "infer")
+    verify(infer)
+    assert "conv_maxpool" not in [n.op for n in infer.nodes]
+    assert {"maxpool", "avgpool"} & {n.op for n in infer.nodes}
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu(0.1)", "tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_conv_pool_predicts_what_the_two_layers_do(act, dtype, monkeypatch):
+    import importlib
+
+    import numpy as np
+
+    import cnnc
+    source = (f"network T\ninput x: [3, 13, 12]\nlayers {{\n conv(8, kernel=3, padding=1) "
+              f"{act} maxpool(2)\n conv(16, kernel=3) relu maxpool(2)\n flatten dense(3)\n}}\n")
+    x = np.random.default_rng(4).standard_normal((3, 3, 13, 12))
+    model = cnnc.compile(source, seed=2, dtype=dtype, loss="mse")
+    assert [n.op for n in model.plan.graph.nodes].count("conv_maxpool") == 2
+    got = model.predict(x)
+    passes = importlib.import_module("cnnc.passes")
+    monkeypatch.setitem(passes.PIPELINES, "infer", tuple(
+        p for p in passes.PIPELINES["infer"] if p is not passes.fuse_conv_pool))
+    plain = cnnc.compile(source, seed=2, dtype=dtype, loss="mse")
+    assert "conv_maxpool" not in [n.op for n in plain.plan.graph.nodes]
+    want = plain.predict(x)
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
