@@ -55,6 +55,15 @@ take a vector Winograd F(2x2, 3x3) instead (conv_winograd.h): tiles in vector la
 a polyphase copy of x, transformed weights packed once per call, a micro-kernel per 4x4
 position that feeds the output transform (bias, relu) directly; 1.2-1.5x the direct path.
 
+conv2d_maxpool_forward (inference's fused conv -> 2x2 max-pool) runs 3x3 stride-1 layers
+by Winograd F(4x4) with the tiles in lanes over 16 polyphase planes, each 4x4 output tile
+pooled to 2x2 in registers (conv_winograd.pxi, "pooled" path): against the conv then the
+pool, 1.4x on the seed CNN's two layers and 1.9x on VGG-11's first at batch 1 (benchmarks/
+bench_conv_pool.py); 0.85-0.96x from 64 input channels, where the fusion pass leaves it.
+Its chunk scratch has the vector Winograd's bound (a chunk's transformed input at most
+WINO_V_ELEMS, 16 planes instead of 4), and it keeps its transformed weights as the
+forward does.
+
 Thin layers on small images (4-32 input channels, C*kh*kw >= 100, at most 24 output
 columns, from 16 images: LeNet-5's conv2 and its flipped backward-data, ResNet-20's
 stride-2 entries) take the direct path with a lane per image instead (conv_lanes.pxi): chunks
