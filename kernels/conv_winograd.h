@@ -87,12 +87,12 @@
 #define CNNC_WINO_NV 3 /* vectors of tiles per micro-kernel call (the last may be 1-2) */
 #define CNNC_WINO_NV4 1 /* ... under F(4x4), whose 36 products per tile then stay in L1 */
 
-/* dst[k] = src[k] for k < n: whole vectors, then a scalar tail (no call, no overrun). */
-#define CNNC_WINO_COPY(NAME, T, VT, VL)                                                    \
+/* dst[k] = src[k] for k < n: whole vectors, then a partial one (no call, no overrun). */
+#define CNNC_WINO_COPY(NAME, T, VT, VL, SUF)                                               \
 static inline void NAME(T *dst, const T *src, ptrdiff_t n) {                               \
     ptrdiff_t k = 0;                                                                       \
     for (; k + VL <= n; k += VL) memcpy(dst + k, src + k, sizeof(VT));                     \
-    for (; k < n; k++) dst[k] = src[k];                                                    \
+    if (k < n) CNNC_WINO_PSTORE_##SUF(dst + k, n - k, CNNC_WINO_PLOAD_##SUF(src + k, n - k)); \
 }
 
 /* Split one padded row, p[s] = src[s - pl] for 0 <= s - pl < w, else 0 (src NULL: all 0),
@@ -560,8 +560,8 @@ typedef double cnnc_wino_d8 __attribute__((vector_size(64)));
 typedef int cnnc_wino_i16 __attribute__((vector_size(64)));
 typedef long long cnnc_wino_l8 __attribute__((vector_size(64)));
 
-CNNC_WINO_COPY(cnnc_wino_copy_s, float, cnnc_wino_f16, 16)
-CNNC_WINO_COPY(cnnc_wino_copy_d, double, cnnc_wino_d8, 8)
+CNNC_WINO_COPY(cnnc_wino_copy_s, float, cnnc_wino_f16, 16, s)
+CNNC_WINO_COPY(cnnc_wino_copy_d, double, cnnc_wino_d8, 8, d)
 CNNC_WINO_SPLIT(cnnc_wino_split_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, cnnc_wino_copy_s)
 CNNC_WINO_SPLIT(cnnc_wino_split_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, cnnc_wino_copy_d)
 CNNC_WINO_INPUT(cnnc_wino_input_s, float, cnnc_wino_f16, 16)
