@@ -791,8 +791,18 @@ cdef inline Py_ssize_t _wvec_per_worker(const Geom* g) noexcept nogil:
             + 2 * CNNC_WINO_MR * _wvec_half(t))
 
 
+cdef inline Py_ssize_t _wvec_parts(const Geom* g) noexcept nogil:
+    """Runs of output-channel blocks a chunk is cut into (here and in the pooled path): 1,
+    or with fewer chunks than threads (a small batch) enough to give each thread one (each
+    run transforms the chunk's input again)."""
+    cdef Py_ssize_t chunks = _wvec_chunks(g), mb = (g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR
+    if g.threads <= chunks:
+        return 1
+    return min(mb, (g.threads + chunks - 1) // chunks)
+
+
 cdef inline Py_ssize_t _wvec_workers(const Geom* g) noexcept nogil:
-    return max(1, min(g.threads, _wvec_chunks(g)))
+    return max(1, min(g.threads, _wvec_chunks(g) * _wvec_parts(g)))
 
 
 cdef inline Py_ssize_t _wvec_packed(const Geom* g, int t) noexcept nogil:
@@ -895,10 +905,10 @@ cdef void _wvec_store(const floating* st, floating* y, const Geom* g, Py_ssize_t
 
 
 cdef void _wvec_chunk(const floating* x, const floating* u, const floating* bias, floating* y,
-                      floating* ws, const Geom* g, Py_ssize_t k, int act,
-                      floating act_param) noexcept nogil:
-    """Chunk k: input transform, then per block of MR output channels the products and
-    output transforms of all its tiles, then their rows copied out."""
+                      floating* ws, const Geom* g, Py_ssize_t k, Py_ssize_t ob0,
+                      Py_ssize_t ob1, int act, floating act_param) noexcept nogil:
+    """Chunk k: input transform, then per block ob0 .. ob1 - 1 of MR output channels the
+    products and output transforms of all its tiles, then their rows copied out."""
     cdef Py_ssize_t bands = _wvec_bands(g), mr = CNNC_WINO_MR
     cdef Py_ssize_t b0 = k // bands * g.wnb, nb = min(g.wnb, g.n - b0)
     cdef Py_ssize_t a0 = k % bands * g.wna, na = min(g.wna, (g.oh + 1) // 2 - a0)
@@ -912,7 +922,7 @@ cdef void _wvec_chunk(const floating* x, const floating* u, const floating* bias
     cdef const floating* bo
     cdef int vact = act if act == ACT_RELU or act == ACT_LEAKY else ACT_NONE
     _wvec_input(x, z, v, g, b0, nb, a0, na, tiles)
-    for ob in range((g.m + mr - 1) // mr):
+    for ob in range(ob0, ob1):
         rows = min(mr, g.m - ob * mr)
         bo = bias
         if bias != NULL:
@@ -936,10 +946,12 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
                     floating* ws, const Geom* g, int act, floating act_param,
                     int n_threads, floating* uc, bint fill) noexcept nogil:
     """y = act(conv3x3(x, w) + bias) by the vector Winograd path; ws: _wvec_workspace
-    elements; the packed weights in uc (made when `fill`) if not NULL. Chunks go to the
-    threads whole (each output has one owner)."""
-    cdef Py_ssize_t k, tid = 0, chunks = _wvec_chunks(g), per = _wvec_per_worker(g)
-    cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
+    elements; the packed weights in uc (made when `fill`) if not NULL. Work items (a chunk
+    and a run of its output-channel blocks, _wvec_parts) go to the threads whole (each
+    output has one owner, and its sums do not depend on the item)."""
+    cdef Py_ssize_t parts = _wvec_parts(g), items = _wvec_chunks(g) * parts
+    cdef Py_ssize_t mb = (g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR, per = _wvec_per_worker(g)
+    cdef Py_ssize_t k, tid = 0, workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
     cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 2)
     if uc == NULL or fill:
@@ -947,11 +959,14 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
     if workers > 1:
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
-                _wvec_chunk(x, u, bias, y, scratch + tid * per, g, k, act, act_param)
+            for k in prange(items, schedule="static"):
+                _wvec_chunk(x, u, bias, y, scratch + tid * per, g, k // parts,
+                            k % parts * mb // parts, (k % parts + 1) * mb // parts, act,
+                            act_param)
     else:
-        for k in range(chunks):
-            _wvec_chunk(x, u, bias, y, scratch, g, k, act, act_param)
+        for k in range(items):
+            _wvec_chunk(x, u, bias, y, scratch, g, k // parts, k % parts * mb // parts,
+                        (k % parts + 1) * mb // parts, act, act_param)
 
 
 # Conv -> 2x2 stride-2 max-pool in one pass (inference; conv_winograd.h, "pooled" path):
@@ -1005,23 +1020,9 @@ cdef inline Py_ssize_t _wpool_per_worker(const Geom* g) noexcept nogil:
             + 36 * CNNC_WINO_MR * CNNC_WINO_NV4 * WINO_VL + 2 * CNNC_WINO_MR * _wvec_half(t))
 
 
-cdef inline Py_ssize_t _wpool_parts(const Geom* g) noexcept nogil:
-    """Runs of output-channel blocks a chunk is cut into: 1, or with fewer chunks than
-    threads (a small batch) enough to give each thread one (each run transforms the
-    chunk's input again)."""
-    cdef Py_ssize_t chunks = _wvec_chunks(g), mb = (g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR
-    if g.threads <= chunks:
-        return 1
-    return min(mb, (g.threads + chunks - 1) // chunks)
-
-
-cdef inline Py_ssize_t _wpool_workers(const Geom* g) noexcept nogil:
-    return max(1, min(g.threads, _wvec_chunks(g) * _wpool_parts(g)))
-
-
 cdef Py_ssize_t _wpool_workspace(const Geom* g) noexcept nogil:
     """Packed transformed weights, then one chunk's scratch per worker."""
-    return _wvec_packed(g, 4) + _wpool_workers(g) * _wpool_per_worker(g)
+    return _wvec_packed(g, 4) + _wvec_workers(g) * _wpool_per_worker(g)
 
 
 cdef void _wpool_input(const floating* x, floating* z, floating* v, const Geom* g,
@@ -1097,12 +1098,11 @@ cdef void _wpool_fwd(const floating* x, const floating* w, const floating* bias,
                      floating* ws, const Geom* g, int act, floating act_param,
                      int n_threads, floating* uc, bint fill) noexcept nogil:
     """y = maxpool2x2(act(conv3x3(x, w) + bias)) by the pooled path; ws: _wpool_workspace
-    elements; the packed weights in uc (made when `fill`) if not NULL. Work items (a chunk
-    and a run of its output-channel blocks) go to the threads whole (each output has one
-    owner, and its sums do not depend on the item)."""
-    cdef Py_ssize_t parts = _wpool_parts(g), items = _wvec_chunks(g) * parts
+    elements; the packed weights in uc (made when `fill`) if not NULL. Work items as the
+    vector path's (_wvec_fwd)."""
+    cdef Py_ssize_t parts = _wvec_parts(g), items = _wvec_chunks(g) * parts
     cdef Py_ssize_t mb = (g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR, per = _wpool_per_worker(g)
-    cdef Py_ssize_t k, tid = 0, workers = min(<Py_ssize_t> n_threads, _wpool_workers(g))
+    cdef Py_ssize_t k, tid = 0, workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
     cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 4)
     if uc == NULL or fill:
