@@ -44,6 +44,11 @@ static inline void cnnc_wl_at4_##SUF(const VT *p, int s, VT *o, int os) {       
     o[0] = p[0] + p[s] + p[2 * s];                                                         \
     o[os] = p[s] - p[2 * s] - p[3 * s];                                                    \
 }                                                                                          \
+/* x = B^T x B for a 6x6 x (row-major), s: scratch of 36. */                                \
+static inline void cnnc_wl_bt66_##SUF(VT *x, VT *s) {                                      \
+    for (int r = 0; r < 6; r++) cnnc_wl_bt6_##SUF(x + 6 * r, 1, s + 6 * r);                \
+    for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, x + k);                        \
+}                                                                                          \
 static inline void cnnc_wl_a6_##SUF(const VT *y, int s, VT *o, int os) {                   \
     VT a = y[0] + y[2 * s], b = y[s] + y[3 * s];                                           \
     VT c = y[0] + (T)4 * y[2 * s], e = (T)2 * y[s] + (T)8 * y[3 * s];                      \
@@ -71,8 +76,7 @@ static void cnnc_wl_in_##SUF(const T *rows, const ptrdiff_t *off, int n, int t, 
     VT x[36], s[36];                                                                       \
     cnnc_wl_gather_##SUF(x, rows, off, n, a, rw);                                           \
     if (t == 4) {                                                                          \
-        for (int r = 0; r < 6; r++) cnnc_wl_bt6_##SUF(x + 6 * r, 1, s + 6 * r);            \
-        for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, x + k);                    \
+        cnnc_wl_bt66_##SUF(x, s);                                                          \
     } else {                                                                               \
         for (int r = 0; r < 4; r++) cnnc_wl_bt4_##SUF(x + 4 * r, 1, s + 4 * r);            \
         for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                    \

@@ -314,15 +314,13 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
 #define CNNC_WPOOL_INPUT(NAME, T, VT, VL, SUF)                                             \
 static void NAME(const T *z, ptrdiff_t ps, ptrdiff_t rw, ptrdiff_t nq, T *v) {             \
     for (ptrdiff_t q = 0; q < nq; q += VL, v += 36 * VL) {                                 \
-        VT d[6], s[36], o[36];                                                             \
-        for (int r = 0; r < 6; r++) {                                                      \
+        VT d[36], s[36];                                                                   \
+        for (int r = 0; r < 6; r++)                                                        \
             for (int k = 0; k < 6; k++)                                                    \
-                d[k] = CNNC_WINO_LDV(VT, z + ((r & 3) * 4 + (k & 3)) * ps + q             \
-                                             + (r >> 2) * rw + (k >> 2));                  \
-            cnnc_wl_bt6_##SUF(d, 1, s + 6 * r);                                            \
-        }                                                                                  \
-        for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, o + k);                    \
-        for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * VL, o[e]);                      \
+                d[6 * r + k] = CNNC_WINO_LDV(VT, z + ((r & 3) * 4 + (k & 3)) * ps + q     \
+                                                     + (r >> 2) * rw + (k >> 2));          \
+        cnnc_wl_bt66_##SUF(d, s);                                                          \
+        for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * VL, d[e]);                      \
     }                                                                                      \
 }
 
@@ -450,14 +448,12 @@ static void NAME(const T *xi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *v, pt
                  ptrdiff_t es) {                                                           \
     for (ptrdiff_t a = 0; a < na; a++)                                                     \
         for (ptrdiff_t j = 0; j < tw; j++, v += ss) {                                      \
-            VT d[6], s[36], o[36];                                                         \
-            for (int r = 0; r < 6; r++) {                                                  \
-                const T *p = xi + ((4 * a + r) * xs + 4 * j) * VL;                         \
-                for (int k = 0; k < 6; k++) d[k] = CNNC_WINO_LDV(VT, p + k * VL);          \
-                cnnc_wl_bt6_##SUF(d, 1, s + 6 * r);                                        \
-            }                                                                              \
-            for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, o + k);                \
-            for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * es, o[e]);                  \
+            VT d[36], s[36];                                                               \
+            for (int r = 0; r < 6; r++)                                                    \
+                for (int k = 0; k < 6; k++)                                                \
+                    d[6 * r + k] = CNNC_WINO_LDV(VT, xi + ((4 * a + r) * xs + 4 * j + k) * VL); \
+            cnnc_wl_bt66_##SUF(d, s);                                                      \
+            for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * es, d[e]);                  \
         }                                                                                  \
 }
 
