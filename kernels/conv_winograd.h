@@ -203,6 +203,19 @@ static inline void NAME(ptrdiff_t K, const T *a, const T *b, ptrdiff_t ldb, ptrd
     }                                                                                      \
     v_; })
 
+/* dst[2l + c] = (c ? b : a)[l] for l < VL: a vector of tiles' two output columns
+ * interleaved into one run of a stage row. */
+#define CNNC_WINO_ZIP(VT, IT, VL, dst, a, b) do {                                         \
+    IT lo_, hi_;                                                                           \
+    for (int l_ = 0; l_ < VL; l_++) {                                                      \
+        lo_[l_] = (l_ & 1) * VL + l_ / 2;                                                  \
+        hi_[l_] = (l_ & 1) * VL + VL / 2 + l_ / 2;                                         \
+    }                                                                                      \
+    VT ia_ = CNNC_WINO_SHUFFLE(a, b, lo_), ib_ = CNNC_WINO_SHUFFLE(a, b, hi_);             \
+    memcpy((dst), &ia_, sizeof ia_);                                                       \
+    memcpy((dst) + VL, &ib_, sizeof ib_);                                                  \
+} while (0)
+
 /* One block of MR output channels by nv (1..NV) vectors of tiles: the 16 products
  * mm[e] = u[e] @ v[e] (u: [16][K][MR], v[e] at v + k*ldv + (q / VL)*16*VL + e*VL + q % VL
  * as the input transform stores it), then st[i*lds + t*half + 2q ..]
@@ -213,11 +226,6 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
                  const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
                  ptrdiff_t half) {                                                         \
     const ptrdiff_t ldo = CNNC_WINO_NV * VL, me = CNNC_WINO_MR * ldo;                      \
-    IT lo, hi;                                                                             \
-    for (int l = 0; l < VL; l++) {                                                         \
-        lo[l] = (l & 1) * VL + l / 2;                                                      \
-        hi[l] = (l & 1) * VL + VL / 2 + l / 2;                                             \
-    }                                                                                      \
     for (int e = 0; e < 16; e++) {                                                         \
         const T *ue = u + e * K * CNNC_WINO_MR, *ve = v + e * VL;                          \
         if (nv == 3) T3(K, ue, ve, ldv, 16 * VL, mm + e * me, ldo);                        \
@@ -238,15 +246,10 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
             y[0][1] = t0[1] - t0[2] - t0[3] + bo;                                          \
             y[1][0] = t1[0] + t1[1] + t1[2] + bo;                                          \
             y[1][1] = t1[1] - t1[2] - t1[3] + bo;                                          \
-            for (int r = 0; r < 2; r++) {                                                  \
-                T *dst = st + i * lds + r * half + 2 * j * VL;                             \
-                VT a = CNNC_WINO_ACT(VT, IT, y[r][0], act, slope), ia, ib;                  \
-                VT b = CNNC_WINO_ACT(VT, IT, y[r][1], act, slope);                          \
-                ia = CNNC_WINO_SHUFFLE(a, b, lo);                                          \
-                ib = CNNC_WINO_SHUFFLE(a, b, hi);                                          \
-                memcpy(dst, &ia, sizeof ia);                                               \
-                memcpy(dst + VL, &ib, sizeof ib);                                          \
-            }                                                                              \
+            for (int r = 0; r < 2; r++)                                                    \
+                CNNC_WINO_ZIP(VT, IT, VL, st + i * lds + r * half + 2 * j * VL,            \
+                              CNNC_WINO_ACT(VT, IT, y[r][0], act, slope),                  \
+                              CNNC_WINO_ACT(VT, IT, y[r][1], act, slope));                 \
         }                                                                                  \
     }                                                                                      \
 }
@@ -351,16 +354,11 @@ static void NAME(const T *src, ptrdiff_t w, ptrdiff_t pl, ptrdiff_t np, T *buf, 
 /* One block of MR output channels by nv (1..NV4) vectors of tiles: the 36 products, the
  * output transform (+ bias, relu / leaky relu), the 2x2 max-pool of each 4x4 tile, and
  * st[i*lds + t*half + 2q ..] = row t of tile q's pooled 2x2, interleaved. */
-#define CNNC_WPOOL_BLOCK(NAME, T, VT, IT, VL, MUL, AT, MAX)                                     \
+#define CNNC_WPOOL_BLOCK(NAME, T, VT, IT, VL, MUL, AT, MAX)                                \
 static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
                  const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
                  ptrdiff_t half) {                                                         \
     const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
-    IT lo, hi;                                                                             \
-    for (int l = 0; l < VL; l++) {                                                         \
-        lo[l] = (l & 1) * VL + l / 2;                                                      \
-        hi[l] = (l & 1) * VL + VL / 2 + l / 2;                                             \
-    }                                                                                      \
     MUL(K, u, v, ldv, nv, mm);                                                             \
     for (int i = 0; i < rows; i++)                                                         \
         for (int j = 0; j < nv; j++) {                                                     \
@@ -382,13 +380,9 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
                                                  CNNC_POOL_VPICK(IT, w[1], w[0]));          \
                     }                                                                      \
             }                                                                              \
-            for (int r = 0; r < 2; r++) {                                                  \
-                T *dst = st + i * lds + r * half + 2 * j * VL;                             \
-                VT ia = CNNC_WINO_SHUFFLE(p[r][0], p[r][1], lo);                           \
-                VT ib = CNNC_WINO_SHUFFLE(p[r][0], p[r][1], hi);                           \
-                memcpy(dst, &ia, sizeof ia);                                               \
-                memcpy(dst + VL, &ib, sizeof ib);                                          \
-            }                                                                              \
+            for (int r = 0; r < 2; r++)                                                    \
+                CNNC_WINO_ZIP(VT, IT, VL, st + i * lds + r * half + 2 * j * VL, p[r][0],   \
+                              p[r][1]);                                                    \
         }                                                                                  \
 }
 
