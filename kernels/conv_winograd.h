@@ -285,23 +285,32 @@ static inline void NAME(const T *m, ptrdiff_t me, T bo, VT *y) {                
     for (int k = 0; k < 16; k++) y[k] += bo;                                               \
 }
 
-/* One block of MR output channels by nv (1..NV4) tiles: the 36 products, then column c of
- * row r of each tile's act(A^T M A + bias[i]) at st[i*lds + r*quarter + (4*tile + c)*VL ..]. */
-#define CNNC_WINO_BLOCK4(NAME, T, VT, IT, VL, MUL, AT)                                     \
+/* One block of MR output channels by nv (1..NV4) tiles (or vectors of tiles): the 36
+ * products, the output transform (+ bias[i]), then TAIL(y, st + i*lds, j, ld2, act, slope)
+ * stores tile j's outputs of channel i (TAIL4 below; the pooled path's WPOOL_TAIL). */
+#define CNNC_WINO_BLOCK4(NAME, T, VT, VL, MUL, AT, TAIL)                                   \
 static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
                  const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
-                 ptrdiff_t quarter) {                                                      \
+                 ptrdiff_t ld2) {                                                          \
     const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
     MUL(K, u, v, ldv, nv, mm);                                                             \
     for (int i = 0; i < rows; i++)                                                         \
         for (int j = 0; j < nv; j++) {                                                     \
             VT y[16];                                                                      \
             AT(mm + i * ldo + j * VL, me, bias ? bias[i] : 0, y);                          \
-            for (int r = 0; r < 4; r++)                                                    \
-                for (int c = 0; c < 4; c++)                                                \
-                    CNNC_WINO_STV(st + i * lds + r * quarter + (4 * j + c) * VL,           \
-                                  CNNC_WINO_ACT(VT, IT, y[4 * r + c], act, slope));        \
+            TAIL(y, st + i * lds, j, ld2, act, slope);                                     \
         }                                                                                  \
+}
+
+/* The batch-lanes path's tail: column c of row r of tile j's act(y) at
+ * st[r*quarter + (4*j + c)*VL ..]. */
+#define CNNC_WINO_TAIL4(NAME, T, VT, IT, VL)                                               \
+static inline __attribute__((always_inline)) void NAME(VT *y, T *st, ptrdiff_t j,        \
+                                                     ptrdiff_t quarter, int act, T slope) { \
+    for (int r = 0; r < 4; r++)                                                            \
+        for (int c = 0; c < 4; c++)                                                        \
+            CNNC_WINO_STV(st + r * quarter + (4 * j + c) * VL,                             \
+                          CNNC_WINO_ACT(VT, IT, y[4 * r + c], act, slope));                \
 }
 
 /* Winograd F(4x4, 3x3) followed by a 2x2 stride-2 max-pool, the tiles in vector lanes
@@ -351,39 +360,30 @@ static void NAME(const T *src, ptrdiff_t w, ptrdiff_t pl, ptrdiff_t np, T *buf, 
     }                                                                                      \
 }
 
-/* One block of MR output channels by nv (1..NV4) vectors of tiles: the 36 products, the
- * output transform (+ bias, relu / leaky relu), the 2x2 max-pool of each 4x4 tile, and
- * st[i*lds + t*half + 2q ..] = row t of tile q's pooled 2x2, interleaved. */
-#define CNNC_WPOOL_BLOCK(NAME, T, VT, IT, VL, MUL, AT, MAX)                                \
-static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm,         \
-                 const T *bias, int rows, int act, T slope, T *st, ptrdiff_t lds,          \
-                 ptrdiff_t half) {                                                         \
-    const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
-    MUL(K, u, v, ldv, nv, mm);                                                             \
-    for (int i = 0; i < rows; i++)                                                         \
-        for (int j = 0; j < nv; j++) {                                                     \
-            VT y[16], p[2][2];                                                             \
-            AT(mm + i * ldo + j * VL, me, bias ? bias[i] : 0, y);                          \
-            if (act == 1) { /* relu leaves no NaN and no -0: the pool's choice is a max */ \
-                for (int k = 0; k < 16; k++) y[k] = MAX(y[k], (VT){0});                    \
-                for (int r = 0; r < 2; r++)                                                \
-                    for (int c = 0; c < 2; c++) {                                          \
-                        const VT *w = y + 8 * r + 2 * c;                                   \
-                        p[r][c] = MAX(MAX(w[0], w[1]), MAX(w[4], w[5]));                   \
-                    }                                                                      \
-            } else {                                                                       \
-                for (int k = 0; k < 16; k++) y[k] = CNNC_WINO_ACT(VT, IT, y[k], act, slope); \
-                for (int r = 0; r < 2; r++)                                                \
-                    for (int c = 0; c < 2; c++) { /* (2r, 2c) (2r, 2c+1) (2r+1, ..) ... */ \
-                        const VT *w = y + 8 * r + 2 * c;                                   \
-                        p[r][c] = CNNC_POOL_VPICK(IT, CNNC_POOL_VPICK(IT, w[5], w[4]),       \
-                                                 CNNC_POOL_VPICK(IT, w[1], w[0]));          \
-                    }                                                                      \
+/* The pooled path's tail: act(y) (relu / leaky relu), the 2x2 max-pool of each 4x4 tile
+ * of the vector j, and st[t*half + 2q ..] = row t of tile q's pooled 2x2, interleaved. */
+#define CNNC_WPOOL_TAIL(NAME, T, VT, IT, VL, MAX)                                          \
+static inline __attribute__((always_inline)) void NAME(VT *y, T *st, ptrdiff_t j,        \
+                                                     ptrdiff_t half, int act, T slope) {    \
+    VT p[2][2];                                                                            \
+    if (act == 1) { /* relu leaves no NaN and no -0: the pool's choice is a max */         \
+        for (int k = 0; k < 16; k++) y[k] = MAX(y[k], (VT){0});                            \
+        for (int r = 0; r < 2; r++)                                                        \
+            for (int c = 0; c < 2; c++) {                                                  \
+                const VT *w = y + 8 * r + 2 * c;                                           \
+                p[r][c] = MAX(MAX(w[0], w[1]), MAX(w[4], w[5]));                           \
             }                                                                              \
-            for (int r = 0; r < 2; r++)                                                    \
-                CNNC_WINO_ZIP(VT, IT, VL, st + i * lds + r * half + 2 * j * VL, p[r][0],   \
-                              p[r][1]);                                                    \
-        }                                                                                  \
+    } else {                                                                               \
+        for (int k = 0; k < 16; k++) y[k] = CNNC_WINO_ACT(VT, IT, y[k], act, slope);       \
+        for (int r = 0; r < 2; r++)                                                        \
+            for (int c = 0; c < 2; c++) { /* (2r, 2c) (2r, 2c+1) (2r+1, ..) ... */         \
+                const VT *w = y + 8 * r + 2 * c;                                           \
+                p[r][c] = CNNC_POOL_VPICK(IT, CNNC_POOL_VPICK(IT, w[5], w[4]),             \
+                                          CNNC_POOL_VPICK(IT, w[1], w[0]));                \
+            }                                                                              \
+    }                                                                                      \
+    for (int r = 0; r < 2; r++)                                                            \
+        CNNC_WINO_ZIP(VT, IT, VL, st + r * half + 2 * j * VL, p[r][0], p[r][1]);           \
 }
 
 /* r[i][l] <-> r[l][i] for a VL x VL block (log2(VL) rounds of butterflies). */
@@ -573,10 +573,12 @@ CNNC_WINO_MUL36(cnnc_wino_mul36_d, double, 8, cnnc_wino_tile1_d, cnnc_wino_tile2
                 cnnc_wino_tile3_d)
 CNNC_WINO_AT36(cnnc_wino_at36_s, float, cnnc_wino_f16, s)
 CNNC_WINO_AT36(cnnc_wino_at36_d, double, cnnc_wino_d8, d8)
-CNNC_WINO_BLOCK4(cnnc_wino_block4_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
-                 cnnc_wino_mul36_s, cnnc_wino_at36_s)
-CNNC_WINO_BLOCK4(cnnc_wino_block4_d, double, cnnc_wino_d8, cnnc_wino_l8, 8,
-                 cnnc_wino_mul36_d, cnnc_wino_at36_d)
+CNNC_WINO_TAIL4(cnnc_wino_tail4_s, float, cnnc_wino_f16, cnnc_wino_i16, 16)
+CNNC_WINO_TAIL4(cnnc_wino_tail4_d, double, cnnc_wino_d8, cnnc_wino_l8, 8)
+CNNC_WINO_BLOCK4(cnnc_wino_block4_s, float, cnnc_wino_f16, 16, cnnc_wino_mul36_s,
+                 cnnc_wino_at36_s, cnnc_wino_tail4_s)
+CNNC_WINO_BLOCK4(cnnc_wino_block4_d, double, cnnc_wino_d8, 8, cnnc_wino_mul36_d,
+                 cnnc_wino_at36_d, cnnc_wino_tail4_d)
 CNNC_WPOOL_INPUT(cnnc_wpool_input_s, float, cnnc_wino_f16, 16, s)
 CNNC_WPOOL_INPUT(cnnc_wpool_input_d, double, cnnc_wino_d8, 8, d8)
 /* a > b ? a : b, lane by lane (no NaN: the callers' values are relu's). */
@@ -598,10 +600,12 @@ static inline cnnc_wino_d8 cnnc_wino_max_d(cnnc_wino_d8 a, cnnc_wino_d8 b) {
 CNNC_WPOOL_SPLIT(cnnc_wpool_split_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
                  CNNC_WINO_PLOAD_s)
 CNNC_WPOOL_SPLIT(cnnc_wpool_split_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, CNNC_WINO_PLOAD_d)
-CNNC_WPOOL_BLOCK(cnnc_wpool_block_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
-                 cnnc_wino_mul36_s, cnnc_wino_at36_s, cnnc_wino_max_s)
-CNNC_WPOOL_BLOCK(cnnc_wpool_block_d, double, cnnc_wino_d8, cnnc_wino_l8, 8,
-                 cnnc_wino_mul36_d, cnnc_wino_at36_d, cnnc_wino_max_d)
+CNNC_WPOOL_TAIL(cnnc_wpool_tail_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, cnnc_wino_max_s)
+CNNC_WPOOL_TAIL(cnnc_wpool_tail_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, cnnc_wino_max_d)
+CNNC_WINO_BLOCK4(cnnc_wpool_block_s, float, cnnc_wino_f16, 16, cnnc_wino_mul36_s,
+                 cnnc_wino_at36_s, cnnc_wpool_tail_s)
+CNNC_WINO_BLOCK4(cnnc_wpool_block_d, double, cnnc_wino_d8, 8, cnnc_wino_mul36_d,
+                 cnnc_wino_at36_d, cnnc_wpool_tail_d)
 #ifdef __AVX512F__
 /* The transposes by in-lane unpacks, then 128-bit lane shuffles: 3x (float) and 2x
  * (double) the butterflies' speed, whose two-source permutes issue at a fraction of the
