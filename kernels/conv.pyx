@@ -1361,8 +1361,8 @@ def conv2d_maxpool_pays(x_shape, w_shape, padding=0) -> bool:
     conv2d_forward then maxpool2d_forward: up to WPOOL_MAX_CHANNELS input channels.
     Measured, forward with relu and pool together, 1 thread: the seed CNN's 3 -> 32 (64x64)
     and 32 -> 64 (31x31) layers 1.4x at batch 1 and 1.3x at 32, VGG-11's 3 -> 64 (32x32)
-    1.8x and 1.6x at 64; its 64 -> 128 (16x16) 0.96x and 0.77x (the GEMM paths take wider
-    layers better)."""
+    1.7-1.9x and 1.6-1.75x at 64; its 64 -> 128 (16x16) 0.96x and 0.7-0.85x (the GEMM
+    paths take wider layers better; benchmarks/bench_conv_pool.py)."""
     return conv2d_maxpool_supported(x_shape, w_shape, padding) and \
         w_shape[1] <= WPOOL_MAX_CHANNELS
 

@@ -27,8 +27,8 @@ from cnnc.passes.inplace import inplace
 from cnnc.passes.schedule import ScheduleError, peak_bytes, plain_order, schedule
 
 __all__ = ["FoldedParam", "ScheduleError", "dce", "fold_batchnorm", "fold_into", "fuse",
-           "fuse_conv_pool", "inplace", "optimize", "optimize_training", "peak_bytes", "plain_order",
-           "resolve_batch", "schedule", "strip_inference"]
+           "fuse_conv_pool", "inplace", "optimize", "optimize_training", "peak_bytes",
+           "plain_order", "resolve_batch", "schedule", "strip_inference"]
 
 PIPELINES = {
     "infer": (fold_batchnorm, strip_inference, fuse, fuse_conv_pool, dce, inplace),
@@ -38,8 +38,8 @@ PIPELINES = {
 
 def optimize(graph: Graph, mode: str) -> Graph:
     """Run the passes of ``mode`` on a forward graph: "infer" (fold batchnorm, strip
-    dropout/identity, fuse, fuse conv -> max-pool, dce, in-place) or "train" (fuse; autodiff follows, then
-    :func:`optimize_training`)."""
+    dropout/identity, fuse, fuse conv -> max-pool, dce, in-place) or "train" (fuse;
+    autodiff follows, then :func:`optimize_training`)."""
     if mode not in PIPELINES:
         raise ValueError(f"mode must be one of {sorted(PIPELINES)}, got {mode!r}")
     for run in PIPELINES[mode]:
