@@ -263,15 +263,16 @@ static void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *
 
 /* The 36 products of a block of MR output channels by nv (1..NV4) tiles (or vectors of
  * tiles): mm[e*me + i*VL*NV4 + j*VL ..] = (u[e] @ v[e]) for channel i, tile j, with
- * u: [36][K][MR], v[e] at v + k*ldv + j*36*VL + e*VL, me = MR*NV4*VL. */
-#define CNNC_WINO_MUL36(NAME, T, VL, T1, T2, T3)                                           \
+ * u: [36][K][MR], v[e] at v + k*ldv + j*36*LV + e*LV, me = MR*NV4*VL: the first VL of
+ * v's LV lanes (VL < LV: a half vector, for the last tiles of the pooled path). */
+#define CNNC_WINO_MUL36(NAME, T, VL, LV, T1, T2, T3)                                       \
 static inline void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int nv, T *mm) { \
     const ptrdiff_t ldo = CNNC_WINO_NV4 * VL, me = CNNC_WINO_MR * ldo;                     \
     for (int e = 0; e < 36; e++) {                                                         \
-        const T *ue = u + e * K * CNNC_WINO_MR, *ve = v + e * VL;                          \
-        if (nv == 3) T3(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                        \
-        else if (nv == 2) T2(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                   \
-        else T1(K, ue, ve, ldv, 36 * VL, mm + e * me, ldo);                                \
+        const T *ue = u + e * K * CNNC_WINO_MR, *ve = v + e * LV;                          \
+        if (nv == 3) T3(K, ue, ve, ldv, 36 * LV, mm + e * me, ldo);                        \
+        else if (nv == 2) T2(K, ue, ve, ldv, 36 * LV, mm + e * me, ldo);                   \
+        else T1(K, ue, ve, ldv, 36 * LV, mm + e * me, ldo);                                \
     }                                                                                      \
 }
 
@@ -549,6 +550,8 @@ typedef float cnnc_wino_f16 __attribute__((vector_size(64)));
 typedef double cnnc_wino_d8 __attribute__((vector_size(64)));
 typedef int cnnc_wino_i16 __attribute__((vector_size(64)));
 typedef long long cnnc_wino_l8 __attribute__((vector_size(64)));
+typedef float cnnc_wino_f8 __attribute__((vector_size(32)));
+typedef int cnnc_wino_i8 __attribute__((vector_size(32)));
 
 CNNC_WINO_COPY(cnnc_wino_copy_s, float, cnnc_wino_f16, 16, s)
 CNNC_WINO_COPY(cnnc_wino_copy_d, double, cnnc_wino_d8, 8, d)
@@ -567,12 +570,18 @@ CNNC_WINO_BLOCK(cnnc_wino_block_s, float, cnnc_wino_f16, cnnc_wino_i16, 16, cnnc
 CNNC_WINO_BLOCK(cnnc_wino_block_d, double, cnnc_wino_d8, cnnc_wino_l8, 8, cnnc_wino_tile1_d,
                 cnnc_wino_tile2_d, cnnc_wino_tile3_d)
 CNNC_WL_1D(d8, double, cnnc_wino_d8) /* F(4x4)'s 1-D transforms on 8 doubles */
-CNNC_WINO_MUL36(cnnc_wino_mul36_s, float, 16, cnnc_wino_tile1_s, cnnc_wino_tile2_s,
+CNNC_WINO_MUL36(cnnc_wino_mul36_s, float, 16, 16, cnnc_wino_tile1_s, cnnc_wino_tile2_s,
                 cnnc_wino_tile3_s)
-CNNC_WINO_MUL36(cnnc_wino_mul36_d, double, 8, cnnc_wino_tile1_d, cnnc_wino_tile2_d,
+CNNC_WINO_MUL36(cnnc_wino_mul36_d, double, 8, 8, cnnc_wino_tile1_d, cnnc_wino_tile2_d,
                 cnnc_wino_tile3_d)
 CNNC_WINO_AT36(cnnc_wino_at36_s, float, cnnc_wino_f16, s)
 CNNC_WINO_AT36(cnnc_wino_at36_d, double, cnnc_wino_d8, d8)
+/* float32 in half vectors (8 lanes of v's 16): the pooled path's last tiles */
+CNNC_WL_1D(h, float, cnnc_wino_f8)
+CNNC_WINO_TILE(cnnc_wino_tile1_h, float, cnnc_wino_f8, 8, 1)
+CNNC_WINO_MUL36(cnnc_wino_mul36_h, float, 8, 16, cnnc_wino_tile1_h, cnnc_wino_tile1_h,
+                cnnc_wino_tile1_h)
+CNNC_WINO_AT36(cnnc_wino_at36_h, float, cnnc_wino_f8, h)
 CNNC_WINO_TAIL4(cnnc_wino_tail4_s, float, cnnc_wino_f16, cnnc_wino_i16, 16)
 CNNC_WINO_TAIL4(cnnc_wino_tail4_d, double, cnnc_wino_d8, cnnc_wino_l8, 8)
 CNNC_WINO_BLOCK4(cnnc_wino_block4_s, float, cnnc_wino_f16, 16, cnnc_wino_mul36_s,
@@ -589,12 +598,18 @@ static inline cnnc_wino_f16 cnnc_wino_max_s(cnnc_wino_f16 a, cnnc_wino_f16 b) {
 static inline cnnc_wino_d8 cnnc_wino_max_d(cnnc_wino_d8 a, cnnc_wino_d8 b) {
     return (cnnc_wino_d8)_mm512_max_pd((__m512d)a, (__m512d)b);
 }
+static inline cnnc_wino_f8 cnnc_wino_max_h(cnnc_wino_f8 a, cnnc_wino_f8 b) {
+    return (cnnc_wino_f8)_mm256_max_ps((__m256)a, (__m256)b);
+}
 #else
 static inline cnnc_wino_f16 cnnc_wino_max_s(cnnc_wino_f16 a, cnnc_wino_f16 b) {
     return CNNC_POOL_VPICK(cnnc_wino_i16, b, a);
 }
 static inline cnnc_wino_d8 cnnc_wino_max_d(cnnc_wino_d8 a, cnnc_wino_d8 b) {
     return CNNC_POOL_VPICK(cnnc_wino_l8, b, a);
+}
+static inline cnnc_wino_f8 cnnc_wino_max_h(cnnc_wino_f8 a, cnnc_wino_f8 b) {
+    return CNNC_POOL_VPICK(cnnc_wino_i8, b, a);
 }
 #endif
 CNNC_WPOOL_SPLIT(cnnc_wpool_split_s, float, cnnc_wino_f16, cnnc_wino_i16, 16,
@@ -606,6 +621,9 @@ CNNC_WINO_BLOCK4(cnnc_wpool_block_s, float, cnnc_wino_f16, 16, cnnc_wino_mul36_s
                  cnnc_wino_at36_s, cnnc_wpool_tail_s)
 CNNC_WINO_BLOCK4(cnnc_wpool_block_d, double, cnnc_wino_d8, 8, cnnc_wino_mul36_d,
                  cnnc_wino_at36_d, cnnc_wpool_tail_d)
+CNNC_WPOOL_TAIL(cnnc_wpool_tail_h, float, cnnc_wino_f8, cnnc_wino_i8, 8, cnnc_wino_max_h)
+CNNC_WINO_BLOCK4(cnnc_wpool_block_h, float, cnnc_wino_f8, 8, cnnc_wino_mul36_h,
+                 cnnc_wino_at36_h, cnnc_wpool_tail_h)
 #ifdef __AVX512F__
 /* The transposes by in-lane unpacks, then 128-bit lane shuffles: 3x (float) and 2x
  * (double) the butterflies' speed, whose two-source permutes issue at a fraction of the
