@@ -279,9 +279,11 @@ static inline void NAME(ptrdiff_t K, const T *u, const T *v, ptrdiff_t ldv, int 
 /* y[4*r + c] = (A^T M A)[r][c] + bo for the 36 products m[e] at m + e*me. */
 #define CNNC_WINO_AT36(NAME, T, VT, SUF)                                                   \
 static inline void NAME(const T *m, ptrdiff_t me, T bo, VT *y) {                           \
-    VT x[36], t[24];                                                                       \
-    for (int e = 0; e < 36; e++) memcpy(&x[e], m + e * me, sizeof(VT));                    \
-    for (int k = 0; k < 6; k++) cnnc_wl_at6_##SUF(x + k, 6, t + k, 6);                     \
+    VT c[6], t[24];                                                                        \
+    for (int k = 0; k < 6; k++) { /* column by column, each value loaded where used */     \
+        for (int r = 0; r < 6; r++) memcpy(&c[r], m + (6 * r + k) * me, sizeof(VT));      \
+        cnnc_wl_at6_##SUF(c, 1, t + k, 6);                                                 \
+    }                                                                                      \
     for (int r = 0; r < 4; r++) cnnc_wl_at6_##SUF(t + 6 * r, 1, y + 4 * r, 1);             \
     for (int k = 0; k < 16; k++) y[k] += bo;                                               \
 }
