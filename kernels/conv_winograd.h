@@ -282,10 +282,10 @@ static inline void NAME(const T *m, ptrdiff_t me, T bo, VT *y) {                
     VT c[6], t[24];                                                                        \
     for (int k = 0; k < 6; k++) { /* column by column, each value loaded where used */     \
         for (int r = 0; r < 6; r++) memcpy(&c[r], m + (6 * r + k) * me, sizeof(VT));      \
+        if (k == 1) c[1] += bo; /* A^T's column 1 is all ones: bo reaches all 16 outputs */ \
         cnnc_wl_at6_##SUF(c, 1, t + k, 6);                                                 \
     }                                                                                      \
     for (int r = 0; r < 4; r++) cnnc_wl_at6_##SUF(t + 6 * r, 1, y + 4 * r, 1);             \
-    for (int k = 0; k < 16; k++) y[k] += bo;                                               \
 }
 
 /* One block of MR output channels by nv (1..NV4) tiles (or vectors of tiles): the 36
