@@ -58,8 +58,9 @@ position that feeds the output transform (bias, relu) directly; 1.2-1.5x the dir
 conv2d_maxpool_forward (inference's fused conv -> 2x2 max-pool) runs 3x3 stride-1 layers
 by Winograd F(4x4) with the tiles in lanes over 16 polyphase planes, each 4x4 output tile
 pooled to 2x2 in registers (conv_winograd.pxi, "pooled" path): against the conv then the
-pool, 1.4x on the seed CNN's two layers and 1.9x on VGG-11's first at batch 1 (benchmarks/
-bench_conv_pool.py); 0.85-0.96x from 64 input channels, where the fusion pass leaves it.
+pool, 1.6-2.0x on the seed CNN's two layers and 2.4x on VGG-11's first at batch 1
+(benchmarks/bench_conv_pool.py); at 64 input channels 1.2x at batch 1 but 0.7x at 64,
+where the batch-lanes path takes the conv, so the fusion pass leaves those.
 Its chunk scratch has the vector Winograd's bound (a chunk's transformed input at most
 WINO_V_ELEMS, 16 planes instead of 4), and it keeps its transformed weights as the
 forward does.
@@ -1360,9 +1361,9 @@ def conv2d_maxpool_pays(x_shape, w_shape, padding=0) -> bool:
     """Whether conv2d_maxpool_forward takes these shapes and is expected to beat
     conv2d_forward then maxpool2d_forward: up to WPOOL_MAX_CHANNELS input channels.
     Measured, forward with relu and pool together, 1 thread: the seed CNN's 3 -> 32 (64x64)
-    and 32 -> 64 (31x31) layers 1.4x at batch 1 and 1.3x at 32, VGG-11's 3 -> 64 (32x32)
-    1.7-1.9x and 1.6-1.75x at 64; its 64 -> 128 (16x16) 0.96x and 0.7-0.85x (the GEMM
-    paths take wider layers better; benchmarks/bench_conv_pool.py)."""
+    and 32 -> 64 (31x31) layers 2.0x and 1.6x at batch 1, 1.7x and 1.2x at 32; VGG-11's
+    3 -> 64 (32x32) 2.4x and 2.2x at 64; its 64 -> 128 (16x16) 1.2x at batch 1 but 0.7x at
+    64, where the batch-lanes path has no wasted lanes (benchmarks/bench_conv_pool.py)."""
     return conv2d_maxpool_supported(x_shape, w_shape, padding) and \
         w_shape[1] <= WPOOL_MAX_CHANNELS
 
