@@ -1010,9 +1010,8 @@ cdef inline Py_ssize_t _wpool_cs(Py_ssize_t tiles) noexcept nogil:
 
 
 cdef inline Py_ssize_t _wpool_split(const Geom* g) noexcept nogil:
-    """The row split's buffer: a padded row of 4 * rw values in whole pairs of vectors,
-    and a vector more."""
-    return (4 * _wvec_rw(g) + 2 * WINO_VL - 1) // (2 * WINO_VL) * (2 * WINO_VL) + WINO_VL
+    """The row split's buffer: a vector (for one that starts in the left padding)."""
+    return WINO_VL
 
 
 cdef inline Py_ssize_t _wpool_per_worker(const Geom* g) noexcept nogil:
