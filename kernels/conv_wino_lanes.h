@@ -44,11 +44,6 @@ static inline void cnnc_wl_at4_##SUF(const VT *p, int s, VT *o, int os) {       
     o[0] = p[0] + p[s] + p[2 * s];                                                         \
     o[os] = p[s] - p[2 * s] - p[3 * s];                                                    \
 }                                                                                          \
-/* x = B^T x B for a 6x6 x (row-major), s: scratch of 36. */                                \
-static inline void cnnc_wl_bt66_##SUF(VT *x, VT *s) {                                      \
-    for (int r = 0; r < 6; r++) cnnc_wl_bt6_##SUF(x + 6 * r, 1, s + 6 * r);                \
-    for (int k = 0; k < 6; k++) cnnc_wl_bt6_##SUF(s + k, 6, x + k);                        \
-}                                                                                          \
 static inline void cnnc_wl_a6_##SUF(const VT *y, int s, VT *o, int os) {                   \
     VT a = y[0] + y[2 * s], b = y[s] + y[3 * s];                                           \
     VT c = y[0] + (T)4 * y[2 * s], e = (T)2 * y[s] + (T)8 * y[3 * s];                      \
@@ -66,6 +61,18 @@ static inline void cnnc_wl_a4_##SUF(const VT *y, int s, VT *o, int os) {        
     o[3 * os] = -y[s];                                                                     \
 }
 
+/* o = B^T d B (6x6, row-major) with d[r][k] the expression LOAD, which reads r_ and k_:
+ * row by row, each row loaded where it is transformed (loading all 36 first made gcc copy
+ * them through the stack). o may be what LOAD reads: the rows are all read first. */
+#define CNNC_WL_BT66(VT, SUF, LOAD, o) do {                                               \
+    VT d_[6], s_[36];                                                                      \
+    for (int r_ = 0; r_ < 6; r_++) {                                                       \
+        for (int k_ = 0; k_ < 6; k_++) d_[k_] = (LOAD);                                    \
+        cnnc_wl_bt6_##SUF(d_, 1, s_ + 6 * r_);                                             \
+    }                                                                                      \
+    for (int k_ = 0; k_ < 6; k_++) cnnc_wl_bt6_##SUF(s_ + k_, 6, (o) + k_);                \
+} while (0)
+
 #define CNNC_WL_FUNCS(SUF, T, VT)                                                          \
 /* B^T d B for the patches of CNNC_WL tiles, gathered from rows (tile l's patch starts at   \
  * rows[off[min(l, n - 1)]], its rows rw apart), position e's lanes stored at d + e * es.  \
@@ -76,7 +83,7 @@ static void cnnc_wl_in_##SUF(const T *rows, const ptrdiff_t *off, int n, int t, 
     VT x[36], s[36];                                                                       \
     cnnc_wl_gather_##SUF(x, rows, off, n, a, rw);                                           \
     if (t == 4) {                                                                          \
-        cnnc_wl_bt66_##SUF(x, s);                                                          \
+        CNNC_WL_BT66(VT, SUF, x[6 * r_ + k_], x);                                          \
     } else {                                                                               \
         for (int r = 0; r < 4; r++) cnnc_wl_bt4_##SUF(x + 4 * r, 1, s + 4 * r);            \
         for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                    \

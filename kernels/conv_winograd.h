@@ -329,13 +329,10 @@ static inline __attribute__((always_inline)) void NAME(VT *y, T *st, ptrdiff_t j
 #define CNNC_WPOOL_INPUT(NAME, T, VT, VL, SUF)                                             \
 static void NAME(const T *z, ptrdiff_t ps, ptrdiff_t rw, ptrdiff_t nq, T *v) {             \
     for (ptrdiff_t q = 0; q < nq; q += VL, v += 36 * VL) {                                 \
-        VT d[36], s[36];                                                                   \
-        for (int r = 0; r < 6; r++)                                                        \
-            for (int k = 0; k < 6; k++)                                                    \
-                d[6 * r + k] = CNNC_WINO_LDV(VT, z + ((r & 3) * 4 + (k & 3)) * ps + q     \
-                                                     + (r >> 2) * rw + (k >> 2));          \
-        cnnc_wl_bt66_##SUF(d, s);                                                          \
-        for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * VL, d[e]);                      \
+        VT o[36];                                                                          \
+        CNNC_WL_BT66(VT, SUF, CNNC_WINO_LDV(VT, z + ((r_ & 3) * 4 + (k_ & 3)) * ps + q    \
+                                                + (r_ >> 2) * rw + (k_ >> 2)), o);         \
+        for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * VL, o[e]);                      \
     }                                                                                      \
 }
 
@@ -453,12 +450,10 @@ static void NAME(const T *xi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *v, pt
                  ptrdiff_t es) {                                                           \
     for (ptrdiff_t a = 0; a < na; a++)                                                     \
         for (ptrdiff_t j = 0; j < tw; j++, v += ss) {                                      \
-            VT d[36], s[36];                                                               \
-            for (int r = 0; r < 6; r++)                                                    \
-                for (int k = 0; k < 6; k++)                                                \
-                    d[6 * r + k] = CNNC_WINO_LDV(VT, xi + ((4 * a + r) * xs + 4 * j + k) * VL); \
-            cnnc_wl_bt66_##SUF(d, s);                                                      \
-            for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * es, d[e]);                  \
+            VT o[36];                                                                      \
+            CNNC_WL_BT66(VT, SUF, CNNC_WINO_LDV(VT, xi + ((4 * a + r_) * xs + 4 * j + k_) * VL), \
+                         o);                                                               \
+            for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * es, o[e]);                  \
         }                                                                                  \
 }
 
