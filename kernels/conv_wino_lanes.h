@@ -61,16 +61,27 @@ static inline void cnnc_wl_a4_##SUF(const VT *y, int s, VT *o, int os) {        
     o[3 * os] = -y[s];                                                                     \
 }
 
-/* o = B^T d B (6x6, row-major) with d[r][k] the expression LOAD, which reads r_ and k_:
- * row by row, each row loaded where it is transformed (loading all 36 first made gcc copy
- * them through the stack). o may be what LOAD reads: the rows are all read first. */
-#define CNNC_WL_BT66(VT, SUF, LOAD, o) do {                                               \
+/* B^T d B (6x6) with d[r][k] the expression LOAD, which reads r_ and k_, and STORE a
+ * statement run for each result val_ at position e_ (row-major): row by row, each row
+ * loaded where it is transformed, each result stored as its column is done (gcc had
+ * otherwise copied all 36 through the stack). STORE may write what LOAD reads: the rows
+ * are all read first. */
+#define CNNC_WL_BT66(VT, SUF, LOAD, STORE) do {                                           \
     VT d_[6], s_[36];                                                                      \
     for (int r_ = 0; r_ < 6; r_++) {                                                       \
         for (int k_ = 0; k_ < 6; k_++) d_[k_] = (LOAD);                                    \
         cnnc_wl_bt6_##SUF(d_, 1, s_ + 6 * r_);                                             \
     }                                                                                      \
-    for (int k_ = 0; k_ < 6; k_++) cnnc_wl_bt6_##SUF(s_ + k_, 6, (o) + k_);                \
+    for (int k_ = 0; k_ < 6; k_++) {                                                       \
+        VT c_[6];                                                                          \
+        for (int r_ = 0; r_ < 6; r_++) d_[r_] = s_[6 * r_ + k_];                           \
+        cnnc_wl_bt6_##SUF(d_, 1, c_);                                                      \
+        for (int i_ = 0; i_ < 6; i_++) {                                                   \
+            const int e_ = 6 * i_ + k_;                                                    \
+            VT val_ = c_[i_];                                                              \
+            STORE;                                                                         \
+        }                                                                                  \
+    }                                                                                      \
 } while (0)
 
 #define CNNC_WL_FUNCS(SUF, T, VT)                                                          \
@@ -83,7 +94,7 @@ static void cnnc_wl_in_##SUF(const T *rows, const ptrdiff_t *off, int n, int t, 
     VT x[36], s[36];                                                                       \
     cnnc_wl_gather_##SUF(x, rows, off, n, a, rw);                                           \
     if (t == 4) {                                                                          \
-        CNNC_WL_BT66(VT, SUF, x[6 * r_ + k_], x);                                          \
+        CNNC_WL_BT66(VT, SUF, x[6 * r_ + k_], x[e_] = val_);                               \
     } else {                                                                               \
         for (int r = 0; r < 4; r++) cnnc_wl_bt4_##SUF(x + 4 * r, 1, s + 4 * r);            \
         for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                    \

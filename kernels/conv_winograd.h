@@ -329,10 +329,9 @@ static inline __attribute__((always_inline)) void NAME(VT *y, T *st, ptrdiff_t j
 #define CNNC_WPOOL_INPUT(NAME, T, VT, VL, SUF)                                             \
 static void NAME(const T *z, ptrdiff_t ps, ptrdiff_t rw, ptrdiff_t nq, T *v) {             \
     for (ptrdiff_t q = 0; q < nq; q += VL, v += 36 * VL) {                                 \
-        VT o[36];                                                                          \
         CNNC_WL_BT66(VT, SUF, CNNC_WINO_LDV(VT, z + ((r_ & 3) * 4 + (k_ & 3)) * ps + q    \
-                                                + (r_ >> 2) * rw + (k_ >> 2)), o);         \
-        for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * VL, o[e]);                      \
+                                                + (r_ >> 2) * rw + (k_ >> 2)),             \
+                     CNNC_WINO_STV(v + e_ * VL, val_));                                    \
     }                                                                                      \
 }
 
@@ -450,10 +449,8 @@ static void NAME(const T *xi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *v, pt
                  ptrdiff_t es) {                                                           \
     for (ptrdiff_t a = 0; a < na; a++)                                                     \
         for (ptrdiff_t j = 0; j < tw; j++, v += ss) {                                      \
-            VT o[36];                                                                      \
             CNNC_WL_BT66(VT, SUF, CNNC_WINO_LDV(VT, xi + ((4 * a + r_) * xs + 4 * j + k_) * VL), \
-                         o);                                                               \
-            for (int e = 0; e < 36; e++) CNNC_WINO_STV(v + e * es, o[e]);                  \
+                         CNNC_WINO_STV(v + e_ * es, val_));                                \
         }                                                                                  \
 }
 
@@ -486,13 +483,16 @@ static void NAME(const T *dyi, ptrdiff_t xs, ptrdiff_t na, ptrdiff_t tw, T *p, p
                  ptrdiff_t es) {                                                           \
     for (ptrdiff_t a = 0; a < na; a++)                                                     \
         for (ptrdiff_t j = 0; j < tw; j++, p += ss) {                                      \
-            VT d[16], s[24], o[36];                                                        \
+            VT d[16], s[24];                                                               \
             for (int r = 0; r < 4; r++)                                                    \
                 for (int k = 0; k < 4; k++)                                                \
                     d[4 * r + k] = CNNC_WINO_LDV(VT, dyi + ((4 * a + r) * xs + 4 * j + k) * VL); \
             for (int k = 0; k < 4; k++) cnnc_wl_a6_##SUF(d + k, 4, s + k, 4);              \
-            for (int r = 0; r < 6; r++) cnnc_wl_a6_##SUF(s + 4 * r, 1, o + 6 * r, 1);      \
-            for (int e = 0; e < 36; e++) CNNC_WINO_STV(p + e * es, o[e]);                  \
+            for (int r = 0; r < 6; r++) { /* each row stored as it is done (see BT66) */   \
+                VT o[6];                                                                   \
+                cnnc_wl_a6_##SUF(s + 4 * r, 1, o, 1);                                      \
+                for (int i = 0; i < 6; i++) CNNC_WINO_STV(p + (6 * r + i) * es, o[i]);     \
+            }                                                                              \
         }                                                                                  \
 }
 
