@@ -94,11 +94,11 @@ static void cnnc_wl_in_##SUF(const T *rows, const ptrdiff_t *off, int n, int t, 
     VT x[36], s[36];                                                                       \
     cnnc_wl_gather_##SUF(x, rows, off, n, a, rw);                                           \
     if (t == 4) {                                                                          \
-        CNNC_WL_BT66(VT, SUF, x[6 * r_ + k_], x[e_] = val_);                               \
-    } else {                                                                               \
-        for (int r = 0; r < 4; r++) cnnc_wl_bt4_##SUF(x + 4 * r, 1, s + 4 * r);            \
-        for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                    \
+        CNNC_WL_BT66(VT, SUF, x[6 * r_ + k_], memcpy(d + e_ * es, &val_, sizeof(VT)));     \
+        return;                                                                            \
     }                                                                                      \
+    for (int r = 0; r < 4; r++) cnnc_wl_bt4_##SUF(x + 4 * r, 1, s + 4 * r);                \
+    for (int k = 0; k < 4; k++) cnnc_wl_bt4_##SUF(s + k, 4, x + k);                        \
     for (int e = 0; e < a * a; e++) memcpy(d + e * es, &x[e], sizeof(VT));                 \
 }                                                                                          \
 /* A d A^T (t x t -> (t+2) x (t+2)) for the dy tiles of CNNC_WL channels: channel l's tile \
@@ -154,15 +154,21 @@ static void cnnc_wl_gt_##SUF(const T *z, ptrdiff_t es, int t, T *r) {           
 /* m[(t * i + k) * CNNC_WL + l] = (A^T M_l A)[i, k] with M_l[e] = src[e * es + l]. */      \
 static void cnnc_wl_out_##SUF(const T *src, ptrdiff_t es, int t, T *m) {                   \
     VT x[36], s[24];                                                                       \
-    for (int e = 0; e < (t + 2) * (t + 2); e++) memcpy(&x[e], src + e * es, sizeof(VT));   \
-    if (t == 4) {                                                                          \
-        for (int r = 0; r < 6; r++) cnnc_wl_at6_##SUF(x + 6 * r, 1, s + 4 * r, 1);         \
-        for (int k = 0; k < 4; k++) cnnc_wl_at6_##SUF(s + k, 4, x + k, 4);                 \
-    } else {                                                                               \
-        for (int r = 0; r < 4; r++) cnnc_wl_at4_##SUF(x + 4 * r, 1, s + 2 * r, 1);         \
-        for (int k = 0; k < 2; k++) cnnc_wl_at4_##SUF(s + k, 2, x + k, 2);                 \
+    if (t == 4) { /* row by row from src, each result stored when done (see BT66) */       \
+        for (int r = 0; r < 6; r++) {                                                      \
+            for (int k = 0; k < 6; k++) memcpy(&x[k], src + (6 * r + k) * es, sizeof(VT)); \
+            cnnc_wl_at6_##SUF(x, 1, s + 4 * r, 1);                                         \
+        }                                                                                  \
+        for (int k = 0; k < 4; k++) {                                                      \
+            cnnc_wl_at6_##SUF(s + k, 4, x, 1);                                             \
+            for (int i = 0; i < 4; i++) memcpy(m + (4 * i + k) * CNNC_WL, &x[i], sizeof(VT)); \
+        }                                                                                  \
+        return;                                                                            \
     }                                                                                      \
-    for (int e = 0; e < t * t; e++) memcpy(m + e * CNNC_WL, &x[e], sizeof(VT));            \
+    for (int e = 0; e < 16; e++) memcpy(&x[e], src + e * es, sizeof(VT));                  \
+    for (int r = 0; r < 4; r++) cnnc_wl_at4_##SUF(x + 4 * r, 1, s + 2 * r, 1);             \
+    for (int k = 0; k < 2; k++) cnnc_wl_at4_##SUF(s + k, 2, x + k, 2);                     \
+    for (int e = 0; e < 4; e++) memcpy(m + e * CNNC_WL, &x[e], sizeof(VT));                \
 }
 
 typedef float cnnc_wl_f16 __attribute__((vector_size(16 * sizeof(float))));
