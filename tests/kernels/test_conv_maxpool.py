@@ -142,3 +142,28 @@ def test_shapes_it_does_not_take_are_refused_clearly():
 def test_it_pays_for_thin_layers_only():
     assert conv.conv2d_maxpool_pays((1, 32, 31, 31), (64, 32, 3, 3))
     assert not conv.conv2d_maxpool_pays((1, 64, 16, 16), (128, 64, 3, 3))
+
+
+def test_random_shapes_match_conv_then_pool():
+    """60 drawn layers (sizes 2-44, asymmetric padding 0-3, 1-40 channels, one or two
+    threads, either dtype, each activation): the half-vector and band edges land
+    anywhere."""
+    rng = np.random.default_rng(123)
+    for _ in range(60):
+        n, c, m = (int(v) for v in rng.integers(1, (4, 41, 21)))
+        h, w = (int(v) for v in rng.integers(2, 45, 2))
+        pad = tuple(int(v) for v in rng.integers(0, 4, 4))
+        dtype = np.float32 if rng.random() < 0.7 else np.float64
+        act = list(ACTS)[int(rng.integers(0, len(ACTS)))]
+        n_threads = int(rng.integers(1, 3))
+        if h + pad[0] + pad[1] < 4 or w + pad[2] + pad[3] < 4:
+            assert not conv.conv2d_maxpool_supported((n, c, h, w), (m, c, 3, 3), pad)
+            continue
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        wt = (rng.standard_normal((m, c, 3, 3)) / np.sqrt(9 * c)).astype(dtype)
+        b = rng.standard_normal(m).astype(dtype)
+        want, scale = reference(x, wt, b, pad, act)
+        got = run(x, wt, b, pad, act, n_threads)
+        tol = 3e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale,
+                                   err_msg=str((n, c, h, w, m, pad, act, n_threads)))
