@@ -1308,7 +1308,11 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
 # 4 x 4 blocks of (o, i) in registers and sums their lanes once per block and chunk (no
 # packing: each value is used only 16-32 times), beyond that by a GEMM per position over
 # tiles x lanes. Chunks are as deep as V and P within WINO_BAT_WG_ELEMS allow, up to
-# WINO_BAT_WG_TILES tiles (8x8 images: several groups).
+# WINO_BAT_WG_TILES tiles (8x8 images: several groups); with the lane-summing kernel within
+# WINO_BAT_DOT_ELEMS (2.25 MiB, about a core's L2), which V and P stream through once per
+# position: in a training step on two threads, ResNet-20's 16x16 stage in chunks of 32
+# tiles (4.5 MiB each) ran 1.45x slower than in chunks of 16 (one thread: 1.1x), though
+# alone, with the caches to itself, the deeper chunks were 1.05x faster.
 
 cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
     """Z by the lane-summing kernel (small M x C), else by GEMMs over tiles x lanes."""
@@ -1317,8 +1321,8 @@ cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _wbat_wg_tiles(const Geom* g) noexcept nogil:
     """Tiles (of VL images) per weight-gradient chunk, at most."""
-    return max(1, min(<Py_ssize_t> WINO_BAT_WG_TILES,
-                      WINO_BAT_WG_ELEMS // (36 * (g.c + g.m) * WINO_VL)))
+    cdef Py_ssize_t elems = WINO_BAT_DOT_ELEMS if _wbat_wg_dot(g) else WINO_BAT_WG_ELEMS
+    return max(1, min(<Py_ssize_t> WINO_BAT_WG_TILES, elems // (36 * (g.c + g.m) * WINO_VL)))
 
 
 cdef inline Py_ssize_t _wbat_wg_na(const Geom* g) noexcept nogil:
@@ -1373,7 +1377,7 @@ cdef inline bint _wbat_wg_ok(const Geom* g) noexcept nogil:
     the lane-summing kernel, only for chunks of at least WINO_BAT_WG_MIN tiles: its lane
     sums, once per 4 x 4 block of Z and chunk, cost more than F(4x4) saves in shallower
     ones. Measured against the direct and GEMM Winograd paths: ResNet-20's 32x32 stage
-    (32 tiles) 1.2-1.35x, its 16x16 stage (32 tiles) 1.25-1.35x, 16 -> 32 channels on
+    (32 tiles) 1.2-1.35x, its 16x16 stage (16 tiles) 1.7x, 16 -> 32 channels on
     16x16 1.4-1.7x; by GEMMs: ResNet-20's 8x8 stage, the seed CNN's conv2 and VGG-11's
     64 -> 128 layer 1.1x (the lane-summing kernel there: 8-16 tiles, 0.6-0.8x)."""
     if not (g.wbat and _wbat_wg_per_worker(g) + (_wbat_wg_slots(g) - 1) * 36 * g.m * g.c
