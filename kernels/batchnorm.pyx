@@ -1,8 +1,10 @@
 """Batch normalisation: forward in training and inference, and backward.
 
 x is (N, C) or (N, C, H, W); statistics are per channel c over the m = N (or N*H*W)
-values of that channel. Per-channel vectors (gamma, beta, means, variances) are (C,) of
-x's dtype.
+values of that channel. Per-channel vectors (gamma, beta, running means and variances) are
+(C,) of x's dtype; the batch statistics that training saves for the backward (mean and
+invstd) are (C,) float64, so that the backward can recompute the forward's normalised
+values exactly (see Backward).
 
 Training:   mean and var = the biased variance, from one pass of shifted sums in double:
             with k = the channel's first value, s1 = sum(x - k), s2 = sum((x - k)^2),
@@ -20,20 +22,26 @@ one normalises. Defaults: momentum 0.99, eps 1e-3 (Keras); PyTorch's BatchNorm2d
 (momentum=0.1, eps=1e-5) is momentum=0.9, eps=1e-5 here.
 Inference:  y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
 Backward, with xhat = (x - mean) * invstd (saved mean and invstd, not recomputed), and dy
-set to 0 where the forward's relu output y is <= 0 when it had one:
+set to 0 where the forward's relu output was 0, when it had one:
             dbeta = sum(dy),  dgamma = sum(dy * xhat),
             dx = gamma * invstd * (dy - dbeta / m - xhat * dgamma / m).
+Relu's gate comes from x, not from the forward's output: the backward normalises x again,
+with the constants the forward derived from the same saved statistics and gamma and beta
+and by the same arithmetic (_affine, _affine_small), so it zeroes exactly the values the
+forward's relu zeroed, and reads one tensor fewer, twice (ResNet-20's relu batchnorms in
+its training step, on two threads: 1.2x at 32x32, 1.35x at 16x16).
 
 Passes over memory: training forward and backward make two each, one for the per-channel
 sums and one to write y (dx), both in memory order (n, then c, then positions), which the
 hardware prefetchers stream; a channel-by-channel order (rows of H*W values a channel apart)
 measured slower, and its second pass does not hit the cache either: the rows of a block of
 channels lie C*H*W apart, a power of two in the usual networks, so they fall into a few
-L2 sets. With a fused relu the backward gates dy in GATE_CHUNK pieces into an L1 buffer.
-Planes of at most 16 values (SMALL_TRAIN, SMALL_BACKWARD) instead go by blocks of whole
-channels, SPAN values an image: per-element partial sums run down the images in L1, then
-add across the plane, and the second pass writes the block the same way; rows of a few
-values cost more to set up than to process (3-5x slower at 2x2 and 4x4).
+L2 sets. With a fused relu the backward's first pass writes the gated dy into dx, a
+GATE_CHUNK piece at a time (summed while in L1), and the second pass reads it from there.
+Planes of at most 16 values (SMALL_PLANE) instead go by blocks of whole channels, SPAN
+values an image: per-element partial sums run down the images in L1, then add across the
+plane, and the second pass writes the block the same way; rows of a few values cost more
+to set up than to process (3-5x slower at 2x2 and 4x4).
 
 Threads: the channels are split into one contiguous range per thread; each channel's sums
 are formed by its owner in a fixed order (n, then positions with LANES interleaved partial
@@ -47,11 +55,12 @@ include "elementwise_common.pxi"
 
 cdef enum:
     LANES = 16     # interleaved partial sums of a row: vectorisable without reassociation
-    GATE_CHUNK = 256   # elements of a row gated by relu at a time: an L1 buffer, small
-                       # enough that the three input streams advance together
+    GATE_CHUNK = 256   # elements of a row gated by relu and summed at a time: small
+                       # enough that the streams advance together
     SPAN = 512     # small planes: elements of a block of whole channels (per image)
-    SMALL_TRAIN = 16     # the largest planes that take the small-plane paths (measured
-    SMALL_BACKWARD = 16  # with cold caches, as in a network: 8x8 planes run faster as rows)
+    SMALL_PLANE = 16  # the largest planes that take the small-plane paths (measured with cold
+                      # caches, as in a network: 8x8 planes run faster as rows); one bound
+                      # for forward and backward, whose relu gates must agree
 
 
 def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean,
@@ -66,7 +75,7 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     x : (N, C) or (N, C, H, W) float32/float64 with N*H*W >= 2, IN
     gamma, beta : (C,), IN
     y : like x, OUT; may be x (in-place), but backward needs x, so only when x is not kept
-    save_mean, save_invstd : (C,), OUT: the batch mean and 1/sqrt(var + eps)
+    save_mean, save_invstd : (C,) float64, OUT: the batch mean and 1/sqrt(var + eps)
     running_mean, running_var : (C,), IN/OUT (updated in place), or both None
     momentum : in [0, 1], Keras convention (see the module docstring)
     eps : > 0
@@ -77,8 +86,8 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     _like("gamma", gamma, "x", x, shape=vec)
     _like("beta", beta, "x", x, shape=vec)
     _like("y", y, "x", x, out=True)
-    _like("save_mean", save_mean, "x", x, out=True, shape=vec)
-    _like("save_invstd", save_invstd, "x", x, out=True, shape=vec)
+    _saved("save_mean", save_mean, x, out=True)
+    _saved("save_invstd", save_invstd, x, out=True)
     if (running_mean is None) != (running_var is None):
         raise ValueError("pass both running_mean and running_var, or neither")
     track = running_mean is not None
@@ -158,34 +167,44 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: f
 
 
 def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
-                       n_threads=None, y=None, bind: bool = False):
+                       n_threads=None, activation: str = "none", beta=None,
+                       bind: bool = False):
     """dx, dgamma, dbeta of training-mode batchnorm (formulas in the module docstring).
     With bind=True, returns a callable that runs it again, unchecked (as the forward's).
 
-    x, dy : (N, C) or (N, C, H, W), IN; gamma, save_mean, save_invstd : (C,), IN (as saved by
-    batchnorm_forward_train); dx : like x, OUT, may be dy (in-place); dgamma, dbeta : (C,),
-    OUT (overwritten, not accumulated); y : like x, IN, or None: the output of a forward
-    with activation="relu", whose gradient dy is (dy is taken as 0 where y <= 0).
+    x, dy : (N, C) or (N, C, H, W), IN; gamma : (C,), IN; save_mean, save_invstd : (C,)
+    float64, IN (as saved by batchnorm_forward_train); dx : like x, OUT, may be dy
+    (in-place); dgamma, dbeta : (C,), OUT (overwritten, not accumulated);
+    activation : "none", or "relu" when the forward had it: dy is then the gradient of its
+    output, taken as 0 where that output was 0 (found from x, gamma and beta);
+    beta : (C,), IN, the forward's (None: zeros); read only with activation="relu".
     """
     _float_arg("x", x, ndim=(2, 3, 4))
     vec = (x.shape[1],)
     _like("dy", dy, "x", x)
-    for name, a in (("gamma", gamma), ("save_mean", save_mean), ("save_invstd", save_invstd)):
-        _like(name, a, "x", x, shape=vec)
+    _like("gamma", gamma, "x", x, shape=vec)
+    _saved("save_mean", save_mean, x)
+    _saved("save_invstd", save_invstd, x)
+    if activation not in ("none", "relu"):
+        raise ValueError(f"activation must be 'none' or 'relu', got {activation!r}")
+    relu = activation == "relu"
+    if relu and beta is None:
+        beta = np.zeros(vec, x.dtype)
+    if relu:
+        _like("beta", beta, "x", x, shape=vec)
     _like("dx", dx, "x", x, out=True)
     _like("dgamma", dgamma, "x", x, out=True, shape=vec)
     _like("dbeta", dbeta, "x", x, out=True, shape=vec)
-    if y is not None:
-        _like("y", y, "x", x)
     args = {"x": x, "dy": dy, "gamma": gamma, "save_mean": save_mean,
-            "save_invstd": save_invstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta, "y": y}
+            "save_invstd": save_invstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta,
+            "beta": beta if relu else None}
     for name in ("dx", "dgamma", "dbeta"):
         _no_alias(name, args[name], {k: v for k, v in args.items() if k != name},
                   inplace=("dy",) if name == "dx" else ())
     call = _BackwardCall()
-    call.arrays = (_nck(x), _nck(dy), None if y is None else _nck(y), gamma, save_mean,
-                   save_invstd, _nck(dx), dgamma, dbeta, np.empty((4, x.shape[1])))
-    call.dbl, call.empty = x.dtype == np.float64, x.size == 0
+    call.arrays = (_nck(x), _nck(dy), gamma, beta if relu else None, save_mean, save_invstd,
+                   _nck(dx), dgamma, dbeta, np.empty((4, x.shape[1])))
+    call.dbl, call.empty, call.relu = x.dtype == np.float64, x.size == 0, relu
     call.nt = _threads(n_threads, x.size)
     if bind:
         return call
@@ -195,18 +214,28 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
 cdef class _BackwardCall:
     """batchnorm_backward on checked arrays (see bind)."""
     cdef tuple arrays
-    cdef bint dbl, empty
+    cdef bint dbl, empty, relu
     cdef int nt
 
     def __call__(self) -> None:
-        x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work = self.arrays
+        x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, work = self.arrays
         if self.empty:
             dgamma.fill(0)
             dbeta.fill(0)
         elif self.dbl:
-            _backward[double](x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work, self.nt)
+            _backward[double](x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, self.relu,
+                              work, self.nt)
         else:
-            _backward[float](x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work, self.nt)
+            _backward[float](x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, self.relu,
+                             work, self.nt)
+
+
+def _saved(name: str, a, x, out: bool = False) -> None:
+    """Check `a` is a saved batch statistic for x: (C,) float64, C-contiguous."""
+    _float_arg(name, a, out)
+    if a.dtype != np.float64 or a.shape != (x.shape[1],):
+        raise ValueError(f"{name} must be float64 of shape ({x.shape[1]},) (a saved batch "
+                         f"statistic), got {a.dtype} of shape {a.shape}")
 
 
 def _eps(eps) -> float:
@@ -252,17 +281,18 @@ cdef inline void _shifted_sums(const floating* x, double k, Py_ssize_t n, double
         s2[0] += d * d
 
 
-cdef inline const floating* _gate(const floating* dy, const floating* y, floating* buf,
-                                 Py_ssize_t n) noexcept nogil:
-    """The gradient reaching the normalisation from a fused relu with output y: dy where
-    y > 0, else 0, written to buf[0:n]. The select has a loop of its own: inside the
-    double-precision loops below the compiler would not vectorise it."""
+cdef inline void _gate(const floating* dy, const floating* x, floating* g, Py_ssize_t n,
+                       const double* k) noexcept nogil:
+    """The gradient reaching the normalisation from a fused relu: dy where the forward's
+    normalised value of x (by _affine, from k = shift, mul, add as the forward had them)
+    is > 0, else 0, written to g[0:n] (g may be dy). The select has a loop of its own:
+    inside the double-precision loops below the compiler would not vectorise it."""
     cdef Py_ssize_t i
-    cdef floating d
+    cdef floating d, hi, lo, m, a
+    _row_consts(k[0], k[1], k[2], &hi, &lo, &m, &a)
     for i in range(n):
         d = dy[i]
-        buf[i] = d if y[i] > 0 else 0
-    return buf
+        g[i] = d if _affine(x[i], hi, lo, m, a) > 0 else 0
 
 
 cdef inline void _grad_sums(const floating* g, const floating* x, double mean, Py_ssize_t n,
@@ -270,18 +300,20 @@ cdef inline void _grad_sums(const floating* g, const floating* x, double mean, P
     """sdy += sum(g) and sdyx += sum(g * (x - mean)) over i < n, in double."""
     cdef double a[LANES]
     cdef double b[LANES]
-    cdef double v
+    cdef double v[LANES]
     cdef Py_ssize_t i, j, body = n - n % LANES
     if body:
         for j in range(LANES):
             a[j] = 0
             b[j] = 0
         i = 0
-        while i < body:
+        while i < body:  # three loops: as one, gcc vectorised only b's sums
             for j in range(LANES):
-                v = g[i + j]
-                a[j] += v
-                b[j] += v * (x[i + j] - mean)
+                v[j] = g[i + j]
+            for j in range(LANES):
+                a[j] += v[j]
+            for j in range(LANES):
+                b[j] += v[j] * (x[i + j] - mean)
             i += LANES
         sdy[0] += _lanes_total(a)
         sdyx[0] += _lanes_total(b)
@@ -290,17 +322,18 @@ cdef inline void _grad_sums(const floating* g, const floating* x, double mean, P
         sdyx[0] += g[i] * (x[i] - mean)
 
 
-cdef inline void _grad_sums_row(const floating* dy, const floating* y, const floating* x,
-                                double mean, Py_ssize_t n, double* sdy,
-                                double* sdyx) noexcept nogil:
-    """_grad_sums of one row's gradient, dy or (y not NULL) relu's (see _gate),
-    GATE_CHUNK elements at a time either way, so both add in one order."""
-    cdef floating buf[GATE_CHUNK]
+cdef inline void _grad_sums_row(const floating* dy, const floating* x, floating* g,
+                                double mean, Py_ssize_t n, double* sdy, double* sdyx,
+                                const double* gate) noexcept nogil:
+    """_grad_sums of one row's gradient: dy, or (gate not NULL) relu's (see _gate), which is
+    written to g (the row of dx) first; GATE_CHUNK elements at a time either way, so both
+    add in one order."""
     cdef Py_ssize_t i = 0, k
     while i < n:
         k = min(<Py_ssize_t>GATE_CHUNK, n - i)
-        _grad_sums(dy + i if y == NULL else _gate(dy + i, y + i, buf, k), x + i, mean, k,
-                   sdy, sdyx)
+        if gate != NULL:
+            _gate(dy + i, x + i, g + i, k, gate)
+        _grad_sums(dy + i if gate == NULL else g + i, x + i, mean, k, sdy, sdyx)
         i += k
 
 
@@ -309,15 +342,38 @@ cdef inline void _normalise_row(const floating* x, floating* y, Py_ssize_t n, do
     """y[i] = (x[i] - shift) * mul + add for i < n (then max(y, 0) if relu); y may be x.
     In x's precision, the shift split in two (see _centred)."""
     cdef Py_ssize_t i
-    cdef floating v, hi = <floating>shift, lo = <floating>(shift - hi)
-    cdef floating m = <floating>mul, a = <floating>add
+    cdef floating v, hi, lo, m, a
+    _row_consts(shift, mul, add, &hi, &lo, &m, &a)
     if relu:
         for i in range(n):
-            v = _centred(x[i], hi, lo) * m + a
+            v = _affine(x[i], hi, lo, m, a)
             y[i] = v if v > 0 else 0
     else:
         for i in range(n):
-            y[i] = _centred(x[i], hi, lo) * m + a
+            y[i] = _affine(x[i], hi, lo, m, a)
+
+
+cdef inline void _row_consts(double shift, double mul, double add, floating* hi, floating* lo,
+                             floating* m, floating* a) noexcept nogil:
+    """The row path's constants in x's precision: the shift split in two (see _centred)."""
+    hi[0] = <floating>shift
+    lo[0] = <floating>(shift - hi[0])
+    m[0] = <floating>mul
+    a[0] = <floating>add
+
+
+cdef inline floating _affine(floating x, floating hi, floating lo, floating m,
+                             floating a) noexcept nogil:
+    """The row path's normalised value (x - shift) * mul + add: the forward's output and,
+    from the same constants, the backward's relu gate."""
+    return _centred(x, hi, lo) * m + a
+
+
+cdef inline floating _affine_small(floating x, double shift, double mul,
+                                   double add) noexcept nogil:
+    """The small-plane paths' normalised value: in double, rounded once (forward's output
+    and backward's relu gate)."""
+    return <floating>((x - shift) * mul + add)
 
 
 cdef inline floating _centred(floating x, floating hi, floating lo) noexcept nogil:
@@ -336,29 +392,15 @@ cdef inline void _grad_x(const floating* g, const floating* x, floating* dx, Py_
         dx[i] = <floating>(k1 * g[i] - k2 - (x[i] - mean) * k3)
 
 
-cdef inline void _grad_x_row(const floating* dy, const floating* y, const floating* x,
-                             floating* dx, Py_ssize_t n, double mean, double k1, double k2,
-                             double k3) noexcept nogil:
-    """_grad_x of one row's gradient, dy or (y not NULL) relu's (see _gate), GATE_CHUNK
-    elements at a time; dx may be dy."""
-    cdef floating buf[GATE_CHUNK]
-    cdef Py_ssize_t i = 0, k
-    while i < n:
-        k = min(<Py_ssize_t>GATE_CHUNK, n - i)
-        _grad_x(dy + i if y == NULL else _gate(dy + i, y + i, buf, k), x + i, dx + i, k,
-                mean, k1, k2, k3)
-        i += k
-
-
 cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
-                 const floating[::1] beta, floating[:, :, ::1] y, floating[::1] save_mean,
-                 floating[::1] save_invstd, floating[::1] running_mean,
+                 const floating[::1] beta, floating[:, :, ::1] y, double[::1] save_mean,
+                 double[::1] save_invstd, floating[::1] running_mean,
                  floating[::1] running_var, bint track, double momentum, double eps,
                  bint relu, double[:, ::1] work, int nt) noexcept nogil:
     cdef Py_ssize_t C = x.shape[1], t
     # two parallel loops, not one with the test inside: gcc then compiles the row path
     # as it did alone (25% faster rows of 64 values)
-    if x.shape[2] <= SMALL_TRAIN:
+    if x.shape[2] <= SMALL_PLANE:
         for t in prange(nt, schedule="static", num_threads=nt):
             _train_small(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
                          track, momentum, eps, relu, work, t * C // nt, (t + 1) * C // nt)
@@ -371,7 +413,7 @@ cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
 
 cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma,
                           const floating[::1] beta, floating[:, :, ::1] y,
-                          floating[::1] save_mean, floating[::1] save_invstd,
+                          double[::1] save_mean, double[::1] save_invstd,
                           floating[::1] running_mean, floating[::1] running_var, bint track,
                           double momentum, double eps, bint relu, double[:, ::1] work,
                           Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
@@ -394,7 +436,7 @@ cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma
             _normalise_row(&x[n, c, 0], &y[n, c, 0], S, work[2, c], work[3, c], beta[c], relu)
 
 
-cdef inline void _stats(floating[::1] save_mean, floating[::1] save_invstd,
+cdef inline void _stats(double[::1] save_mean, double[::1] save_invstd,
                         floating[::1] running_mean, floating[::1] running_var, bint track,
                         const floating[::1] gamma, double momentum, double eps, double m,
                         double[:, ::1] work, Py_ssize_t c) noexcept nogil:
@@ -405,8 +447,8 @@ cdef inline void _stats(floating[::1] save_mean, floating[::1] save_invstd,
     cdef double invstd = 1 / sqrt(var + eps)
     work[2, c] += d
     work[3, c] = gamma[c] * invstd
-    save_mean[c] = <floating>work[2, c]
-    save_invstd[c] = <floating>invstd
+    save_mean[c] = work[2, c]
+    save_invstd[c] = invstd
     if track:
         running_mean[c] = <floating>(momentum * running_mean[c] + (1 - momentum) * work[2, c])
         running_var[c] = <floating>(momentum * running_var[c]
@@ -437,7 +479,7 @@ cdef inline void _fold(double* total, const double* a, Py_ssize_t c0, Py_ssize_t
 
 cdef void _train_small(const floating[:, :, ::1] x, const floating[::1] gamma,
                        const floating[::1] beta, floating[:, :, ::1] y,
-                       floating[::1] save_mean, floating[::1] save_invstd,
+                       double[::1] save_mean, double[::1] save_invstd,
                        floating[::1] running_mean, floating[::1] running_var, bint track,
                        double momentum, double eps, bint relu, double[:, ::1] work,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
@@ -483,11 +525,11 @@ cdef void _train_small(const floating[:, :, ::1] x, const floating[::1] gamma,
             q = &y[n, cb, 0]
             if relu:
                 for i in range(L):
-                    r = <floating>((p[i] - a[i]) * b[i] + e[i])
+                    r = _affine_small(p[i], a[i], b[i], e[i])
                     q[i] = r if r > 0 else 0
             else:
                 for i in range(L):
-                    q[i] = <floating>((p[i] - a[i]) * b[i] + e[i])
+                    q[i] = _affine_small(p[i], a[i], b[i], e[i])
         cb = ce
 
 
@@ -503,49 +545,61 @@ cdef void _infer(const floating[:, :, ::1] x, const floating[::1] beta,
 
 
 cdef void _backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                    const floating[:, :, ::1] y, const floating[::1] gamma,
-                    const floating[::1] mean, const floating[::1] invstd,
+                    const floating[::1] gamma, const floating[::1] beta,
+                    const double[::1] mean, const double[::1] invstd,
                     floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
-                    double[:, ::1] work, int nt) noexcept nogil:
+                    bint relu, double[:, ::1] work, int nt) noexcept nogil:
     cdef Py_ssize_t C = x.shape[1], t
-    if x.shape[2] <= SMALL_BACKWARD:  # two parallel loops, as in _train
+    if x.shape[2] <= SMALL_PLANE:  # two parallel loops, as in _train
         for t in prange(nt, schedule="static", num_threads=nt):
-            _backward_small(x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work,
+            _backward_small(x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, relu, work,
                             t * C // nt, (t + 1) * C // nt)
     else:
         for t in prange(nt, schedule="static", num_threads=nt):
-            _backward_channels(x, dy, y, gamma, mean, invstd, dx, dgamma, dbeta, work,
-                               t * C // nt, (t + 1) * C // nt)
+            _backward_channels(x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, relu,
+                               work, t * C // nt, (t + 1) * C // nt)
 
 
 cdef void _backward_channels(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                             const floating[:, :, ::1] y, const floating[::1] gamma,
-                             const floating[::1] mean, const floating[::1] invstd,
+                             const floating[::1] gamma, const floating[::1] beta,
+                             const double[::1] mean, const double[::1] invstd,
                              floating[:, :, ::1] dx, floating[::1] dgamma,
-                             floating[::1] dbeta, double[:, ::1] work, Py_ssize_t c0,
-                             Py_ssize_t c1) noexcept nogil:
+                             floating[::1] dbeta, bint relu, double[:, ::1] work,
+                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1): one pass for sum(g) and sum(g * (x - mean)) (work[0:2, c]), one
-    to write dx. g = dy, or relu's gradient when y (the forward's output) is not None."""
+    to write dx. g = dy, or with relu its gradient (see _gate), which the first pass
+    writes to dx and the second reads from there."""
     cdef Py_ssize_t n, c, S = x.shape[2]
-    cdef double m = x.shape[0] * S, k1
-    cdef bint relu = y is not None
+    cdef double m = x.shape[0] * S
+    cdef double gate[3]  # the forward's shift, mul, add for channel c
     for c in range(c0, c1):
         work[0, c] = 0
         work[1, c] = 0
     for n in range(x.shape[0]):
         for c in range(c0, c1):
-            _grad_sums_row(&dy[n, c, 0], &y[n, c, 0] if relu else NULL, &x[n, c, 0],
-                           mean[c], S, &work[0, c], &work[1, c])
+            _gate_consts(gamma, beta, mean, invstd, c, gate)
+            _grad_sums_row(&dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0], mean[c], S, &work[0, c],
+                           &work[1, c], gate if relu else NULL)
     for c in range(c0, c1):
         _grad_consts(gamma, mean, invstd, dgamma, dbeta, m, work, c)
     for n in range(x.shape[0]):
         for c in range(c0, c1):
-            _grad_x_row(&dy[n, c, 0], &y[n, c, 0] if relu else NULL, &x[n, c, 0],
-                        &dx[n, c, 0], S, mean[c], work[2, c], work[0, c], work[1, c])
+            _grad_x(&dx[n, c, 0] if relu else &dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0], S,
+                    mean[c], work[2, c], work[0, c], work[1, c])
 
 
-cdef inline void _grad_consts(const floating[::1] gamma, const floating[::1] mean,
-                              const floating[::1] invstd, floating[::1] dgamma,
+cdef inline void _gate_consts(const floating[::1] gamma, const floating[::1] beta,
+                              const double[::1] mean, const double[::1] invstd, Py_ssize_t c,
+                              double* k) noexcept nogil:
+    """k = channel c's shift, mul and add as the forward computed them (see _stats): the
+    saved float64 mean and gamma * invstd, and beta (not read without relu)."""
+    k[0] = mean[c]
+    k[1] = <double>gamma[c] * invstd[c]
+    k[2] = beta[c] if beta is not None else 0
+
+
+cdef inline void _grad_consts(const floating[::1] gamma, const double[::1] mean,
+                              const double[::1] invstd, floating[::1] dgamma,
                               floating[::1] dbeta, double m, double[:, ::1] work,
                               Py_ssize_t c) noexcept nogil:
     """dbeta[c], dgamma[c] from the sums work[0:2, c] = sum(g), sum(g * (x - mean)); then
@@ -560,21 +614,35 @@ cdef inline void _grad_consts(const floating[::1] gamma, const floating[::1] mea
     work[3, c] = mean[c]
 
 
+cdef inline void _gate_small(const floating* dy, const floating* x, floating* g,
+                             Py_ssize_t n, const double* shift, const double* mul,
+                             const double* add) noexcept nogil:
+    """_gate for a block of small planes: the forward's values by _affine_small, from
+    per-element constants."""
+    cdef Py_ssize_t i
+    cdef floating d
+    for i in range(n):
+        d = dy[i]
+        g[i] = d if _affine_small(x[i], shift[i], mul[i], add[i]) > 0 else 0
+
+
 cdef void _backward_small(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                          const floating[:, :, ::1] y, const floating[::1] gamma,
-                          const floating[::1] mean, const floating[::1] invstd,
+                          const floating[::1] gamma, const floating[::1] beta,
+                          const double[::1] mean, const double[::1] invstd,
                           floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
-                          double[:, ::1] work, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+                          bint relu, double[:, ::1] work, Py_ssize_t c0,
+                          Py_ssize_t c1) noexcept nogil:
     """_backward_channels for planes of at most SPAN values, by blocks of whole channels
-    as in _train_small."""
+    as in _train_small (relu's gradient, too, goes through dx)."""
     cdef double a[SPAN]
     cdef double b[SPAN]
     cdef double e[SPAN]
     cdef double f[SPAN]
-    cdef floating buf[SPAN]
+    cdef double gm[SPAN]
+    cdef double ga[SPAN]
+    cdef double k[3]
     cdef Py_ssize_t n, i, L, c, cb, ce, S = x.shape[2], step = SPAN // x.shape[2]
     cdef double m = x.shape[0] * S, v
-    cdef bint relu = y is not None
     cdef const floating* p
     cdef const floating* g
     cdef floating* q
@@ -584,13 +652,20 @@ cdef void _backward_small(const floating[:, :, ::1] x, const floating[:, :, ::1]
         L = (ce - cb) * S
         for c in range(cb, ce):
             work[3, c] = mean[c]
+            if relu:
+                _gate_consts(gamma, beta, mean, invstd, c, k)
+                for i in range(S):
+                    gm[(c - cb) * S + i] = k[1]
+                    ga[(c - cb) * S + i] = k[2]
         _spread(e, work, 3, cb, ce, S)
         for i in range(L):
             a[i] = 0
             b[i] = 0
         for n in range(x.shape[0]):
             p = &x[n, cb, 0]
-            g = _gate(&dy[n, cb, 0], &y[n, cb, 0], buf, L) if relu else &dy[n, cb, 0]
+            g = &dx[n, cb, 0] if relu else &dy[n, cb, 0]
+            if relu:
+                _gate_small(&dy[n, cb, 0], p, &dx[n, cb, 0], L, e, gm, ga)
             for i in range(L):
                 v = g[i]
                 a[i] += v
@@ -604,8 +679,8 @@ cdef void _backward_small(const floating[:, :, ::1] x, const floating[:, :, ::1]
         _spread(f, work, 1, cb, ce, S)
         for n in range(x.shape[0]):
             p = &x[n, cb, 0]
-            g = _gate(&dy[n, cb, 0], &y[n, cb, 0], buf, L) if relu else &dy[n, cb, 0]
             q = &dx[n, cb, 0]
+            g = q if relu else &dy[n, cb, 0]
             for i in range(L):
                 q[i] = <floating>(a[i] * g[i] - b[i] - (p[i] - e[i]) * f[i])
         cb = ce

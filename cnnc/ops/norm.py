@@ -7,17 +7,18 @@ means the same as Keras' 0.9). gamma/beta are trained; running_mean/running_var 
 
 Kernels: ``cnnc._kernels.batchnorm``. ``batchnorm`` itself is the inference form (running
 statistics). In a training graph each batchnorm becomes the internal ``batchnorm_train``:
-outputs (y, batch mean, inverse std), the running statistics updated in place; its backward
-``batchnorm_backward`` reads x, dy and the two saved vectors (not the normalised input,
-which would cost a tensor of x's size). A frozen batchnorm (``trainable=false``) keeps its
+outputs (y, batch mean, inverse std; the two statistics float64 whatever x's dtype), the
+running statistics updated in place; its backward ``batchnorm_backward`` reads x, dy, the
+two saved vectors, gamma and beta (not the normalised input, which would cost a tensor of
+x's size). A frozen batchnorm (``trainable=false``) keeps its
 inference form while training, as Keras does (running statistics used, not updated); its
 backward ``batchnorm_infer_backward`` is a per-channel scale of dy (plus dgamma, dbeta when
 something differentiates an inference graph with trained gamma/beta).
 
 The fuse pass gives a ``batchnorm_train`` followed by relu ``activation="relu"`` (y = relu
-of the normalised input, written in the same pass); its ``batchnorm_backward`` then reads y
-as well and takes relu's gradient on the way in (attrs ``activation="relu"``, y the last
-input).
+of the normalised input, written in the same pass); its ``batchnorm_backward`` then takes
+relu's gradient on the way in (attrs ``activation="relu"``), finding where y was 0 from x,
+the saved statistics and beta, exactly as the forward computed y, so it does not read y.
 """
 from __future__ import annotations
 
@@ -96,10 +97,12 @@ class BatchNormTrainAttrs(BatchNormAttrs):
 
 @dataclass(frozen=True)
 class BatchNormGradAttrs:
-    """Attributes of ``batchnorm_backward``: "relu" when the forward applied relu (the
-    forward's output y is then the last input)."""
+    """Attributes of ``batchnorm_backward``: "relu" when the forward applied relu, and
+    whether the layer has gamma (``scale``) and beta (``center``), which are then inputs."""
 
     activation: str = "none"
+    scale: bool = True
+    center: bool = True
 
 
 def batchnorm_training(node, seed: int) -> tuple[str, BatchNormAttrs]:
@@ -180,9 +183,10 @@ def infer_backward_kernel(node, ctx) -> Callable[[], None]:
 
 def batchnorm_train_shape(ins: Sequence[TensorType], a: BatchNormAttrs
                           ) -> tuple[TensorType, ...]:
-    """x -> (y like x, mean [C], inverse std [C])."""
+    """x -> (y like x, mean [C], inverse std [C]); the statistics in float64 (the backward
+    recomputes the forward's normalised values from them)."""
     y = batchnorm_shape(ins, a)
-    c = TensorType((int(y.shape[1]),), y.dtype)
+    c = TensorType((int(y.shape[1]),), "float64")
     return (y, c, c)
 
 
@@ -205,18 +209,16 @@ def running_stats(node) -> list:
 
 def batchnorm_train_vjp(gb, node, douts) -> list:
     """dx, dgamma, dbeta from one batchnorm_backward (inputs dy, x, mean, invstd[, gamma]
-    [, y when the forward applied relu])."""
+    [, beta])."""
     x = node.inputs[0]
     wanted = [x] + [node.params[k] for k in ("gamma", "beta") if k in node.params]
     if not any(gb.needs(v) for v in wanted):
         return [None] * len(node.inputs)
-    y, mean, invstd = node.outputs
+    _, mean, invstd = node.outputs
     inputs = [douts[0], x, mean, invstd]
-    if "gamma" in node.params:
-        inputs.append(node.params["gamma"])
-    if node.attrs.activation == "relu":
-        inputs.append(y)
-    attrs = BatchNormGradAttrs(node.attrs.activation)
+    inputs += [node.params[k] for k in ("gamma", "beta") if k in node.params]
+    attrs = BatchNormGradAttrs(node.attrs.activation, "gamma" in node.params,
+                               "beta" in node.params)
     dx, dgamma, dbeta = gb.emit("batchnorm_backward", inputs, attrs, "dx").outputs
     grads = {id(x): dx}
     if "gamma" in node.params:
@@ -228,7 +230,7 @@ def batchnorm_train_vjp(gb, node, douts) -> list:
 
 def batchnorm_backward_shape(ins: Sequence[TensorType], a: BatchNormGradAttrs
                              ) -> tuple[TensorType, ...]:
-    """(dy, x, mean, invstd[, gamma][, y]) -> (dx, dgamma, dbeta)."""
+    """(dy, x, mean, invstd[, gamma][, beta]) -> (dx, dgamma, dbeta)."""
     c = TensorType((int(ins[1].shape[1]),), ins[1].dtype)
     return (ins[1], c, c)
 
@@ -236,16 +238,13 @@ def batchnorm_backward_shape(ins: Sequence[TensorType], a: BatchNormGradAttrs
 def batchnorm_backward_kernel(node, ctx) -> Callable[[], None]:
     """dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy, or after a
     fused relu its gradient (dy where y > 0, else 0); dgamma, dbeta."""
+    a = node.attrs
     dy, x, mean, invstd = (ctx.array(v) for v in node.inputs[:4])
-    relu = node.attrs.activation == "relu"
-    y = ctx.array(node.inputs[-1]) if relu else None
-    if len(node.inputs) - relu == 5:
-        gamma = ctx.array(node.inputs[4])
-    else:
-        gamma = np.ones(mean.shape, mean.dtype)
+    gamma = ctx.array(node.inputs[4]) if a.scale else np.ones(mean.shape, x.dtype)
+    beta = ctx.array(node.inputs[4 + a.scale]) if a.center else None
     dx, dgamma, dbeta = (ctx.array(v) for v in node.outputs)
     return _bn.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dgamma, dbeta,
-                                  ctx.n_threads, y, bind=True)
+                                  ctx.n_threads, a.activation, beta, bind=True)
 
 
 register_op(OpDef(
@@ -272,6 +271,6 @@ register_op(OpDef(
 register_op(OpDef(
     name="batchnorm_backward", attrs=BatchNormGradAttrs, positional=(), arity=None,
     shape_rule=batchnorm_backward_shape,
-    doc="gradients of batchnorm_train (inputs: dy, x, mean, invstd[, gamma][, y])",
+    doc="gradients of batchnorm_train (inputs: dy, x, mean, invstd[, gamma][, beta])",
     internal=True, kernel=batchnorm_backward_kernel, inplace_ok=True,
 ))

@@ -14,7 +14,8 @@ In a training graph (the Model fuses after autodiff) gradient nodes merge as wel
 the only reader of the other's output:
 
 * relu's ``act_backward`` into the ``batchnorm_backward`` it feeds, when that batchnorm
-  took the relu: the merged node reads relu's output y and applies relu's gradient itself;
+  took the relu: the merged node applies relu's gradient itself (finding where relu's
+  output was 0 from its own inputs);
 * an ``add`` summing the gradients of a tensor read by several layers, into the
   ``act_backward`` reading the sum: ``act_backward(dy_1, ..., dy_k, y)`` adds them in
   the same pass (every residual block's input has such a sum).
@@ -139,7 +140,7 @@ def _merge_gradients(graph: Graph, sole_reader: Readers, acts: dict[int, Node]
         if (node.op == "batchnorm_backward" and src is not None and src.op == "act_backward"
                 and src.attrs.act == "relu" and len(src.inputs) == 2
                 and relu_outputs.get(id(node.inputs[2].producer)) is src.inputs[1]):
-            merged[id(node)] = src, [src.inputs[0], *node.inputs[1:], src.inputs[1]]
+            merged[id(node)] = src, [src.inputs[0], *node.inputs[1:]]
     taken = {id(g) for g, _ in merged.values()}
     for node in graph.nodes:        # a sum of gradients into the act_backward reading it
         src = _sole_source(node, sole_reader)

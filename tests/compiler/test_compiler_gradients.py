@@ -76,6 +76,29 @@ def test_fused_resnet_blocks_keep_their_gradients():
     check_gradients(model, x, y, rng, per_tensor=5)
 
 
+@pytest.mark.parametrize("options", ["center=false", "scale=false",
+                                     "center=false, scale=false"])
+def test_fused_batchnorm_relu_without_gamma_or_beta(options):
+    # the merged backward finds relu's zeros from the parameters the layer has
+    source = f"""
+network BnRelu
+input image: [2, 7, 7]
+layers {{
+    conv(3, kernel=3) batchnorm({options}) relu
+    conv(3, kernel=3) batchnorm({options}) relu
+    flatten
+    dense(4) softmax
+}}
+"""
+    model = cnnc.compile(source, dtype="float64", seed=5)
+    rng = np.random.default_rng(8)
+    x, y = batch_for(model, 4, rng)
+    model.gradients(x, y, input_grad=True)
+    assert sum(n.op == "batchnorm_backward" and n.attrs.activation == "relu"
+               for n in model.plan.graph.nodes) == 2
+    check_gradients(model, x, y, rng, per_tensor=5)
+
+
 def test_an_add_written_with_its_activation_is_the_add_then_the_activation():
     source = NETS["resnet_basic"][0]
     written = source.replace("add(main, skip) relu", 'add(main, skip, activation="relu")')

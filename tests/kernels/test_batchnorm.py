@@ -34,13 +34,18 @@ def make(rng, shape, dtype):
         rng.uniform(0.5, 2, c).astype(dtype)
 
 
+def stats(gamma):
+    """Empty saved statistics (mean, invstd) for gamma's channels: float64 always."""
+    return np.empty(gamma.shape), np.empty(gamma.shape)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_train_matches_numpy(shape, dtype):
     rng = np.random.default_rng(1)
     x, gamma, beta, rm, rv = make(rng, shape, dtype)
     rm0, rv0 = rm.astype(np.float64), rv.astype(np.float64)
-    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    y, (mean, invstd) = np.empty_like(x), stats(gamma)
     B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm, rv, momentum=0.9, eps=1e-3)
     x64 = x.astype(np.float64)
     mu, var = x64.mean(axes(x)), x64.var(axes(x))
@@ -74,7 +79,7 @@ def test_backward_matches_numpy(shape, dtype):
     rng = np.random.default_rng(3)
     x, gamma, beta, _, _ = make(rng, shape, dtype)
     dy = rand(rng, shape, dtype)
-    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    y, (mean, invstd) = np.empty_like(x), stats(gamma)
     B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None)
     dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
     B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dgamma, dbeta)
@@ -99,7 +104,7 @@ def test_backward_finite_differences(shape):
     rng = np.random.default_rng(4)
     x, gamma, beta, _, _ = make(rng, shape, np.float64)
     c = rand(rng, shape, np.float64)
-    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    y, (mean, invstd) = np.empty_like(x), stats(gamma)
 
     def loss():
         B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None, eps=1e-3)
@@ -120,7 +125,7 @@ def test_fused_relu_is_relu_of_the_output_and_masks_the_gradient(shape, dtype):
     rng = np.random.default_rng(8)
     x, gamma, beta, rm, rv = make(rng, shape, dtype)
     dy = rand(rng, shape, dtype)
-    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    y, (mean, invstd) = np.empty_like(x), stats(gamma)
     B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm.copy(), rv.copy())
     r = np.empty_like(x)
     rm1, rv1 = rm.copy(), rv.copy()
@@ -129,11 +134,39 @@ def test_fused_relu_is_relu_of_the_output_and_masks_the_gradient(shape, dtype):
     dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
     B.batchnorm_backward(x, np.where(r > 0, dy, 0), gamma, mean, invstd, dx, dg, db)
     fdx, fdg, fdb = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
-    B.batchnorm_backward(x, dy, gamma, mean, invstd, fdx, fdg, fdb, y=r)
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, fdx, fdg, fdb, activation="relu",
+                         beta=beta)
     for got, want in ((fdx, dx), (fdg, dg), (fdb, db)):
         np.testing.assert_array_equal(got, want)
-    B.batchnorm_backward(x, dy, gamma, mean, invstd, dy, fdg, fdb, y=r)  # dx in place of dy
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, dy, fdg, fdb, activation="relu",
+                         beta=beta)  # dx in place of dy
     np.testing.assert_array_equal(dy, dx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(64, 5, 9, 11), (256, 6, 3, 3), (40, 3, 1, 1)])
+def test_fused_relu_gate_agrees_with_the_forward_at_the_kink(shape, dtype):
+    """The backward finds relu's zeros from x: with beta set so that whole classes of
+    values land on the kink (x takes a few values; an offset mean), it must still zero
+    exactly where the forward's output is 0, for rows and small planes alike."""
+    rng = np.random.default_rng(11)
+    x = (rng.integers(-3, 4, shape) * 0.25 + 1e3).astype(dtype)
+    gamma = rng.uniform(0.5, 2, shape[1]).astype(dtype)
+    y, (mean, invstd) = np.empty_like(x), stats(gamma)
+    B.batchnorm_forward_train(x, gamma, np.zeros_like(gamma), y, mean, invstd, None, None)
+    # beta = minus the normalised value of x's second-lowest class: those land on 0 +- ulps
+    beta = -((1e3 - 0.5 - mean) * invstd * gamma).astype(dtype)
+    B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None, activation="relu")
+    kink = x == np.asarray(1e3 - 0.5, dtype)
+    assert kink.any() and (np.abs(y[kink]) < 1e-5).all()  # 0, or a rounding error above it
+    dy = rand(rng, shape, dtype)
+    dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, np.where(y > 0, dy, 0), gamma, mean, invstd, dx, dg, db)
+    fdx, fdg, fdb = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, fdx, fdg, fdb, activation="relu",
+                         beta=beta)
+    for got, want in ((fdx, dx), (fdg, dg), (fdb, db)):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 2, 3), (2, 3, 5, 4)])  # a small plane, rows
@@ -141,7 +174,7 @@ def test_fused_relu_backward_finite_differences(shape):
     rng = np.random.default_rng(9)
     x, gamma, beta, _, _ = make(rng, shape, np.float64)
     c = rand(rng, x.shape, np.float64)
-    y, mean, invstd = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    y, (mean, invstd) = np.empty_like(x), stats(gamma)
 
     def loss():
         B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None,
@@ -152,7 +185,8 @@ def test_fused_relu_backward_finite_differences(shape):
     pre = (x - per_channel(mean, x)) * per_channel(invstd * gamma, x) + per_channel(beta, x)
     assert np.abs(pre).min() > 1e-3 and (pre < 0).any()  # no value near relu's kink
     dx, dgamma, dbeta = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
-    B.batchnorm_backward(x, c, gamma, mean, invstd, dx, dgamma, dbeta, y=y.copy())
+    B.batchnorm_backward(x, c, gamma, mean, invstd, dx, dgamma, dbeta, activation="relu",
+                         beta=beta)
     tol = dict(rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dx.ravel(), numeric_grad(loss, x, range(x.size)), **tol)
     np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, range(shape[1])), **tol)
@@ -191,7 +225,7 @@ def test_matches_torch_batchnorm2d_over_several_steps():
 def test_float32_statistics_survive_a_large_offset(shape):
     rng = np.random.default_rng(6)
     x = (rng.standard_normal(shape) * 1e-2 + 1e3).astype(np.float32)
-    y, mean, invstd = np.empty_like(x), np.empty(2, np.float32), np.empty(2, np.float32)
+    y, mean, invstd = np.empty_like(x), np.empty(2), np.empty(2)
     B.batchnorm_forward_train(x, np.ones(2, np.float32), np.zeros(2, np.float32), y, mean,
                               invstd, None, None, eps=1e-8)
     x64 = x.astype(np.float64)
@@ -210,13 +244,13 @@ def test_one_and_two_threads_are_bitwise_equal(activation):
         dy = rand(rng, shape, np.float32)
         results = []
         for nt in (1, 2):
-            outs = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
-                    rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
+            outs = [np.empty_like(x), *stats(gamma), rm.copy(), rv.copy(), np.empty_like(x),
+                    np.empty_like(gamma), np.empty_like(gamma)]
             y, mean, invstd, rm1, rv1, dx, dg, db = outs
             B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm1, rv1, n_threads=nt,
                                       activation=activation)
             B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt,
-                                 y=y if activation == "relu" else None)
+                                 activation=activation, beta=beta)
             results.append(outs)
         for a, b in zip(*results):
             np.testing.assert_array_equal(a, b)
@@ -230,24 +264,26 @@ def test_bound_calls_rerun_on_the_arrays_as_they_are_then(dtype):
     for shape in [(4, 5, 6, 7), (9, 6, 3, 3)]:
         x, gamma, beta, rm, rv = make(rng, shape, dtype)
         dy = rand(rng, shape, dtype)
-        bound = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
-                 rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
+        bound = [np.empty_like(x), *stats(gamma), rm.copy(), rv.copy(), np.empty_like(x),
+                 np.empty_like(gamma), np.empty_like(gamma)]
         y, mean, invstd, rm1, rv1, dx, dg, db = bound
         fwd = B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm1, rv1,
                                         activation="relu", bind=True)
-        bwd = B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, y=y, bind=True)
+        bwd = B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, activation="relu",
+                                   beta=beta, bind=True)
         x[...] = rand(rng, shape, dtype, 2.0, -1.0)
         dy[...] = rand(rng, shape, dtype)
         for _ in range(2):  # the running statistics move at each call
             fwd()
             bwd()
-        fresh = [np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma), rm.copy(),
-                 rv.copy(), np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)]
+        fresh = [np.empty_like(x), *stats(gamma), rm.copy(), rv.copy(), np.empty_like(x),
+                 np.empty_like(gamma), np.empty_like(gamma)]
         y2, mean2, invstd2, rm2, rv2, dx2, dg2, db2 = fresh
         for _ in range(2):
             B.batchnorm_forward_train(x, gamma, beta, y2, mean2, invstd2, rm2, rv2,
                                       activation="relu")
-            B.batchnorm_backward(x, dy, gamma, mean2, invstd2, dx2, dg2, db2, y=y2)
+            B.batchnorm_backward(x, dy, gamma, mean2, invstd2, dx2, dg2, db2,
+                                 activation="relu", beta=beta)
         for a, b in zip(bound, fresh):
             np.testing.assert_array_equal(a, b)
 
@@ -259,13 +295,16 @@ def test_no_writes_outside_outputs(shape):
     x, gamma, beta, rm, rv = make(rng, shape, np.float32)
     dy = rand(rng, shape, np.float32)
     c = shape[1]
-    bufs = [np.full(n + 64, np.nan, np.float32) for n in (x.size, x.size, c, c, c, c)]
+    bufs = [np.full(n + 64, np.nan, t) for n, t in ((x.size, np.float32), (x.size, np.float32),
+                                                    (c, np.float64), (c, np.float64),
+                                                    (c, np.float32), (c, np.float32))]
     y, dx, mean, invstd, dg, db = (b[32:-32].reshape(s) for b, s in
                                    zip(bufs, [shape, shape, c, c, c, c]))
     for nt in (1, 2):
         B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, rm, rv, n_threads=nt,
                                   activation="relu")
-        B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt, y=y)
+        B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt,
+                             activation="relu", beta=beta)
         for buf in bufs:
             assert np.isnan(buf[:32]).all() and np.isnan(buf[-32:]).all()
             assert not np.isnan(buf[32:-32]).any()
@@ -274,7 +313,7 @@ def test_no_writes_outside_outputs(shape):
 def test_bad_inputs_raise_value_error():
     x = np.ones((2, 3, 4, 4), np.float32)
     v = np.ones(3, np.float32)
-    y, mean, invstd = np.empty_like(x), np.empty_like(v), np.empty_like(v)
+    y, mean, invstd = np.empty_like(x), np.empty(3), np.empty(3)
     bad = [
         lambda: B.batchnorm_forward_train(x[:1, :, :1, :1].copy(), v, v, y[:1, :, :1, :1].copy(),
                                           mean, invstd, None, None),  # one value per channel
@@ -290,10 +329,14 @@ def test_bad_inputs_raise_value_error():
         lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, v, np.empty_like(v)),
         lambda: B.batchnorm_forward_train(x, v, v, y, mean, invstd, None, None,
                                           activation="tanh"),
+        lambda: B.batchnorm_forward_train(x, v, v, y, v.copy(), invstd, None, None),
+        lambda: B.batchnorm_backward(x, x.copy(), v, v, invstd, y, np.empty_like(v),
+                                     np.empty_like(v)),  # saved statistics are float64
         lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, np.empty_like(v),
-                                     np.empty_like(v), y=y),  # dx may not be y
+                                     np.empty_like(v), activation="tanh"),
         lambda: B.batchnorm_backward(x, x.copy(), v, mean, invstd, y, np.empty_like(v),
-                                     np.empty_like(v), y=x[:1]),  # y's shape
+                                     np.empty_like(v), activation="relu",
+                                     beta=v[:2]),  # beta's shape
     ]
     for call in bad:
         with pytest.raises(ValueError):

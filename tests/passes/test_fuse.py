@@ -110,9 +110,12 @@ def test_batchnorm_takes_relu_only_in_its_training_form():
     bn = fused.node("batchnorm_1")
     assert bn.op == "batchnorm_train" and bn.attrs.activation == "relu"
     assert bn.outputs[0].name == "relu_1"
-    # relu's gradient merged into the batchnorm's: it reads dy, x, mean, invstd, gamma, y
+    # relu's gradient merged into the batchnorm's: it reads dy, x, mean, invstd, gamma,
+    # beta (and finds relu's zeros from them), not relu's output
     grad = fused.node("batchnorm_1/dx")
-    assert grad.attrs.activation == "relu" and grad.inputs[-1] is bn.outputs[0]
+    assert grad.attrs.activation == "relu"
+    assert grad.inputs[1:] == [bn.inputs[0], *bn.outputs[1:], bn.params["gamma"],
+                               bn.params["beta"]]
     assert grad.inputs[0].name == training.node("relu_1/dx").inputs[0].name
     assert "relu_1/dx" not in {n.name for n in fused.nodes}
 
