@@ -162,8 +162,8 @@ cdef enum:
     WINO_BAT_ELEMS = 262144  # ... and with a lane per image (see _wbat_ok) ...
     WINO_BAT_WG_TILES = 32  # ... whose weight gradient sums chunks of this many tiles ...
     WINO_BAT_WG_ELEMS = 1179648  # ... or as many as keep their V and P within this
-    WINO_BAT_DOT_ELEMS = 589824  # ... or this, with the lane-summing kernel (see below)
-    WINO_BAT_WG_MIN = 16  # ... and is not taken for fewer
+    WINO_BAT_DOT_ELEMS = 458752  # ... or this with the lane-summing kernel (see there) ...
+    WINO_BAT_WG_MIN = 16  # ... but at least this many tiles, else that kernel is not taken
     WINO_BAT_DOT_MAX = 1024  # ... summing lanes itself up to this M*C, else by GEMMs
     WPOOL_MAX_CHANNELS = 32  # conv -> max-pool in one pass pays up to this C (see below)
     SUM_LANES = 16  # partial sums of the bias gradient (see _channel_sum)

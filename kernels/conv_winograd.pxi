@@ -1309,10 +1309,12 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
 # packing: each value is used only 16-32 times), beyond that by a GEMM per position over
 # tiles x lanes. Chunks are as deep as V and P within WINO_BAT_WG_ELEMS allow, up to
 # WINO_BAT_WG_TILES tiles (8x8 images: several groups); with the lane-summing kernel within
-# WINO_BAT_DOT_ELEMS (2.25 MiB, about a core's L2), which V and P stream through once per
-# position: in a training step on two threads, ResNet-20's 16x16 stage in chunks of 32
-# tiles (4.5 MiB each) ran 1.45x slower than in chunks of 16 (one thread: 1.1x), though
-# alone, with the caches to itself, the deeper chunks were 1.05x faster.
+# WINO_BAT_DOT_ELEMS (1.75 MiB, inside a core's 2 MiB L2), which V and P stream through once
+# per position, but no shallower than WINO_BAT_WG_MIN tiles (the lane sums' cost). In a
+# training step on two threads, ResNet-20's 16x16 stage in chunks of 32 tiles (4.5 MiB)
+# ran 1.45x slower than in chunks of 16 (2.25 MiB; one thread: 1.1x), though alone, with
+# the caches to itself, the deeper chunks were 1.05x faster; its 32x32 stage in chunks of
+# 24 tiles (1.7 MiB) 1.07x faster than of 32 (one thread: 0.99x).
 
 cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
     """Z by the lane-summing kernel (small M x C), else by GEMMs over tiles x lanes."""
@@ -1321,8 +1323,11 @@ cdef inline bint _wbat_wg_dot(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _wbat_wg_tiles(const Geom* g) noexcept nogil:
     """Tiles (of VL images) per weight-gradient chunk, at most."""
-    cdef Py_ssize_t elems = WINO_BAT_DOT_ELEMS if _wbat_wg_dot(g) else WINO_BAT_WG_ELEMS
-    return max(1, min(<Py_ssize_t> WINO_BAT_WG_TILES, elems // (36 * (g.c + g.m) * WINO_VL)))
+    cdef Py_ssize_t per = 36 * (g.c + g.m) * WINO_VL
+    if _wbat_wg_dot(g):
+        return min(<Py_ssize_t> WINO_BAT_WG_TILES,
+                   max(<Py_ssize_t> WINO_BAT_WG_MIN, WINO_BAT_DOT_ELEMS // per))
+    return max(1, min(<Py_ssize_t> WINO_BAT_WG_TILES, WINO_BAT_WG_ELEMS // per))
 
 
 cdef inline Py_ssize_t _wbat_wg_na(const Geom* g) noexcept nogil:
@@ -1335,11 +1340,15 @@ cdef inline Py_ssize_t _wbat_wg_ng(const Geom* g) noexcept nogil:
     large, and twice as many fit). By GEMMs, at most half of them, so that two threads
     share the call (ResNet-20's 8x8 stage fit all 4 groups in one chunk, on one thread:
     1.5-1.7x on two threads now, the same on one); the lane-summing kernel needs the depth
-    (see _wbat_wg_ok)."""
-    cdef Py_ssize_t groups = (g.n + WINO_VL - 1) // WINO_VL
+    (see _wbat_wg_ok): as many groups as make WINO_BAT_WG_MIN tiles, if fewer do not."""
+    cdef Py_ssize_t groups = (g.n + WINO_VL - 1) // WINO_VL, unit = _wbat_wg_na(g) * _wbat_tw(g)
+    cdef Py_ssize_t ng
     if not _wbat_wg_dot(g):
         groups = (groups + 1) // 2
-    return max(1, min(groups, _wbat_wg_tiles(g) // (_wbat_wg_na(g) * _wbat_tw(g))))
+    ng = max(1, min(groups, _wbat_wg_tiles(g) // unit))
+    if _wbat_wg_dot(g) and ng * unit < WINO_BAT_WG_MIN:
+        ng = min(groups, (WINO_BAT_WG_MIN + unit - 1) // unit)
+    return ng
 
 
 cdef inline Py_ssize_t _wbat_wg_xs(const Geom* g) noexcept nogil:
@@ -1377,7 +1386,7 @@ cdef inline bint _wbat_wg_ok(const Geom* g) noexcept nogil:
     the lane-summing kernel, only for chunks of at least WINO_BAT_WG_MIN tiles: its lane
     sums, once per 4 x 4 block of Z and chunk, cost more than F(4x4) saves in shallower
     ones. Measured against the direct and GEMM Winograd paths: ResNet-20's 32x32 stage
-    (32 tiles) 1.2-1.35x, its 16x16 stage (16 tiles) 1.7x, 16 -> 32 channels on
+    (then 32 tiles) 1.2-1.35x, its 16x16 stage (16 tiles) 1.7x, 16 -> 32 channels on
     16x16 1.4-1.7x; by GEMMs: ResNet-20's 8x8 stage, the seed CNN's conv2 and VGG-11's
     64 -> 128 layer 1.1x (the lane-summing kernel there: 8-16 tiles, 0.6-0.8x)."""
     if not (g.wbat and _wbat_wg_per_worker(g) + (_wbat_wg_slots(g) - 1) * 36 * g.m * g.c
