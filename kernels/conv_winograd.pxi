@@ -1337,14 +1337,16 @@ cdef inline Py_ssize_t _wbat_wg_na(const Geom* g) noexcept nogil:
 
 cdef inline Py_ssize_t _wbat_wg_ng(const Geom* g) noexcept nogil:
     """Groups of images per weight-gradient chunk (float32's; float64's groups are half as
-    large, and twice as many fit). By GEMMs, at most half of them, so that two threads
-    share the call (ResNet-20's 8x8 stage fit all 4 groups in one chunk, on one thread:
-    1.5-1.7x on two threads now, the same on one); the lane-summing kernel needs the depth
-    (see _wbat_wg_ok): as many groups as make WINO_BAT_WG_MIN tiles, if fewer do not."""
+    large, and twice as many fit). By GEMMs, at most a quarter of them, so that two threads
+    share the call and each chunk's V and P stay in L2 (ResNet-20's 8x8 stage: all 4
+    groups in one chunk ran on one thread, 1.5-1.7x slower on two; chunks of 2 groups,
+    2.25 MiB, against chunks of 1 in its training step 0.92x on two threads, 0.96x on
+    one); the lane-summing kernel needs the depth (see _wbat_wg_ok): as many groups as make
+    WINO_BAT_WG_MIN tiles, if fewer do not."""
     cdef Py_ssize_t groups = (g.n + WINO_VL - 1) // WINO_VL, unit = _wbat_wg_na(g) * _wbat_tw(g)
     cdef Py_ssize_t ng
     if not _wbat_wg_dot(g):
-        groups = (groups + 1) // 2
+        groups = (groups + 3) // 4
     ng = max(1, min(groups, _wbat_wg_tiles(g) // unit))
     if _wbat_wg_dot(g) and ng * unit < WINO_BAT_WG_MIN:
         ng = min(groups, (WINO_BAT_WG_MIN + unit - 1) // unit)
