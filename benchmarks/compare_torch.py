@@ -22,7 +22,10 @@ Clock: with one thread, each step is timed by the process's CPU time, which pree
 on a shared machine do not inflate (both sides run on the calling thread only); with more
 threads, by wall-clock time (the two OpenMP runtimes then share the cores; thread
 scaling is measured by ``--scaling``, which runs each framework in processes of its own
-and reports each one's training speed-up at ``--threads`` (default 2) over 1 thread).
+and reports each one's training speed-up at ``--threads`` (default 2) over 1 thread, with
+a check of the cores themselves before and after each multi-threaded run: this VM's second
+core is sometimes not all there, for minutes at a time, and the checks say which rounds
+ran so).
 Output: one JSON object per row (``--json``), then a table.
 Without PyTorch installed the script says so and measures cnnc alone.
 """
@@ -43,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 32 MiB is the largest mmap threshold glibc accepts; every tensor of these networks is
 # below it, so freed blocks stay in the heap, and the trim threshold keeps the heap whole.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+CORE_OK = (1.8, 1.5)  # core checks (see core_check) reaching these: the cores were there
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -280,6 +284,38 @@ def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict[
     return {str(n): net.batch / s for n, s in med.items()}
 
 
+def core_check(threads: int) -> tuple[float, float]:
+    """The machine's own speed-ups at ``threads`` against one thread (best of 7 each):
+    cnnc's GEMM (1024 x 1024 x 1024 float32, compute-bound) and an add of two 4 MB arrays
+    (L3-resident). This VM's vCPUs are sometimes given less than a core each for tens of
+    seconds at a time (the GEMM then scales 1.0-1.1x, and so does a training step), or
+    share the caches and memory with a busy neighbour (a quiet machine's add: 1.5-2.6x); a
+    round run then says little about the code. The checks catch some of these spells, not
+    all: they are sampled around a run, not during it."""
+    import numpy as np
+
+    from cnnc._kernels import elementwise, gemm
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((1024, 1024), dtype=np.float32) for _ in "ab")
+    c = np.empty_like(a)
+    ratios = []
+    for bind in (lambda n: gemm.gemm(a, b, c, n_threads=n, bind=True),
+                 lambda n: lambda: elementwise.add_forward([a, b], c, n_threads=n)):
+        best = {}
+        for n in (1, threads):
+            call = bind(n)
+            call()
+            best[n] = min(_seconds(call) for _ in range(7))
+        ratios.append(best[1] / best[threads])
+    return ratios[0], ratios[1]
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    call()
+    return time.perf_counter() - t
+
+
 def _worker(framework: str, net: Net, threads: int, quick: bool) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--scaling-worker", framework, "--models", net.name,
            "--threads", str(threads)] + (["--quick"] if quick else [])
@@ -287,27 +323,44 @@ def _worker(framework: str, net: Net, threads: int, quick: bool) -> dict[str, fl
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _core_check(threads: int) -> tuple[float, float]:
+    """core_check in a process of its own (no other OpenMP runtime loaded)."""
+    cmd = [sys.executable, __file__, "--core-check", "--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
     """Each framework's training speed-up at ``threads`` threads over its own one-thread
     figure, the median over rounds (2 with --quick, else 3). Each framework runs in
     processes of its own: two OpenMP runtimes in one process (PyTorch's and cnnc's) keep
     each other's idle threads spinning. A round is one process per framework and thread
-    count (see scaling_worker)."""
+    count (see scaling_worker); each multi-threaded one is bracketed by core checks (see
+    core_check), and ``{fw}_speedup_checked`` is the median over the rounds whose checks
+    both reached CORE_OK (None if none did)."""
     row = {"model": net.name, "mode": "train", "batch": net.batch, "threads": threads,
            "scaling": True, "target": 1.8, "load_before": os.getloadavg()[0]}
+    frameworks = ("cnnc", "torch") if have_torch else ("cnnc",)
     found: dict[tuple[str, str], list[float]] = {}
+    checks: dict[str, list[tuple[float, float]]] = {fw: [] for fw in frameworks}
     for _ in range(2 if quick else 3):
-        runs = [(fw, _worker(fw, net, n, quick))
-                for fw in (("cnnc", "torch") if have_torch else ("cnnc",)) for n in (1, threads)]
-        for fw, ips in runs:
-            for n, v in ips.items():
-                found.setdefault((fw, n), []).append(v)
-    for fw in ("cnnc", "torch") if have_torch else ("cnnc",):
+        for fw in frameworks:
+            for n in (1, threads):
+                before = _core_check(threads) if n > 1 else None
+                for k, v in _worker(fw, net, n, quick).items():
+                    found.setdefault((fw, k), []).append(v)
+                if before is not None:
+                    after = _core_check(threads)
+                    checks[fw].append((min(before[0], after[0]), min(before[1], after[1])))
+    for fw in frameworks:
+        speedups = [b / a for a, b in zip(found[fw, "1"], found[fw, str(threads)])]
+        good = [s for s, (g, m) in zip(speedups, checks[fw])
+                if g >= CORE_OK[0] and m >= CORE_OK[1]]
         one, many = (statistics.median(found[fw, str(n)]) for n in (1, threads))
         row.update({f"{fw}_img_s_1": one, f"{fw}_img_s_{threads}": many,
-                    f"{fw}_speedup": many / one,
-                    f"{fw}_speedups": [b / a for a, b in zip(found[fw, "1"],
-                                                             found[fw, str(threads)])]})
+                    f"{fw}_speedup": many / one, f"{fw}_speedups": speedups,
+                    f"{fw}_core_checks": checks[fw],
+                    f"{fw}_speedup_checked": statistics.median(good) if good else None})
     row["load_after"] = os.getloadavg()[0]
     return row
 
@@ -323,6 +376,7 @@ def table(rows: list[dict]) -> str:
                          f"cnnc {r['cnnc_speedup']:.2f}x{torch_x} (target cnnc >= "
                          f"{r['target']}x; wall clock; load average "
                          f"{r['load_before']:.1f} -> {r['load_after']:.1f})")
+            lines.append(" " * 10 + _checked(r))
             continue
         torch_s = f"{r['torch_img_s']:>12,.0f}" if r["torch_img_s"] else f"{'-':>12}"
         ratio = f"{r['ratio']:>6.2f}" if r["ratio"] else f"{'-':>6}"
@@ -331,6 +385,19 @@ def table(rows: list[dict]) -> str:
                      f"{r['cnnc_img_s']:>11,.0f} {torch_s} {r.get('torch_layout', '-'):<13} "
                      f"{ratio} {target}")
     return "\n".join(lines)
+
+
+def _checked(r: dict) -> str:
+    """The rounds' core checks, and the speed-ups over the rounds that passed them."""
+    parts = []
+    for fw, name in (("cnnc", "cnnc"), ("torch", "PyTorch")):
+        if f"{fw}_core_checks" not in r:
+            continue
+        checks = ", ".join(f"{g:.2f}/{m:.2f}" for g, m in r[f"{fw}_core_checks"])
+        got = r[f"{fw}_speedup_checked"]
+        parts.append(f"{name} {'-' if got is None else f'{got:.2f}x'} (core checks {checks})")
+    return (f"rounds whose cores held (GEMM >= {CORE_OK[0]}x, L3 add >= {CORE_OK[1]}x): "
+            + "; ".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: each framework's training speed-up at --threads "
                         "(default 2) over 1 thread; ResNet-20 and VGG-11 unless --models")
     p.add_argument("--scaling-worker", choices=("cnnc", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--core-check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--models", default=None,
                    help=f"comma-separated subset of {','.join(NETS)}")
     args = p.parse_args(argv)
@@ -355,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scaling and not args.scaling_worker and args.threads == 1:
         args.threads = 2
     pin_malloc()
+    if args.core_check:
+        print(json.dumps(core_check(max(args.threads, 2))))
+        return 0
     if args.scaling_worker:
         print(json.dumps(scaling_worker(NETS[names[0]], args.scaling_worker, args.threads,
                                         args.quick)))
