@@ -336,8 +336,8 @@ def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
     processes of its own: two OpenMP runtimes in one process (PyTorch's and cnnc's) keep
     each other's idle threads spinning. A round is one process per framework and thread
     count (see scaling_worker); each multi-threaded one is bracketed by core checks (see
-    core_check), and ``{fw}_speedup_checked`` is the median over the rounds whose checks
-    both reached CORE_OK (None if none did)."""
+    core_check), and ``{fw}_speedup_checked`` is the speed-up with the multi-threaded
+    median taken over the rounds whose checks both reached CORE_OK (None if none did)."""
     row = {"model": net.name, "mode": "train", "batch": net.batch, "threads": threads,
            "scaling": True, "target": 1.8, "load_before": os.getloadavg()[0]}
     frameworks = ("cnnc", "torch") if have_torch else ("cnnc",)
@@ -354,13 +354,13 @@ def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
                     checks[fw].append((min(before[0], after[0]), min(before[1], after[1])))
     for fw in frameworks:
         speedups = [b / a for a, b in zip(found[fw, "1"], found[fw, str(threads)])]
-        good = [s for s, (g, m) in zip(speedups, checks[fw])
+        good = [v for v, (g, m) in zip(found[fw, str(threads)], checks[fw])
                 if g >= CORE_OK[0] and m >= CORE_OK[1]]
         one, many = (statistics.median(found[fw, str(n)]) for n in (1, threads))
         row.update({f"{fw}_img_s_1": one, f"{fw}_img_s_{threads}": many,
                     f"{fw}_speedup": many / one, f"{fw}_speedups": speedups,
                     f"{fw}_core_checks": checks[fw],
-                    f"{fw}_speedup_checked": statistics.median(good) if good else None})
+                    f"{fw}_speedup_checked": statistics.median(good) / one if good else None})
     row["load_after"] = os.getloadavg()[0]
     return row
 
