@@ -10,9 +10,9 @@ statistics). In a training graph each batchnorm becomes the internal ``batchnorm
 outputs (y, batch mean, inverse std; the two statistics float64 whatever x's dtype), the
 running statistics updated in place; its backward ``batchnorm_backward`` reads x, dy, the
 two saved vectors, gamma and beta (not the normalised input, which would cost a tensor of
-x's size). A frozen batchnorm (``trainable=false``) keeps its
-inference form while training, as Keras does (running statistics used, not updated); its
-backward ``batchnorm_infer_backward`` is a per-channel scale of dy (plus dgamma, dbeta when
+x's size). A frozen batchnorm (``trainable=false``) keeps its inference form while
+training, as Keras does (running statistics used, not updated); its backward
+``batchnorm_infer_backward`` is a per-channel scale of dy (plus dgamma, dbeta when
 something differentiates an inference graph with trained gamma/beta).
 
 The fuse pass gives a ``batchnorm_train`` followed by relu ``activation="relu"`` (y = relu
