@@ -131,16 +131,24 @@ def test_fused_relu_is_relu_of_the_output_and_masks_the_gradient(shape, dtype):
     rm1, rv1 = rm.copy(), rv.copy()
     B.batchnorm_forward_train(x, gamma, beta, r, mean, invstd, rm1, rv1, activation="relu")
     np.testing.assert_array_equal(r, np.maximum(y, 0))  # bitwise: same arithmetic
+    dx = assert_relu_gate_is_the_forwards(x, dy, r, gamma, beta, mean, invstd)
+    dg, db = np.empty_like(gamma), np.empty_like(gamma)
+    B.batchnorm_backward(x, dy, gamma, mean, invstd, dy, dg, db, activation="relu",
+                         beta=beta)  # dx in place of dy
+    np.testing.assert_array_equal(dy, dx)
+
+
+def assert_relu_gate_is_the_forwards(x, dy, y, gamma, beta, mean, invstd):
+    """The fused relu's backward gives bitwise what the plain backward gives on dy zeroed
+    where the forward's output y is 0; returns that dx."""
     dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
-    B.batchnorm_backward(x, np.where(r > 0, dy, 0), gamma, mean, invstd, dx, dg, db)
+    B.batchnorm_backward(x, np.where(y > 0, dy, 0), gamma, mean, invstd, dx, dg, db)
     fdx, fdg, fdb = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
     B.batchnorm_backward(x, dy, gamma, mean, invstd, fdx, fdg, fdb, activation="relu",
                          beta=beta)
     for got, want in ((fdx, dx), (fdg, dg), (fdb, db)):
         np.testing.assert_array_equal(got, want)
-    B.batchnorm_backward(x, dy, gamma, mean, invstd, dy, fdg, fdb, activation="relu",
-                         beta=beta)  # dx in place of dy
-    np.testing.assert_array_equal(dy, dx)
+    return dx
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -159,14 +167,7 @@ def test_fused_relu_gate_agrees_with_the_forward_at_the_kink(shape, dtype):
     B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None, activation="relu")
     kink = x == np.asarray(1e3 - 0.5, dtype)
     assert kink.any() and (np.abs(y[kink]) < 1e-5).all()  # 0, or a rounding error above it
-    dy = rand(rng, shape, dtype)
-    dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
-    B.batchnorm_backward(x, np.where(y > 0, dy, 0), gamma, mean, invstd, dx, dg, db)
-    fdx, fdg, fdb = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
-    B.batchnorm_backward(x, dy, gamma, mean, invstd, fdx, fdg, fdb, activation="relu",
-                         beta=beta)
-    for got, want in ((fdx, dx), (fdg, dg), (fdb, db)):
-        np.testing.assert_array_equal(got, want)
+    assert_relu_gate_is_the_forwards(x, rand(rng, shape, dtype), y, gamma, beta, mean, invstd)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 2, 3), (2, 3, 5, 4)])  # a small plane, rows
