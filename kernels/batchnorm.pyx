@@ -31,25 +31,30 @@ and by the same arithmetic (_affine, _affine_small), so it zeroes exactly the va
 forward's relu zeroed, and reads one tensor fewer, twice (ResNet-20's relu batchnorms in
 its training step, on two threads: 1.2x at 32x32, 1.35x at 16x16).
 
-Passes over memory: training forward and backward make two each, one for the per-channel
-sums and one to write y (dx), both in memory order (n, then c, then positions), which the
-hardware prefetchers stream; a channel-by-channel order (rows of H*W values a channel apart)
-measured slower, and its second pass does not hit the cache either: the rows of a block of
-channels lie C*H*W apart, a power of two in the usual networks, so they fall into a few
-L2 sets. With a fused relu the backward's first pass writes the gated dy into dx, a
-GATE_CHUNK piece at a time (summed while in L1), and the second pass reads it from there.
-Planes of at most 16 values (SMALL_PLANE) instead go by blocks of whole channels, SPAN
-values an image: per-element partial sums run down the images in L1, then add across the
-plane, and the second pass writes the block the same way; rows of a few values cost more
-to set up than to process (3-5x slower at 2x2 and 4x4).
+Passes over memory: training forward and backward make two each, one for the sums and one
+to write y (dx), both over the rows (n, c) of H*W values in memory order, which the
+hardware prefetchers stream; each row's sums go to the workspace, and each channel's total
+is its rows' sums added in image order. A channel-by-channel order measured slower, and
+its second pass does not hit the cache either: the rows of a block of channels lie C*H*W
+apart, a power of two in the usual networks, so they fall into a few L2 sets. With a fused
+relu the backward's first pass writes the gated dy into dx, a GATE_CHUNK piece at a time
+(summed while in L1), and the second pass reads it from there. Planes of at most 16
+values (SMALL_PLANE) instead go by blocks of whole channels, SPAN values an image:
+per-element partial sums run down the images in L1, then add across the plane, and the
+second pass writes the block the same way; rows of a few values cost more to set up than
+to process (3-5x slower at 2x2 and 4x4).
 
-Threads: the channels are split into one contiguous range per thread; each channel's sums
-are formed by its owner in a fixed order (n, then positions with LANES interleaved partial
-sums added pairwise, per GATE_CHUNK piece in backward; for small planes, each position
-down n, then the positions in order), so every result is bitwise identical for any thread
-count.
+Threads: each pass over rows gives each thread one contiguous range of them, the same
+part of memory (the same images, for N >= threads) the conv kernels before and after give
+that thread, so the data a thread reads is mostly data it wrote. Split by channels, half
+of every pass read what the other core had written: ResNet-20's training step on two
+threads lost 2-4% to it where the two vCPUs shared an L3, 1.2x where they did not. The
+channels' totals and constants are split by channel between the passes. Each sum has a
+fixed order (per row: LANES interleaved partial sums added pairwise, per GATE_CHUNK piece
+in backward; then the rows in image order; for small planes, each position down n, then
+the positions in order), so every result is bitwise identical for any thread count.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 include "elementwise_common.pxi"
 
@@ -65,7 +70,8 @@ cdef enum:
 
 def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean,
                             running_var, momentum: float = 0.99, eps: float = 1e-3,
-                            n_threads=None, activation: str = "none", bind: bool = False):
+                            n_threads=None, activation: str = "none", workspace=None,
+                            bind: bool = False):
     """Normalise with the batch statistics (then relu, if asked); save the statistics for
     backward; update the running ones. With bind=True, checks the arguments and returns a
     callable that runs the kernel on them, unchecked (a plan binds each op once).
@@ -79,7 +85,9 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
     running_mean, running_var : (C,), IN/OUT (updated in place), or both None
     momentum : in [0, 1], Keras convention (see the module docstring)
     eps : > 0
-    activation : "none", or "relu" (y = max(normalised, 0); backward then needs y)
+    activation : "none", or "relu" (y = max(normalised, 0))
+    workspace : 1-D float64 of at least batchnorm_workspace_size(x.shape) elements, or
+        None (one is made)
     """
     _float_arg("x", x, ndim=(2, 3, 4))
     vec = (x.shape[1],)
@@ -112,7 +120,7 @@ def batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_m
                          f"got {m}: the batch variance is undefined")
     call = _TrainCall()
     call.arrays = (_nck(x), gamma, beta, _nck(y), save_mean, save_invstd, running_mean,
-                   running_var, np.empty((4, x.shape[1])))
+                   running_var, *_work(workspace, x, args))
     call.dbl, call.empty = x.dtype == np.float64, x.size == 0
     call.track, call.relu, call.momentum, call.eps = track, activation == "relu", momentum, eps
     call.nt = _threads(n_threads, x.size)
@@ -131,13 +139,13 @@ cdef class _TrainCall:
     def __call__(self) -> None:
         if self.empty:
             return
-        x, gamma, beta, y, mean, invstd, rmean, rvar, work = self.arrays
+        x, gamma, beta, y, mean, invstd, rmean, rvar, work, part = self.arrays
         if self.dbl:
             _train[double](x, gamma, beta, y, mean, invstd, rmean, rvar, self.track,
-                           self.momentum, self.eps, self.relu, work, self.nt)
+                           self.momentum, self.eps, self.relu, work, part, self.nt)
         else:
             _train[float](x, gamma, beta, y, mean, invstd, rmean, rvar, self.track,
-                          self.momentum, self.eps, self.relu, work, self.nt)
+                          self.momentum, self.eps, self.relu, work, part, self.nt)
 
 
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: float = 1e-3,
@@ -167,7 +175,7 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, y, eps: f
 
 
 def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
-                       n_threads=None, activation: str = "none", beta=None,
+                       n_threads=None, activation: str = "none", beta=None, workspace=None,
                        bind: bool = False):
     """dx, dgamma, dbeta of training-mode batchnorm (formulas in the module docstring).
     With bind=True, returns a callable that runs it again, unchecked (as the forward's).
@@ -178,6 +186,7 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
     activation : "none", or "relu" when the forward had it: dy is then the gradient of its
     output, taken as 0 where that output was 0 (found from x, gamma and beta);
     beta : (C,), IN, the forward's (None: zeros); read only with activation="relu".
+    workspace : as batchnorm_forward_train's.
     """
     _float_arg("x", x, ndim=(2, 3, 4))
     vec = (x.shape[1],)
@@ -203,7 +212,7 @@ def batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
                   inplace=("dy",) if name == "dx" else ())
     call = _BackwardCall()
     call.arrays = (_nck(x), _nck(dy), gamma, beta if relu else None, save_mean, save_invstd,
-                   _nck(dx), dgamma, dbeta, np.empty((4, x.shape[1])))
+                   _nck(dx), dgamma, dbeta, *_work(workspace, x, args))
     call.dbl, call.empty, call.relu = x.dtype == np.float64, x.size == 0, relu
     call.nt = _threads(n_threads, x.size)
     if bind:
@@ -218,16 +227,38 @@ cdef class _BackwardCall:
     cdef int nt
 
     def __call__(self) -> None:
-        x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, work = self.arrays
+        x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, work, part = self.arrays
         if self.empty:
             dgamma.fill(0)
             dbeta.fill(0)
         elif self.dbl:
             _backward[double](x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, self.relu,
-                              work, self.nt)
+                              work, part, self.nt)
         else:
             _backward[float](x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, self.relu,
-                             work, self.nt)
+                             work, part, self.nt)
+
+
+def batchnorm_workspace_size(x_shape) -> int:
+    """float64 elements of the workspace of batchnorm_forward_train and batchnorm_backward
+    for x of shape x_shape: four constants per channel and two sums per (image, channel)."""
+    n, c = int(x_shape[0]), int(x_shape[1])
+    return 4 * c + 2 * n * c
+
+
+def _work(workspace, x, args):
+    """The workspace's two parts, (4, C) and (N*C, 2): checked, or made when None."""
+    need = batchnorm_workspace_size(x.shape)
+    if workspace is None:
+        workspace = np.empty(need)
+    else:
+        _float_arg("workspace", workspace, out=True, ndim=(1,))
+        if workspace.dtype != np.float64 or workspace.shape[0] < need:
+            raise ValueError(f"workspace is {workspace.dtype}[{workspace.shape[0]}]; need "
+                             f"float64[{need}] (see batchnorm_workspace_size)")
+        _no_alias("workspace", workspace, args)
+    c = x.shape[1]
+    return workspace[:4 * c].reshape(4, c), workspace[4 * c:need].reshape(-1, 2)
 
 
 def _saved(name: str, a, x, out: bool = False) -> None:
@@ -396,44 +427,66 @@ cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
                  const floating[::1] beta, floating[:, :, ::1] y, double[::1] save_mean,
                  double[::1] save_invstd, floating[::1] running_mean,
                  floating[::1] running_var, bint track, double momentum, double eps,
-                 bint relu, double[:, ::1] work, int nt) noexcept nogil:
-    cdef Py_ssize_t C = x.shape[1], t
-    # two parallel loops, not one with the test inside: gcc then compiles the row path
-    # as it did alone (25% faster rows of 64 values)
+                 bint relu, double[:, ::1] work, double[:, ::1] part, int nt) noexcept nogil:
+    """The forward: small planes by channel ranges; rows by the passes in the module
+    docstring, in one parallel region (a barrier between passes)."""
+    cdef Py_ssize_t C = x.shape[1], R = x.shape[0] * x.shape[1], t
     if x.shape[2] <= SMALL_PLANE:
         for t in prange(nt, schedule="static", num_threads=nt):
             _train_small(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
                          track, momentum, eps, relu, work, t * C // nt, (t + 1) * C // nt)
-    else:
-        for t in prange(nt, schedule="static", num_threads=nt):
-            _train_channels(x, gamma, beta, y, save_mean, save_invstd, running_mean,
-                            running_var, track, momentum, eps, relu, work, t * C // nt,
-                            (t + 1) * C // nt)
+        return
+    with parallel(num_threads=nt):
+        for t in prange(nt, schedule="static"):
+            _row_sums(x, part, t * R // nt, (t + 1) * R // nt)
+        for t in prange(nt, schedule="static"):
+            _train_stats(x, gamma, save_mean, save_invstd, running_mean, running_var, track,
+                         momentum, eps, work, part, t * C // nt, (t + 1) * C // nt)
+        for t in prange(nt, schedule="static"):
+            _train_rows(x, beta, y, relu, work, t * R // nt, (t + 1) * R // nt)
 
 
-cdef void _train_channels(const floating[:, :, ::1] x, const floating[::1] gamma,
-                          const floating[::1] beta, floating[:, :, ::1] y,
-                          double[::1] save_mean, double[::1] save_invstd,
-                          floating[::1] running_mean, floating[::1] running_var, bint track,
-                          double momentum, double eps, bint relu, double[:, ::1] work,
-                          Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Channels [c0, c1): one pass for the sums, the statistics, one pass to write y.
-    work[0:4, c]: the sums s1 and s2, the mean (first the shift k), gamma * invstd."""
-    cdef Py_ssize_t n, c, S = x.shape[2]
-    cdef double m = x.shape[0] * S
+cdef void _row_sums(const floating[:, :, ::1] x, double[:, ::1] part, Py_ssize_t r0,
+                    Py_ssize_t r1) noexcept nogil:
+    """part[r] = the shifted sums of row r = (n, c) (shift: the channel's first value)."""
+    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    for r in range(r0, r1):
+        n = r // C
+        c = r % C
+        part[r, 0] = 0
+        part[r, 1] = 0
+        _shifted_sums(&x[n, c, 0], x[0, c, 0], x.shape[2], &part[r, 0], &part[r, 1])
+
+
+cdef void _train_stats(const floating[:, :, ::1] x, const floating[::1] gamma,
+                       double[::1] save_mean, double[::1] save_invstd,
+                       floating[::1] running_mean, floating[::1] running_var, bint track,
+                       double momentum, double eps, double[:, ::1] work,
+                       const double[:, ::1] part, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): their rows' sums added in image order, then the statistics."""
+    cdef Py_ssize_t n, c, C = x.shape[1]
+    cdef double m = x.shape[0] * x.shape[2]
     for c in range(c0, c1):
         work[0, c] = 0
         work[1, c] = 0
         work[2, c] = x[0, c, 0]
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            _shifted_sums(&x[n, c, 0], work[2, c], S, &work[0, c], &work[1, c])
-    for c in range(c0, c1):
+        for n in range(x.shape[0]):
+            work[0, c] += part[n * C + c, 0]
+            work[1, c] += part[n * C + c, 1]
         _stats(save_mean, save_invstd, running_mean, running_var, track, gamma, momentum, eps,
                m, work, c)
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            _normalise_row(&x[n, c, 0], &y[n, c, 0], S, work[2, c], work[3, c], beta[c], relu)
+
+
+cdef void _train_rows(const floating[:, :, ::1] x, const floating[::1] beta,
+                      floating[:, :, ::1] y, bint relu, const double[:, ::1] work,
+                      Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """y's rows [r0, r1)."""
+    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    for r in range(r0, r1):
+        n = r // C
+        c = r % C
+        _normalise_row(&x[n, c, 0], &y[n, c, 0], x.shape[2], work[2, c], work[3, c], beta[c],
+                       relu)
 
 
 cdef inline void _stats(double[::1] save_mean, double[::1] save_invstd,
@@ -483,10 +536,11 @@ cdef void _train_small(const floating[:, :, ::1] x, const floating[::1] gamma,
                        floating[::1] running_mean, floating[::1] running_var, bint track,
                        double momentum, double eps, bint relu, double[:, ::1] work,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """_train_channels for planes of at most SPAN values, a block of whole channels at a
-    time (at most SPAN values per image): rows of a few values cost more to set up than to
-    process, so the sums run down the images, one accumulator per element of the block
-    (then added across the plane), and the block's second pass finds it in L2."""
+    """Channels [c0, c1) of planes of at most SPAN values: the sums, the statistics and y,
+    a block of whole channels at a time (at most SPAN values per image). Rows of a few
+    values cost more to set up than to process, so the sums run down the images, one
+    accumulator per element of the block (then added across the plane), and the block's
+    second pass finds it in L2."""
     cdef double a[SPAN]
     cdef double b[SPAN]
     cdef double e[SPAN]
@@ -548,44 +602,70 @@ cdef void _backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                     const floating[::1] gamma, const floating[::1] beta,
                     const double[::1] mean, const double[::1] invstd,
                     floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
-                    bint relu, double[:, ::1] work, int nt) noexcept nogil:
-    cdef Py_ssize_t C = x.shape[1], t
-    if x.shape[2] <= SMALL_PLANE:  # two parallel loops, as in _train
+                    bint relu, double[:, ::1] work, double[:, ::1] part, int nt) noexcept nogil:
+    """The backward, as the forward goes (_train)."""
+    cdef Py_ssize_t C = x.shape[1], R = x.shape[0] * x.shape[1], t
+    if x.shape[2] <= SMALL_PLANE:
         for t in prange(nt, schedule="static", num_threads=nt):
             _backward_small(x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, relu, work,
                             t * C // nt, (t + 1) * C // nt)
-    else:
-        for t in prange(nt, schedule="static", num_threads=nt):
-            _backward_channels(x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, relu,
-                               work, t * C // nt, (t + 1) * C // nt)
+        return
+    with parallel(num_threads=nt):
+        for t in prange(nt, schedule="static"):
+            _grad_row_sums(x, dy, gamma, beta, mean, invstd, dx, relu, part, t * R // nt,
+                           (t + 1) * R // nt)
+        for t in prange(nt, schedule="static"):
+            _grad_stats(gamma, mean, invstd, dgamma, dbeta, x.shape[0], x.shape[2], work,
+                        part, t * C // nt, (t + 1) * C // nt)
+        for t in prange(nt, schedule="static"):
+            _grad_rows(x, dy, dx, relu, mean, work, t * R // nt, (t + 1) * R // nt)
 
 
-cdef void _backward_channels(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                             const floating[::1] gamma, const floating[::1] beta,
-                             const double[::1] mean, const double[::1] invstd,
-                             floating[:, :, ::1] dx, floating[::1] dgamma,
-                             floating[::1] dbeta, bint relu, double[:, ::1] work,
-                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Channels [c0, c1): one pass for sum(g) and sum(g * (x - mean)) (work[0:2, c]), one
-    to write dx. g = dy, or with relu its gradient (see _gate), which the first pass
-    writes to dx and the second reads from there."""
-    cdef Py_ssize_t n, c, S = x.shape[2]
-    cdef double m = x.shape[0] * S
+cdef void _grad_row_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                         const floating[::1] gamma, const floating[::1] beta,
+                         const double[::1] mean, const double[::1] invstd,
+                         floating[:, :, ::1] dx, bint relu, double[:, ::1] part,
+                         Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """part[r] = sum(g) and sum(g * (x - mean)) over row r = (n, c); g = dy, or with relu
+    its gradient (see _gate), which is written to dx for the last pass."""
+    cdef Py_ssize_t r, n, c, C = x.shape[1]
     cdef double gate[3]  # the forward's shift, mul, add for channel c
+    for r in range(r0, r1):
+        n = r // C
+        c = r % C
+        part[r, 0] = 0
+        part[r, 1] = 0
+        _gate_consts(gamma, beta, mean, invstd, c, gate)
+        _grad_sums_row(&dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0], mean[c], x.shape[2],
+                       &part[r, 0], &part[r, 1], gate if relu else NULL)
+
+
+cdef void _grad_stats(const floating[::1] gamma, const double[::1] mean,
+                      const double[::1] invstd, floating[::1] dgamma, floating[::1] dbeta,
+                      Py_ssize_t N, Py_ssize_t S, double[:, ::1] work,
+                      const double[:, ::1] part, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): their rows' sums added in image order, then dgamma, dbeta and
+    the constants of dx."""
+    cdef Py_ssize_t n, c, C = gamma.shape[0]
     for c in range(c0, c1):
         work[0, c] = 0
         work[1, c] = 0
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            _gate_consts(gamma, beta, mean, invstd, c, gate)
-            _grad_sums_row(&dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0], mean[c], S, &work[0, c],
-                           &work[1, c], gate if relu else NULL)
-    for c in range(c0, c1):
-        _grad_consts(gamma, mean, invstd, dgamma, dbeta, m, work, c)
-    for n in range(x.shape[0]):
-        for c in range(c0, c1):
-            _grad_x(&dx[n, c, 0] if relu else &dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0], S,
-                    mean[c], work[2, c], work[0, c], work[1, c])
+        for n in range(N):
+            work[0, c] += part[n * C + c, 0]
+            work[1, c] += part[n * C + c, 1]
+        _grad_consts(gamma, mean, invstd, dgamma, dbeta, N * S, work, c)
+
+
+cdef void _grad_rows(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                     floating[:, :, ::1] dx, bint relu, const double[::1] mean,
+                     const double[:, ::1] work, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """dx's rows [r0, r1) (g read from dx with relu, else from dy)."""
+    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    for r in range(r0, r1):
+        n = r // C
+        c = r % C
+        _grad_x(&dx[n, c, 0] if relu else &dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0],
+                x.shape[2], mean[c], work[2, c], work[0, c], work[1, c])
 
 
 cdef inline void _gate_consts(const floating[::1] gamma, const floating[::1] beta,
@@ -632,8 +712,8 @@ cdef void _backward_small(const floating[:, :, ::1] x, const floating[:, :, ::1]
                           floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
                           bint relu, double[:, ::1] work, Py_ssize_t c0,
                           Py_ssize_t c1) noexcept nogil:
-    """_backward_channels for planes of at most SPAN values, by blocks of whole channels
-    as in _train_small (relu's gradient, too, goes through dx)."""
+    """Channels [c0, c1) of planes of at most SPAN values: the sums, dgamma, dbeta and dx,
+    by blocks of whole channels as in _train_small (relu's gradient goes through dx)."""
     cdef double a[SPAN]
     cdef double b[SPAN]
     cdef double e[SPAN]

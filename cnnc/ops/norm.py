@@ -190,6 +190,17 @@ def batchnorm_train_shape(ins: Sequence[TensorType], a: BatchNormAttrs
     return (y, c, c)
 
 
+def batchnorm_workspace(node, batch: int) -> int:
+    """Bytes of the training kernels' float64 workspace: per-channel constants, per-row
+    sums (_bn.batchnorm_workspace_size)."""
+    return 8 * _bn.batchnorm_workspace_size(node.outputs[0].type.with_batch(batch).shape)
+
+
+def _workspace(node, ctx) -> np.ndarray:
+    """The node's planned workspace (of its first input's dtype) as float64."""
+    return ctx.workspace(node).view(np.float64)
+
+
 def batchnorm_train_kernel(node, ctx) -> Callable[[], None]:
     """Normalise by batch statistics (then the activation), save them, update the running
     ones."""
@@ -199,7 +210,8 @@ def batchnorm_train_kernel(node, ctx) -> Callable[[], None]:
                                        invstd, ctx.array(node.params["running_mean"]),
                                        ctx.array(node.params["running_var"]),
                                        node.attrs.momentum, node.attrs.epsilon,
-                                       ctx.n_threads, node.attrs.activation, bind=True)
+                                       ctx.n_threads, node.attrs.activation,
+                                       _workspace(node, ctx), bind=True)
 
 
 def running_stats(node) -> list:
@@ -244,7 +256,8 @@ def batchnorm_backward_kernel(node, ctx) -> Callable[[], None]:
     beta = ctx.array(node.inputs[4 + a.scale]) if a.center else None
     dx, dgamma, dbeta = (ctx.array(v) for v in node.outputs)
     return _bn.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dgamma, dbeta,
-                                  ctx.n_threads, a.activation, beta, bind=True)
+                                  ctx.n_threads, a.activation, beta, _workspace(node, ctx),
+                                  bind=True)
 
 
 register_op(OpDef(
@@ -266,11 +279,12 @@ register_op(OpDef(
     shape_rule=batchnorm_train_shape, param_rule=batchnorm_params,
     doc="batchnorm in training: outputs (y, batch mean, inverse std); updates the running "
         "statistics", internal=True, kernel=batchnorm_train_kernel,
-    vjp=batchnorm_train_vjp, writes=running_stats,
+    workspace=batchnorm_workspace, vjp=batchnorm_train_vjp, writes=running_stats,
 ))
 register_op(OpDef(
     name="batchnorm_backward", attrs=BatchNormGradAttrs, positional=(), arity=None,
     shape_rule=batchnorm_backward_shape,
     doc="gradients of batchnorm_train (inputs: dy, x, mean, invstd[, gamma][, beta])",
-    internal=True, kernel=batchnorm_backward_kernel, inplace_ok=True,
+    internal=True, kernel=batchnorm_backward_kernel, workspace=batchnorm_workspace,
+    inplace_ok=True,
 ))

@@ -238,13 +238,15 @@ def test_float32_statistics_survive_a_large_offset(shape):
 
 
 @pytest.mark.parametrize("activation", ["none", "relu"])
-def test_one_and_two_threads_are_bitwise_equal(activation):
+def test_results_are_bitwise_equal_for_any_thread_count(activation):
+    """Row ranges split at image boundaries, inside an image, inside a lone image."""
     rng = np.random.default_rng(7)
-    for shape in [(8, 48, 31, 33), (4099, 70), (2, 3, 37, 41), (6, 301, 3, 3), (9, 77, 4, 4)]:
+    for shape in [(8, 48, 31, 33), (5, 7, 40, 40), (1, 40, 32, 32), (4099, 70),
+                  (2, 3, 37, 41), (6, 301, 3, 3), (9, 77, 4, 4)]:
         x, gamma, beta, rm, rv = make(rng, shape, np.float32)
         dy = rand(rng, shape, np.float32)
         results = []
-        for nt in (1, 2):
+        for nt in (1, 2, 3):
             outs = [np.empty_like(x), *stats(gamma), rm.copy(), rv.copy(), np.empty_like(x),
                     np.empty_like(gamma), np.empty_like(gamma)]
             y, mean, invstd, rm1, rv1, dx, dg, db = outs
@@ -253,8 +255,41 @@ def test_one_and_two_threads_are_bitwise_equal(activation):
             B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, n_threads=nt,
                                  activation=activation, beta=beta)
             results.append(outs)
-        for a, b in zip(*results):
-            np.testing.assert_array_equal(a, b)
+        for other in results[1:]:
+            for a, b in zip(results[0], other):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_a_given_workspace_is_used_and_checked():
+    rng = np.random.default_rng(13)
+    shape = (3, 4, 9, 9)
+    x, gamma, beta, rm, rv = make(rng, shape, np.float32)
+    dy = rand(rng, shape, np.float32)
+    need = B.batchnorm_workspace_size(shape)
+    assert need == 4 * 4 + 2 * 3 * 4
+    results = []
+    for ws in (None, np.full(need + 5, np.nan)):
+        outs = [np.empty_like(x), *stats(gamma), np.empty_like(x), np.empty_like(gamma),
+                np.empty_like(gamma)]
+        y, mean, invstd, dx, dg, db = outs
+        B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None, workspace=ws)
+        B.batchnorm_backward(x, dy, gamma, mean, invstd, dx, dg, db, workspace=ws)
+        results.append(outs)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    y, mean, invstd = np.empty_like(x), *stats(gamma)
+    for bad, match in [(np.empty(need - 1), "need float64"),
+                       (np.empty(need, np.float32), "need float64"),
+                       (np.empty((need, 1)), "dimensions")]:
+        with pytest.raises(ValueError, match=match):
+            B.batchnorm_forward_train(x, gamma, beta, y, mean, invstd, None, None,
+                                      workspace=bad)
+    x, gamma, beta, rm, rv = make(rng, shape, np.float64)
+    shared = np.empty(need + x.size)  # dx, then the workspace from dx's last element
+    with pytest.raises(ValueError, match="workspace overlaps dx"):
+        B.batchnorm_backward(x, x.copy(), gamma, *stats(gamma), shared[:x.size].reshape(shape),
+                             np.empty_like(gamma), np.empty_like(gamma),
+                             workspace=shared[x.size - 1:])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
