@@ -84,8 +84,8 @@ def extensions() -> list:
             f"cnnc._kernels.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
             include_dirs=[numpy.get_include(), str(KERNELS)],
-            extra_compile_args=cflags,
-            extra_link_args=omp,
+            extra_compile_args=cflags + ["-pthread"],
+            extra_link_args=omp + ["-pthread"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         ))
     directives = {

@@ -25,7 +25,8 @@ scaling is measured by ``--scaling``, which runs each framework in processes of 
 and reports each one's training speed-up at ``--threads`` (default 2) over 1 thread, with
 a check of the cores themselves before and after each multi-threaded run: this VM's second
 core is sometimes not all there, for minutes at a time, and the checks say which rounds
-ran so).
+ran so; and a probe before each burst of multi-threaded steps of where the host runs the
+two vCPUs: on cores that share an L3, or not (see time_placed)).
 Output: one JSON object per row (``--json``), then a table.
 Without PyTorch installed the script says so and measures cnnc alone.
 """
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # below it, so freed blocks stay in the heap, and the trim threshold keeps the heap whole.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 CORE_OK = (1.8, 1.5)  # core checks (see core_check) reaching these: the cores were there
+SPLIT_NS = 250  # a cache line's round trip between the threads this long: no shared L3
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -264,12 +266,14 @@ def run_net(net: Net, threads: int, quick: bool, have_torch: bool) -> list[dict]
     return rows
 
 
-def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict[str, float]:
+def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict:
     """Images/s of ``framework`` training ``net`` at ``threads`` threads (wall clock), in a
     process that runs no other thread count: PyTorch slows down many times when its thread
     count changes between steps, and cnnc alternating its one- and two-thread plans in one
     process measured 1.55-1.65x on VGG-11 where separate processes gave 1.84-1.95x in the
-    same minutes (both plans' arenas then share the caches)."""
+    same minutes (both plans' arenas then share the caches). ``img_s`` over all steps; with
+    more than one thread also ``placed``: images/s and steps by where the cores were
+    (see time_placed)."""
     import cnnc
     warmup, min_steps, budget = (1, 4, 2.0) if quick else (2, 10, 6.0)
     x, y = batch_for(net, net.batch)
@@ -280,8 +284,50 @@ def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict[
     else:
         cnnc.set_num_threads(threads)
         step = cnnc_step(cnnc_model(net), "train", x, y)
-    med = time_alternately({threads: step}, time.perf_counter, warmup, min_steps, budget)
-    return {str(n): net.batch / s for n, s in med.items()}
+    if threads == 1:
+        med = time_alternately({1: step}, time.perf_counter, warmup, min_steps, budget)
+        return {"img_s": net.batch / med[1]}
+    placed = time_placed(step, warmup, min_steps, budget)
+    every = [t for times in placed.values() for t in times]
+    return {"img_s": net.batch / statistics.median(every),
+            "placed": {k: {"img_s": net.batch / statistics.median(v), "steps": len(v)}
+                       for k, v in placed.items() if v}}
+
+
+def placement() -> str:
+    """Where a second thread runs now: "one_l3" (a core sharing this one's L3), "split"
+    (a cache line's round trip of SPLIT_NS or more: cores that share no L3), or "busy" (no
+    core free for it)."""
+    from cnnc._kernels.threads import core_round_trip_ns
+    time.sleep(0.01)  # an OpenMP team spins for a while after its last loop: let it sleep
+    ns = core_round_trip_ns(10000, 0.05)
+    return "busy" if ns == float("inf") else "split" if ns >= SPLIT_NS else "one_l3"
+
+
+def time_placed(step: Callable[[], object], warmup: int, min_steps: int, budget_s: float,
+                burst_s: float = 0.25) -> dict[str, list[float]]:
+    """Seconds per step in bursts of about ``burst_s``, each filed under the placement()
+    probed just before it, until ``budget_s`` (and ``min_steps`` steps) have passed. This
+    VM's host moves the two vCPUs between cores that share an L3 and cores that do not,
+    every few seconds at times; on the latter a cache line written by one thread and read
+    by the other takes 3x as long (``core_round_trip_ns`` 350-450 ns, not 50-150), and a
+    training step on two threads ran up to 1.8x slower."""
+    for _ in range(max(warmup, 1)):
+        t = time.perf_counter()
+        step()
+        took = time.perf_counter() - t
+    burst = max(2, round(burst_s / max(took, 1e-6)))
+    placed: dict[str, list[float]] = {"one_l3": [], "split": [], "busy": []}
+    start, count = time.perf_counter(), 0
+    while count < min_steps or time.perf_counter() - start < budget_s:
+        times = placed[placement()]
+        step()  # untimed: wakes the threads the probe let sleep
+        for _ in range(burst):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        count += burst
+    return placed
 
 
 def core_check(threads: int) -> tuple[float, float]:
@@ -316,7 +362,7 @@ def _seconds(call: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def _worker(framework: str, net: Net, threads: int, quick: bool) -> dict[str, float]:
+def _worker(framework: str, net: Net, threads: int, quick: bool) -> dict:
     cmd = [sys.executable, __file__, "--scaling-worker", framework, "--models", net.name,
            "--threads", str(threads)] + (["--quick"] if quick else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -335,32 +381,40 @@ def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
     figure, the median over rounds (2 with --quick, else 3). Each framework runs in
     processes of its own: two OpenMP runtimes in one process (PyTorch's and cnnc's) keep
     each other's idle threads spinning. A round is one process per framework and thread
-    count (see scaling_worker); each multi-threaded one is bracketed by core checks (see
-    core_check), and ``{fw}_speedup_checked`` is the speed-up with the multi-threaded
-    median taken over the rounds whose checks both reached CORE_OK (None if none did)."""
+    count (see scaling_worker). Each multi-threaded one is bracketed by core checks (see
+    core_check): ``{fw}_speedup_checked`` is the speed-up over the rounds whose checks
+    both reached CORE_OK (None if none did). Its steps are filed by where the cores were
+    (see time_placed): ``{fw}_speedup_one_l3`` is the speed-up over the steps run on cores
+    that share an L3 (the machine lscpu describes), ``{fw}_placed_steps`` the count of
+    steps per placement."""
     row = {"model": net.name, "mode": "train", "batch": net.batch, "threads": threads,
            "scaling": True, "target": 1.8, "load_before": os.getloadavg()[0]}
     frameworks = ("cnnc", "torch") if have_torch else ("cnnc",)
-    found: dict[tuple[str, str], list[float]] = {}
+    ones: dict[str, list[float]] = {fw: [] for fw in frameworks}
+    manys: dict[str, list[dict]] = {fw: [] for fw in frameworks}
     checks: dict[str, list[tuple[float, float]]] = {fw: [] for fw in frameworks}
     for _ in range(2 if quick else 3):
         for fw in frameworks:
-            for n in (1, threads):
-                before = _core_check(threads) if n > 1 else None
-                for k, v in _worker(fw, net, n, quick).items():
-                    found.setdefault((fw, k), []).append(v)
-                if before is not None:
-                    after = _core_check(threads)
-                    checks[fw].append((min(before[0], after[0]), min(before[1], after[1])))
+            ones[fw].append(_worker(fw, net, 1, quick)["img_s"])
+            before = _core_check(threads)
+            manys[fw].append(_worker(fw, net, threads, quick))
+            after = _core_check(threads)
+            checks[fw].append((min(before[0], after[0]), min(before[1], after[1])))
     for fw in frameworks:
-        speedups = [b / a for a, b in zip(found[fw, "1"], found[fw, str(threads)])]
-        good = [v for v, (g, m) in zip(found[fw, str(threads)], checks[fw])
-                if g >= CORE_OK[0] and m >= CORE_OK[1]]
-        one, many = (statistics.median(found[fw, str(n)]) for n in (1, threads))
-        row.update({f"{fw}_img_s_1": one, f"{fw}_img_s_{threads}": many,
-                    f"{fw}_speedup": many / one, f"{fw}_speedups": speedups,
+        one = statistics.median(ones[fw])
+        many = [r["img_s"] for r in manys[fw]]
+        good = [v for v, (g, m) in zip(many, checks[fw]) if g >= CORE_OK[0] and m >= CORE_OK[1]]
+        one_l3 = [r["placed"]["one_l3"]["img_s"] for r in manys[fw] if "one_l3" in r["placed"]]
+        placed = {k: sum(r["placed"].get(k, {}).get("steps", 0) for r in manys[fw])
+                  for k in ("one_l3", "split", "busy")}
+        row.update({f"{fw}_img_s_1": one, f"{fw}_img_s_{threads}": statistics.median(many),
+                    f"{fw}_speedup": statistics.median(many) / one,
+                    f"{fw}_speedups": [b / a for a, b in zip(ones[fw], many)],
                     f"{fw}_core_checks": checks[fw],
-                    f"{fw}_speedup_checked": statistics.median(good) / one if good else None})
+                    f"{fw}_speedup_checked": statistics.median(good) / one if good else None,
+                    f"{fw}_speedups_one_l3": [v / one for v in one_l3],
+                    f"{fw}_speedup_one_l3": statistics.median(one_l3) / one if one_l3 else None,
+                    f"{fw}_placed_steps": placed})
     row["load_after"] = os.getloadavg()[0]
     return row
 
@@ -388,16 +442,20 @@ def table(rows: list[dict]) -> str:
 
 
 def _checked(r: dict) -> str:
-    """The rounds' core checks, and the speed-ups over the rounds that passed them."""
+    """The speed-ups over the steps run on one L3, and over the rounds whose cores held."""
     parts = []
     for fw, name in (("cnnc", "cnnc"), ("torch", "PyTorch")):
         if f"{fw}_core_checks" not in r:
             continue
+        one_l3, steps = r[f"{fw}_speedup_one_l3"], r[f"{fw}_placed_steps"]
         checks = ", ".join(f"{g:.2f}/{m:.2f}" for g, m in r[f"{fw}_core_checks"])
         got = r[f"{fw}_speedup_checked"]
-        parts.append(f"{name} {'-' if got is None else f'{got:.2f}x'} (core checks {checks})")
-    return (f"rounds whose cores held (GEMM >= {CORE_OK[0]}x, L3 add >= {CORE_OK[1]}x): "
-            + "; ".join(parts))
+        parts.append(f"{name}: on one L3 {'-' if one_l3 is None else f'{one_l3:.2f}x'} "
+                     f"(steps on one L3 / split / no core free: {steps['one_l3']} / "
+                     f"{steps['split']} / {steps['busy']}); rounds whose cores held "
+                     f"{'-' if got is None else f'{got:.2f}x'} (core checks {checks})")
+    return (f"(core checks: GEMM >= {CORE_OK[0]}x, L3 add >= {CORE_OK[1]}x)\n"
+            + "\n".join(" " * 10 + p for p in parts))
 
 
 def main(argv: list[str] | None = None) -> int:
