@@ -4,11 +4,11 @@
                                          [--threads 2] [--seconds 60] [--json]
 
 Each second: the round trip of a cache line between this thread and another
-(``cnnc._kernels.threads.core_round_trip_ns``, after 10 ms for the OpenMP team to fall
-asleep), then the median of the training steps run in the rest of that second. On this
-project's 2-vCPU VM the round trip is 50-150 ns while the host runs both vCPUs on cores
-that share an L3, and 350-650 ns while it does not; the steps follow it (see
-benchmarks/RESULTS.md, session 10). The summary splits the seconds at 250 ns.
+(``cnnc.bench.core_round_trip``), then the median of the training steps run in the rest of
+that second. On this project's 2-vCPU VM the round trip is 50-150 ns while the host runs
+both vCPUs on cores that share an L3, and 320-650 ns while it does not; the steps follow
+it (see benchmarks/RESULTS.md, session 10). The summary files the seconds by
+``cnnc.bench.placement``.
 """
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 
 import cnnc
-from cnnc._kernels.threads import core_round_trip_ns
-from cnnc.bench import random_batch, step_function
+from cnnc.bench import core_round_trip, placement, random_batch, step_function
 
 ROOT = Path(__file__).resolve().parents[1]
-SPLIT_NS = 250
 
 
 def run(spec: str, batch: int, threads: int, seconds: float) -> list[tuple[float, float]]:
@@ -37,8 +35,7 @@ def run(spec: str, batch: int, threads: int, seconds: float) -> list[tuple[float
     out = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        time.sleep(0.01)
-        ns = core_round_trip_ns(10000, 0.05)
+        ns = core_round_trip()
         times, start = [], time.perf_counter()
         while time.perf_counter() - start < 1.0:
             t = time.perf_counter()
@@ -60,12 +57,10 @@ def main() -> None:
     for ns, ms in seconds:
         print(json.dumps({"round_trip_ns": ns, "step_ms": ms}) if a.json
               else f"{ns:8.0f} ns  {ms:7.1f} ms")
-    for name, keep in (("one L3", lambda ns: ns < SPLIT_NS),
-                       ("split", lambda ns: SPLIT_NS <= ns < float("inf")),
-                       ("no core free", lambda ns: ns == float("inf"))):
-        ms = [m for ns, m in seconds if keep(ns)]
+    for where in ("one_l3", "split", "busy"):
+        ms = [m for ns, m in seconds if placement(ns) == where]
         if ms:
-            print(f"{name:>12}: {len(ms):3d} s, step median {statistics.median(ms):.1f} ms")
+            print(f"{where:>6}: {len(ms):3d} s, step median {statistics.median(ms):.1f} ms")
 
 
 if __name__ == "__main__":

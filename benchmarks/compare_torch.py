@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # below it, so freed blocks stay in the heap, and the trim threshold keeps the heap whole.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 CORE_OK = (1.8, 1.5)  # core checks (see core_check) reaching these: the cores were there
-SPLIT_NS = 250  # a cache line's round trip between the threads this long: no shared L3
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -295,13 +294,10 @@ def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict:
 
 
 def placement() -> str:
-    """Where a second thread runs now: "one_l3" (a core sharing this one's L3), "split"
-    (a cache line's round trip of SPLIT_NS or more: cores that share no L3), or "busy" (no
-    core free for it)."""
-    from cnnc._kernels.threads import core_round_trip_ns
-    time.sleep(0.01)  # an OpenMP team spins for a while after its last loop: let it sleep
-    ns = core_round_trip_ns(10000, 0.05)
-    return "busy" if ns == float("inf") else "split" if ns >= SPLIT_NS else "one_l3"
+    """Where a second thread runs now (cnnc.bench.placement)."""
+    from cnnc.bench import core_round_trip
+    from cnnc.bench import placement as where
+    return where(core_round_trip())
 
 
 def time_placed(step: Callable[[], object], warmup: int, min_steps: int, budget_s: float,

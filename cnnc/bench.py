@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnc._kernels.threads import core_round_trip_ns
 from cnnc.autodiff import LOSSES
 from cnnc.cli_args import add_set, count
 from cnnc.ir.types import Node
@@ -39,6 +40,7 @@ from cnnc.runtime import BindContext, Plan
 from cnnc.threads import get_num_threads, set_num_threads
 
 MODES = ("train", "infer")
+SPLIT_NS = 250.0  # a core round trip this long: the threads' cores share no L3
 
 
 # ---- work per call ---------------------------------------------------------------------
@@ -143,7 +145,9 @@ def measure(model: Model, mode: str = "train", batch: int | None = None, steps: 
     ``overhead_ms`` (step - kernels), ``overhead_per_call_us``, ``calls``, ``gflop``
     (per step), ``gflop_s`` (over the step), ``ops`` (per op kind: ``op``, ``calls``,
     ``ms``, ``share``, ``gflop``, ``gflop_s``, ``gb_s``; slowest first) and ``nodes``
-    (per call, same fields plus ``node`` and ``shape``; slowest first).
+    (per call, same fields plus ``node`` and ``shape``; slowest first); with more than
+    one thread also ``core_round_trip_ns``, before and after the runs (see
+    :func:`core_round_trip`).
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0; got {steps}, {warmup}")
@@ -158,6 +162,7 @@ def measure(model: Model, mode: str = "train", batch: int | None = None, steps: 
     plan = model.plan
     nodes = call_nodes(plan)
     cost = _timer_cost(now)
+    trips = [core_round_trip()] if get_num_threads() > 1 else []
     step_times: list[float] = []
     call_times: list[list[float]] = [[] for _ in plan.calls]
     for _ in range(steps):
@@ -170,7 +175,27 @@ def measure(model: Model, mode: str = "train", batch: int | None = None, steps: 
             times.append(now() - t - cost)
     report = _report(model, plan, mode, nodes, step_times, call_times)
     report["clock"] = clock
+    if trips:
+        report["core_round_trip_ns"] = trips + [core_round_trip()]
     return report
+
+
+def core_round_trip() -> float:
+    """Nanoseconds of a cache line's round trip between this thread and another core, once
+    the OpenMP team (spinning for a while after its last loop) has gone to sleep; inf when
+    no other core was free. See :func:`placement`."""
+    time.sleep(0.01)
+    return core_round_trip_ns(10000, 0.05)
+
+
+def placement(round_trip_ns: float) -> str:
+    """Where a second thread runs, from a core_round_trip(): "one_l3" (a core sharing this
+    one's L3), "split" (SPLIT_NS or more: cores that share no L3; a multi-threaded step
+    then runs slower, and a VM's host may run its vCPUs so for minutes at a time, see
+    benchmarks/RESULTS.md, session 10) or "busy" (no core was free for it)."""
+    if round_trip_ns == float("inf"):
+        return "busy"
+    return "split" if round_trip_ns >= SPLIT_NS else "one_l3"
 
 
 def _row(ms: float, step_ms: float, macs: int, nbytes: int) -> dict[str, float]:
@@ -225,6 +250,7 @@ def format_report(r: dict[str, Any], top: int = 10) -> str:
         f"{r['kernel_ms']:.3f} ms + Python overhead {r['overhead_ms']:.3f} ms "
         f"({r['overhead_per_call_us']:.1f} us per call, {r['calls']} calls); "
         f"{r['gflop']:.3f} GFLOP, {r['gflop_s']:.1f} GFLOP/s over the step",
+        *_placement(r),
         "",
         f"  {'op':<28} {'calls':>5} {'ms':>9} {'share':>6} {'GFLOP/s':>8} {'GB/s':>6}",
     ]
@@ -238,6 +264,19 @@ def format_report(r: dict[str, Any], top: int = 10) -> str:
         lines.append(f"  {n['node'][:28]:<28} {n['op']:<22} {shape:<18} {n['ms']:>8.3f} "
                      f"{n['share']:>6.1%} {_gflops(n)} {n['gb_s']:>6.1f}")
     return "\n".join(lines)
+
+
+def _placement(r: dict[str, Any]) -> list[str]:
+    """A line on where the threads ran (multi-threaded runs)."""
+    if "core_round_trip_ns" not in r:
+        return []
+    notes = {"split": "cores that share no L3: expect slower steps",
+             "busy": "no second core free"}
+    trips = r["core_round_trip_ns"]
+    found = {placement(ns) for ns in trips} - {"one_l3"}
+    note = f" ({'; '.join(notes[p] for p in sorted(found))})" if found else ""
+    return [f"  cores: a cache line's round trip {trips[0]:.0f} ns before, {trips[1]:.0f} "
+            f"ns after{note}"]
 
 
 def _gflops(row: dict[str, Any]) -> str:

@@ -132,3 +132,28 @@ def test_command_refuses_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as err:
         _parser().parse_args(["spec.cnn", *argv])
     assert err.value.code == 2
+
+
+def test_placement_files_round_trips():
+    assert [bench.placement(ns) for ns in (60.0, 249.0, 250.0, 420.0, float("inf"))] == \
+        ["one_l3", "one_l3", "split", "split", "busy"]
+
+
+def test_multi_threaded_report_says_where_the_cores_were(train_report):
+    from cnnc._kernels.threads import openmp_enabled
+    before = cnnc.get_num_threads()
+    cnnc.set_num_threads(2)
+    try:
+        r = bench.measure(cnnc.compile(TINY), "train", batch=4, steps=1, warmup=0)
+    finally:
+        cnnc.set_num_threads(before)
+    if openmp_enabled():
+        assert len(r["core_round_trip_ns"]) == 2
+        assert all(ns > 0 for ns in r["core_round_trip_ns"])
+        assert "cores: a cache line's round trip" in bench.format_report(r)
+    one = {k: v for k, v in train_report.items() if k != "core_round_trip_ns"}
+    assert "cores:" not in bench.format_report(one)
+    text = bench.format_report({**one, "core_round_trip_ns": [420.0, 70.0]})
+    assert "share no L3" in text
+    text = bench.format_report({**one, "core_round_trip_ns": [70.0, float("inf")]})
+    assert "no second core free" in text and "share no L3" not in text
