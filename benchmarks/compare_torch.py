@@ -295,9 +295,8 @@ def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict:
 
 def placement() -> str:
     """Where a second thread runs now (cnnc.bench.placement)."""
-    from cnnc.bench import core_round_trip
-    from cnnc.bench import placement as where
-    return where(core_round_trip())
+    from cnnc import bench
+    return bench.placement(bench.core_round_trip())
 
 
 def time_placed(step: Callable[[], object], warmup: int, min_steps: int, budget_s: float,
@@ -306,7 +305,7 @@ def time_placed(step: Callable[[], object], warmup: int, min_steps: int, budget_
     probed just before it, until ``budget_s`` (and ``min_steps`` steps) have passed. This
     VM's host moves the two vCPUs between cores that share an L3 and cores that do not,
     every few seconds at times; on the latter a cache line written by one thread and read
-    by the other takes 3x as long (``core_round_trip_ns`` 350-450 ns, not 50-150), and a
+    by the other takes 3x as long (a round trip of 320-650 ns, not 50-150), and a
     training step on two threads ran up to 1.8x slower."""
     for _ in range(max(warmup, 1)):
         t = time.perf_counter()
