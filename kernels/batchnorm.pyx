@@ -449,13 +449,14 @@ cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
 cdef void _row_sums(const floating[:, :, ::1] x, double[:, ::1] part, Py_ssize_t r0,
                     Py_ssize_t r1) noexcept nogil:
     """part[r] = the shifted sums of row r = (n, c) (shift: the channel's first value)."""
-    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    cdef Py_ssize_t r, S = x.shape[2], C = x.shape[1], c = r0 % C
+    cdef const floating* row = &x[0, 0, 0] + r0 * S
     for r in range(r0, r1):
-        n = r // C
-        c = r % C
         part[r, 0] = 0
         part[r, 1] = 0
-        _shifted_sums(&x[n, c, 0], x[0, c, 0], x.shape[2], &part[r, 0], &part[r, 1])
+        _shifted_sums(row, x[0, c, 0], S, &part[r, 0], &part[r, 1])
+        row += S
+        c = _next_channel(c, C)
 
 
 cdef void _train_stats(const floating[:, :, ::1] x, const floating[::1] gamma,
@@ -481,12 +482,20 @@ cdef void _train_rows(const floating[:, :, ::1] x, const floating[::1] beta,
                       floating[:, :, ::1] y, bint relu, const double[:, ::1] work,
                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """y's rows [r0, r1)."""
-    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    cdef Py_ssize_t r, S = x.shape[2], C = x.shape[1], c = r0 % C
+    cdef const floating* row = &x[0, 0, 0] + r0 * S
+    cdef floating* out = &y[0, 0, 0] + r0 * S
     for r in range(r0, r1):
-        n = r // C
-        c = r % C
-        _normalise_row(&x[n, c, 0], &y[n, c, 0], x.shape[2], work[2, c], work[3, c], beta[c],
-                       relu)
+        _normalise_row(row, out, S, work[2, c], work[3, c], beta[c], relu)
+        row += S
+        out += S
+        c = _next_channel(c, C)
+
+
+cdef inline Py_ssize_t _next_channel(Py_ssize_t c, Py_ssize_t C) noexcept nogil:
+    """The channel of the row after one of channel c (rows go in memory order; cheaper
+    than a division per row)."""
+    return 0 if c + 1 == C else c + 1
 
 
 cdef inline void _stats(double[::1] save_mean, double[::1] save_invstd,
@@ -628,16 +637,16 @@ cdef void _grad_row_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] 
                          Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """part[r] = sum(g) and sum(g * (x - mean)) over row r = (n, c); g = dy, or with relu
     its gradient (see _gate), which is written to dx for the last pass."""
-    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    cdef Py_ssize_t r, S = x.shape[2], C = x.shape[1], c = r0 % C, off = r0 * S
     cdef double gate[3]  # the forward's shift, mul, add for channel c
     for r in range(r0, r1):
-        n = r // C
-        c = r % C
         part[r, 0] = 0
         part[r, 1] = 0
         _gate_consts(gamma, beta, mean, invstd, c, gate)
-        _grad_sums_row(&dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0], mean[c], x.shape[2],
+        _grad_sums_row(&dy[0, 0, 0] + off, &x[0, 0, 0] + off, &dx[0, 0, 0] + off, mean[c], S,
                        &part[r, 0], &part[r, 1], gate if relu else NULL)
+        off += S
+        c = _next_channel(c, C)
 
 
 cdef void _grad_stats(const floating[::1] gamma, const double[::1] mean,
@@ -660,12 +669,13 @@ cdef void _grad_rows(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                      floating[:, :, ::1] dx, bint relu, const double[::1] mean,
                      const double[:, ::1] work, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """dx's rows [r0, r1) (g read from dx with relu, else from dy)."""
-    cdef Py_ssize_t r, n, c, C = x.shape[1]
+    cdef Py_ssize_t r, S = x.shape[2], C = x.shape[1], c = r0 % C, off = r0 * S
+    cdef const floating* g = &dx[0, 0, 0] if relu else &dy[0, 0, 0]
     for r in range(r0, r1):
-        n = r // C
-        c = r % C
-        _grad_x(&dx[n, c, 0] if relu else &dy[n, c, 0], &x[n, c, 0], &dx[n, c, 0],
-                x.shape[2], mean[c], work[2, c], work[0, c], work[1, c])
+        _grad_x(g + off, &x[0, 0, 0] + off, &dx[0, 0, 0] + off, S, mean[c], work[2, c],
+                work[0, c], work[1, c])
+        off += S
+        c = _next_channel(c, C)
 
 
 cdef inline void _gate_consts(const floating[::1] gamma, const floating[::1] beta,
