@@ -104,9 +104,19 @@ output).
 Determinism: chunks depend on the shapes only. Forward and backward-data give each chunk
 one owner (its GEMMs on one thread) or, with a single worker, run the threads inside the
 GEMM, which is bitwise identical for any thread count; the weight gradient sums chunks
-in a fixed order, either into 4 fixed partial sums (one thread each) added in order, or
-with the threads inside the GEMM; each bias-gradient channel and each depthwise plane has
-one owner. Results are bitwise identical for any n_threads.
+in a fixed order, either into fixed partial sums (a run of chunks, one thread each) added
+in order, or with the threads inside the GEMM; each bias-gradient channel and each
+depthwise plane has one owner. Results are bitwise identical for any n_threads.
+
+Chunks (and partial sums) go to the threads through a work queue (work_share.h): each
+thread starts on an even, contiguous share, as a static schedule would give it, and a
+thread that finishes first takes the remaining chunks of the slowest share from its end.
+On this project's 2-vCPU VM one vCPU often runs 1.3-1.5x slower than the other for
+seconds at a time (the host's doing: an FMA loop timed on each thread shows it), and a
+static split then waits for the slow one: ResNet-20's two-thread training step ran 3-5%
+faster with the queue (VGG-11's: the same). Its granularity is the chunk count: 8-12 chunks per layer in
+ResNet-20's first two stages at batch 64, only 4 in the third and 2 weight-gradient
+partials (stealing needs about 3 or more per thread to help).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -125,6 +135,13 @@ cdef extern from "conv_dot.h" nogil:
                          int nq, float* out, Py_ssize_t ldo)
     void cnnc_dot_rows_d(const double* w, Py_ssize_t K, Py_ssize_t rows, const double* ct,
                          int nq, double* out, Py_ssize_t ldo)
+
+cdef extern from "work_share.h" nogil:
+    ctypedef struct cnnc_queue:
+        pass
+    void cnnc_queue_init(cnnc_queue* q, long long items, int threads)
+    long long cnnc_queue_take(cnnc_queue* q, int tid)
+
 
 cdef enum:
     COL_TILE = 524288  # elements of one im2col tile (2 MiB of float32), see above
@@ -810,14 +827,18 @@ cdef void _gemm_fwd(const floating* x, const floating* w, const floating* bias, 
                     floating* ws, const Geom* g, int act, floating act_param,
                     int n_threads) noexcept nogil:
     """Forward over the batch: one chunk per thread, or all threads inside each chunk."""
-    cdef Py_ssize_t k, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t k = 0, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt
+    cdef cnnc_queue queue
     if g.workers > 1:
+        cnnc_queue_init(&queue, chunks, g.workers)
         with parallel(num_threads=g.workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _fwd_chunk(x + k * g.ipt * xs, w, bias, y + k * g.ipt * ys, ws + tid * g.ws1,
                            g, min(g.ipt, g.n - k * g.ipt), act, act_param, 1)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(chunks):
             _fwd_chunk(x + k * g.ipt * xs, w, bias, y + k * g.ipt * ys, ws, g,
@@ -826,14 +847,18 @@ cdef void _gemm_fwd(const floating* x, const floating* w, const floating* bias, 
 
 cdef void _gemm_bwd_data(const floating* dy, const floating* w, floating* dx, floating* ws,
                          const Geom* g, int n_threads) noexcept nogil:
-    cdef Py_ssize_t k, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t k = 0, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt
+    cdef cnnc_queue queue
     if g.workers > 1:
+        cnnc_queue_init(&queue, chunks, g.workers)
         with parallel(num_threads=g.workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _bwd_data_chunk(dy + k * g.ipt * ys, w, dx + k * g.ipt * xs, ws + tid * g.ws1,
                                 g, min(g.ipt, g.n - k * g.ipt), 1)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(chunks):
             _bwd_data_chunk(dy + k * g.ipt * ys, w, dx + k * g.ipt * xs, ws, g,
@@ -858,7 +883,7 @@ cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, 
     chunks sum dW in [M, kh, kw, C/groups] order (see _bwd_weight_chunk_t) into the
     partials, or the one buffer after the workers' scratch, which are then reordered.
     """
-    cdef Py_ssize_t k, s, e, o, r, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
+    cdef Py_ssize_t k = 0, s = 0, e, o, r, tid = 0, xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t chunks = (g.n + g.ipt - 1) // g.ipt, slots = _wgrad_slots(g)
     cdef Py_ssize_t size = g.m * g.kdim, stride = g.ws1 + g.xt, taps = g.kh * g.kw
     cdef floating* parts = ws + g.workers * stride
@@ -869,14 +894,17 @@ cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, 
                               min(g.ipt, g.n - k * g.ipt), k == 0 and not accumulate,
                               n_threads)
         return
+    cdef cnnc_queue queue
     if slots == 1:
         for k in range(chunks):
             _bwd_weight_chunk_t(x + k * g.ipt * xs, dy + k * g.ipt * ys, parts, ws, g,
                                 min(g.ipt, g.n - k * g.ipt), k == 0, n_threads)
     else:
+        cnnc_queue_init(&queue, slots, min(g.workers, slots))
         with parallel(num_threads=min(g.workers, slots)):
             tid = threadid()
-            for s in prange(slots, schedule="static"):
+            s = cnnc_queue_take(&queue, tid)
+            while s >= 0:
                 for k in range(s * chunks // slots, (s + 1) * chunks // slots):
                     if g.xt:
                         _bwd_weight_chunk_t(x + k * g.ipt * xs, dy + k * g.ipt * ys,
@@ -888,6 +916,7 @@ cdef void _gemm_bwd_weight(const floating* x, const floating* dy, floating* dw, 
                                           parts + s * size, ws + tid * stride, g,
                                           min(g.ipt, g.n - k * g.ipt),
                                           k == s * chunks // slots, 1)
+                s = cnnc_queue_take(&queue, tid)
     for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                     schedule="static"):
         r = e

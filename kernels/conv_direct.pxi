@@ -430,7 +430,7 @@ cdef void _direct_fwd(const floating* x, const floating* w, const floating* bias
     """y = act(conv(x, w) + bias), stride 1; ws: _direct_fwd_ws elements. Images go to
     the threads whole; a single image splits its weight-row blocks instead."""
     cdef int mr = _direct_mr(g)
-    cdef Py_ssize_t b, blk, o, tid = 0, blocks = (g.m + mr - 1) // mr
+    cdef Py_ssize_t b = 0, blk, o, tid = 0, blocks = (g.m + mr - 1) // mr
     cdef Py_ssize_t xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow, per = _direct_xp(g, 1)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _direct_workers(g))
     cdef int* off = <int*> ws
@@ -441,13 +441,17 @@ cdef void _direct_fwd(const floating* x, const floating* w, const floating* bias
     _direct_pack_w(w, a, g, mr, True)
     for o in range(blocks * mr):  # the bias after the weights, 0 past M (or without one)
         ab[o] = bias[o] if bias != NULL and o < g.m else 0
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, g.n, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for b in prange(g.n, schedule="static"):
+            b = cnnc_queue_take(&queue, tid)
+            while b >= 0:
                 _direct_pad(x + b * xs, xps + tid * per, g, 1, 1, 1)
                 _direct_image(a, xps + tid * per, off, y + b * ys, g, 0, blocks, act,
                               act_param)
+                b = cnnc_queue_take(&queue, tid)
         return
     if 2.0 * g.m * g.kdim * g.oh * g.ow < GEMM_MIN_PARALLEL_FLOPS:
         n_threads = 1
@@ -541,7 +545,7 @@ cdef void _direct_wgrad(const floating* x, const floating* dy, floating* dw, flo
     straight into dW with the threads splitting its rows. ws: _direct_wg_ws elements."""
     cdef Py_ssize_t nb = _direct_wg_images(g), chunks = (g.n + nb - 1) // nb
     cdef Py_ssize_t slots = _direct_wg_slots(g), size = g.m * g.kdim
-    cdef Py_ssize_t per = _direct_wg_per_worker(g), k, s, tid = 0
+    cdef Py_ssize_t per = _direct_wg_per_worker(g), k = 0, s = 0, tid = 0
     cdef Py_ssize_t xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t b, oy
     cdef int* off = <int*> ws
@@ -563,14 +567,18 @@ cdef void _direct_wgrad(const floating* x, const floating* dy, floating* dw, flo
             _direct_wg_chunk(x + k * nb * xs, dy + k * nb * ys, dw, scratch, off, xrow, drow,
                              g, min(nb, g.n - k * nb), n_threads)
         return
+    cdef cnnc_queue queue
+    cnnc_queue_init(&queue, slots, min(<Py_ssize_t> n_threads, slots))
     with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
         tid = threadid()
-        for s in prange(slots, schedule="static"):
+        s = cnnc_queue_take(&queue, tid)
+        while s >= 0:
             memset(parts + s * size, 0, size * sizeof(floating))
             for k in range(s * chunks // slots, (s + 1) * chunks // slots):
                 _direct_wg_chunk(x + k * nb * xs, dy + k * nb * ys, parts + s * size,
                                  scratch + tid * per, off, xrow, drow, g,
                                  min(nb, g.n - k * nb), 1)
+            s = cnnc_queue_take(&queue, tid)
     _wgrad_add_slots(parts, dw, slots, size, accumulate, n_threads)
 
 

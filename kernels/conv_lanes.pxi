@@ -225,7 +225,7 @@ cdef void _lanes_fwd(const floating* x, const floating* w, const floating* bias,
     Chunks go to the threads whole (each output has one owner)."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
     cdef int mr = _lanes_mr[_lanes_shape(g)]
-    cdef Py_ssize_t blocks = (g.m + mr - 1) // mr, o, k, tid = 0
+    cdef Py_ssize_t blocks = (g.m + mr - 1) // mr, o, k = 0, tid = 0
     cdef Py_ssize_t chunks = _lanes_chunks(g, vl), per = _lanes_per_worker(g)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, min(chunks, _lanes_workers(g)))
     cdef int* off = <int*> ws
@@ -236,11 +236,15 @@ cdef void _lanes_fwd(const floating* x, const floating* w, const floating* bias,
     _direct_pack_w(w, a, g, mr, True)
     for o in range(blocks * mr):  # the bias after the weights, 0 past M (or without one)
         ab[o] = bias[o] if bias != NULL and o < g.m else 0
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, chunks, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _lanes_chunk(x, a, off, y, scratch + tid * per, g, k, act, act_param)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(chunks):
             _lanes_chunk(x, a, off, y, scratch, g, k, act, act_param)
@@ -357,7 +361,7 @@ cdef void _lanes_wgrad(const floating* x, const floating* dy, floating* dw, floa
     with the threads splitting its rows. ws: _lanes_wg_ws elements."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
     cdef Py_ssize_t chunks = _lanes_wg_chunks(g, vl), slots = _lanes_wg_slots(g)
-    cdef Py_ssize_t size = g.m * g.kdim, per = _lanes_wg_per_worker(g), k, s, tid = 0
+    cdef Py_ssize_t size = g.m * g.kdim, per = _lanes_wg_per_worker(g), k = 0, s = 0, tid = 0
     cdef int* off = <int*> ws
     cdef floating* scratch = ws + g.kdim
     cdef floating* parts = scratch + min(g.threads, slots) * per
@@ -368,12 +372,16 @@ cdef void _lanes_wgrad(const floating* x, const floating* dy, floating* dw, floa
         for k in range(chunks):
             _lanes_wg_chunk(x, dy, dw, scratch, off, g, k, n_threads)
         return
+    cdef cnnc_queue queue
+    cnnc_queue_init(&queue, slots, min(<Py_ssize_t> n_threads, slots))
     with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
         tid = threadid()
-        for s in prange(slots, schedule="static"):
+        s = cnnc_queue_take(&queue, tid)
+        while s >= 0:
             memset(parts + s * size, 0, size * sizeof(floating))
             for k in range(s * chunks // slots, (s + 1) * chunks // slots):
                 _lanes_wg_chunk(x, dy, parts + s * size, scratch + tid * per, off, g, k, 1)
+            s = cnnc_queue_take(&queue, tid)
     _wgrad_add_slots(parts, dw, slots, size, accumulate, n_threads)
 
 

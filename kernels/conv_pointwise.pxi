@@ -171,13 +171,17 @@ cdef void _pw_fwd(const floating* x, const floating* w, const floating* bias, fl
                   int n_threads) noexcept nogil:
     """y = act(W @ samples(x) + bias); ws: _pw_workspace elements. Each unit has one
     owner, or with one worker the threads run inside its GEMMs."""
-    cdef Py_ssize_t u, tid = 0, per = g.c * _pw_rows(g) * g.ow
+    cdef Py_ssize_t u = 0, tid = 0, per = g.c * _pw_rows(g) * g.ow
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _pw_workers(g))
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, _pw_units(g), workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for u in prange(_pw_units(g), schedule="static"):
+            u = cnnc_queue_take(&queue, tid)
+            while u >= 0:
                 _pw_fwd_unit(x, w, bias, y, ws + tid * per, g, u, act, act_param, 1)
+                u = cnnc_queue_take(&queue, tid)
     else:
         for u in range(_pw_units(g)):
             _pw_fwd_unit(x, w, bias, y, ws, g, u, act, act_param, n_threads)
@@ -186,13 +190,17 @@ cdef void _pw_fwd(const floating* x, const floating* w, const floating* bias, fl
 cdef void _pw_bwd_data(const floating* dy, const floating* w, floating* dx, floating* ws,
                        const Geom* g, int n_threads) noexcept nogil:
     """dx = the samples' gradient W^T @ dy spread into place (zeros elsewhere)."""
-    cdef Py_ssize_t u, tid = 0, per = g.c * _pw_rows(g) * g.ow
+    cdef Py_ssize_t u = 0, tid = 0, per = g.c * _pw_rows(g) * g.ow
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _pw_workers(g))
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, _pw_units(g), workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for u in prange(_pw_units(g), schedule="static"):
+            u = cnnc_queue_take(&queue, tid)
+            while u >= 0:
                 _pw_data_unit(dy, w, dx, ws + tid * per, g, u, 1)
+                u = cnnc_queue_take(&queue, tid)
     else:
         for u in range(_pw_units(g)):
             _pw_data_unit(dy, w, dx, ws, g, u, n_threads)
@@ -202,7 +210,7 @@ cdef void _pw_wgrad(const floating* x, const floating* dy, floating* dw, floatin
                     const Geom* g, bint accumulate, int n_threads) noexcept nogil:
     """dW (+)= the sum over units of dy @ samples(x)^T: in unit order, or (small dW) in
     _pw_slots fixed runs of units, one partial each, added in run order."""
-    cdef Py_ssize_t u, s, e, tid = 0, per = g.c * _pw_rows(g) * g.ow
+    cdef Py_ssize_t u = 0, s = 0, e, tid = 0, per = g.c * _pw_rows(g) * g.ow
     cdef Py_ssize_t units = _pw_units(g), slots = _pw_slots(g), size = g.m * g.kdim
     cdef floating* parts = ws + _pw_workers(g) * per
     cdef floating v
@@ -210,12 +218,16 @@ cdef void _pw_wgrad(const floating* x, const floating* dy, floating* dw, floatin
         for u in range(units):
             _pw_weight_unit(x, dy, dw, ws, g, u, u == 0 and not accumulate, n_threads)
         return
+    cdef cnnc_queue queue
+    cnnc_queue_init(&queue, slots, min(<Py_ssize_t> n_threads, slots))
     with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
         tid = threadid()
-        for s in prange(slots, schedule="static"):
+        s = cnnc_queue_take(&queue, tid)
+        while s >= 0:
             for u in range(s * units // slots, (s + 1) * units // slots):
                 _pw_weight_unit(x, dy, parts + s * size, ws + tid * per, g, u,
                                 u == s * units // slots, 1)
+            s = cnnc_queue_take(&queue, tid)
     for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                     schedule="static"):
         v = dw[e] if accumulate else 0

@@ -165,7 +165,7 @@ cdef void _strided_fwd(const floating* x, const floating* w, const floating* bia
     """y = act(conv(x, w) + bias) with stride; ws: _strided_fwd_ws elements. Chunks go
     to the threads whole; a single worker shares each chunk's weight-row blocks."""
     cdef int mr = _direct_mr(g)
-    cdef Py_ssize_t k, blk, tid = 0, blocks = (g.m + mr - 1) // mr, nb = _sf_images(g)
+    cdef Py_ssize_t k = 0, blk, tid = 0, blocks = (g.m + mr - 1) // mr, nb = _sf_images(g)
     cdef Py_ssize_t chunks = (g.n + nb - 1) // nb, per = _direct_xp(g, nb)
     cdef Py_ssize_t xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, _sf_workers(g))
@@ -175,14 +175,18 @@ cdef void _strided_fwd(const floating* x, const floating* w, const floating* bia
     cdef floating* xps = tiles + g.threads * DIRECT_TILE_ELEMS
     _direct_offsets(g, nb, off)
     _direct_pack_w(w, a, g, mr)
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, chunks, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _strided_pad(x + k * nb * xs, xps + tid * per, g, min(nb, g.n - k * nb), nb, 1)
                 _sf_tiles(a, xps + tid * per, off, y + k * nb * ys,
                           tiles + tid * DIRECT_TILE_ELEMS, g, min(nb, g.n - k * nb), 0, blocks,
                           bias, act, act_param)
+                k = cnnc_queue_take(&queue, tid)
         return
     if 2.0 * g.m * g.kdim * g.oh * g.ow * nb < GEMM_MIN_PARALLEL_FLOPS:
         n_threads = 1
@@ -454,7 +458,7 @@ cdef void _strided_bwd_data(const floating* dy, const floating* w, floating* dx,
     shares each row phase's channel blocks. Each dx element is one micro-kernel sum,
     whatever the thread count."""
     cdef int mr = _direct_mr_rows(g.c)
-    cdef Py_ssize_t pr, pc, k, ka, tid = 0, taps = g.m * g.kh * g.kw
+    cdef Py_ssize_t pr, pc, k = 0, ka, tid = 0, taps = g.m * g.kh * g.kw
     cdef Py_ssize_t blocks = (g.c + mr - 1) // mr, nb = _sd_images(g)
     cdef Py_ssize_t chunks = (g.n + nb - 1) // nb, per = _sd_chunk(g)
     cdef Py_ssize_t xs = g.c * g.h * g.w, ys = g.m * g.oh * g.ow, tile = g.sw * DIRECT_TILE_ELEMS
@@ -467,12 +471,16 @@ cdef void _strided_bwd_data(const floating* dy, const floating* w, floating* dx,
         for pc in range(min(g.sw, g.kw)):
             ka = _sd_packed(g, pr, pc)
             _sd_pack(w, a + ka * blocks * mr, off + ka, g, pr, pc, mr)
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, chunks, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _sd_chunk_run(dy + k * nb * ys, dx + k * nb * xs, a, off, tiles + tid * tile,
                               dyps + tid * per, g, min(nb, g.n - k * nb), mr, 1)
+                k = cnnc_queue_take(&queue, tid)
         return
     if 2.0 * g.m * g.kdim * g.oh * g.ow * nb < GEMM_MIN_PARALLEL_FLOPS:
         n_threads = 1

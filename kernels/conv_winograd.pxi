@@ -440,7 +440,7 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
     _wino_weights); ws: _wino_workspace elements; U in uc (made when `fill`) if not NULL,
     else at the workspace's start."""
     cdef int kernel = cnnc_gemm_kernel()
-    cdef Py_ssize_t k, tid = 0, total = g.n * _wino_tiles(g)
+    cdef Py_ssize_t k = 0, tid = 0, total = g.n * _wino_tiles(g)
     cdef Py_ssize_t chunks = (total + g.wcols - 1) // g.wcols
     cdef Py_ssize_t per = _wino_per_worker(g)
     cdef Py_ssize_t size_u = _wino_e(g) * _wino_round(g.m, _wino_mr()) * g.c
@@ -448,12 +448,16 @@ cdef void _wino_fwd(const floating* x, const floating* w, const floating* bias, 
     if uc == NULL or fill:
         _wino_weights(w, u, g, cnnc_gemm_mr(kernel, floating is double), flip, n_threads,
                       <int> g.wtile, False)
+    cdef cnnc_queue queue
     if g.wworkers > 1:
+        cnnc_queue_init(&queue, chunks, g.wworkers)
         with parallel(num_threads=g.wworkers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _wino_chunk(x, u, bias, y, ws + size_u + tid * per, g, k * g.wcols,
                             min(g.wcols, total - k * g.wcols), act, act_param, 1)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(chunks):
             _wino_chunk(x, u, bias, y, ws + size_u, g, k * g.wcols,
@@ -635,16 +639,20 @@ cdef void _wino_wgrad(const floating* x, const floating* dy, floating* dw, float
     partial Z by one thread each, then added in order. ws: _wino_wg_workspace elements."""
     cdef Py_ssize_t total = g.n * _wino_tiles(g), cols = _wino_wg_cols(g)
     cdef Py_ssize_t chunks = (total + cols - 1) // cols, slots = _wino_wg_slots(g)
-    cdef Py_ssize_t size = _wino_e(g) * g.m * g.c, s, e, tid = 0
+    cdef Py_ssize_t size = _wino_e(g) * g.m * g.c, s = 0, e, tid = 0
     cdef floating* scratch = ws + slots * size
+    cdef cnnc_queue queue
     if slots == 1:
         _wino_wg_chunks(x, dy, ws, scratch, g, 0, chunks, n_threads)
     else:
+        cnnc_queue_init(&queue, slots, min(<Py_ssize_t> n_threads, slots))
         with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
             tid = threadid()
-            for s in prange(slots, schedule="static"):
+            s = cnnc_queue_take(&queue, tid)
+            while s >= 0:
                 _wino_wg_chunks(x, dy, ws + s * size, scratch + tid * _wino_wg_per_worker(g),
                                 g, s * chunks // slots, (s + 1) * chunks // slots, 1)
+                s = cnnc_queue_take(&queue, tid)
         for s in range(1, slots):
             for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                             schedule="static"):
@@ -954,18 +962,22 @@ cdef void _wvec_fwd(const floating* x, const floating* w, const floating* bias, 
     output has one owner, and its sums do not depend on the item)."""
     cdef Py_ssize_t parts = _wvec_parts(g), items = _wvec_chunks(g) * parts
     cdef Py_ssize_t mb = (g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR, per = _wvec_per_worker(g)
-    cdef Py_ssize_t k, tid = 0, workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
+    cdef Py_ssize_t k = 0, tid = 0, workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
     cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 2)
     if uc == NULL or fill:
         _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 2, True)
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, items, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(items, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _wvec_chunk(x, u, bias, y, scratch + tid * per, g, k // parts,
                             k % parts * mb // parts, (k % parts + 1) * mb // parts, act,
                             act_param)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(items):
             _wvec_chunk(x, u, bias, y, scratch, g, k // parts, k % parts * mb // parts,
@@ -1110,18 +1122,22 @@ cdef void _wpool_fwd(const floating* x, const floating* w, const floating* bias,
     vector path's (_wvec_fwd)."""
     cdef Py_ssize_t parts = _wvec_parts(g), items = _wvec_chunks(g) * parts
     cdef Py_ssize_t mb = (g.m + CNNC_WINO_MR - 1) // CNNC_WINO_MR, per = _wpool_per_worker(g)
-    cdef Py_ssize_t k, tid = 0, workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
+    cdef Py_ssize_t k = 0, tid = 0, workers = min(<Py_ssize_t> n_threads, _wvec_workers(g))
     cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 4)
     if uc == NULL or fill:
         _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, items, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(items, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _wpool_chunk(x, u, bias, y, scratch + tid * per, g, k // parts,
                              k % parts * mb // parts, (k % parts + 1) * mb // parts, act,
                              act_param)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(items):
             _wpool_chunk(x, u, bias, y, scratch, g, k // parts, k % parts * mb // parts,
@@ -1285,17 +1301,21 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
     _wbat_workspace elements; the packed weights in uc (made when `fill`) if not NULL.
     Chunks go to the threads whole (each output has one owner)."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
-    cdef Py_ssize_t k, tid = 0, chunks = _wbat_chunks(g, vl), per = _wbat_per_worker(g)
+    cdef Py_ssize_t k = 0, tid = 0, chunks = _wbat_chunks(g, vl), per = _wbat_per_worker(g)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, min(chunks, _wbat_workers(g)))
     cdef floating* u = uc if uc != NULL else ws
     cdef floating* scratch = ws + _wvec_packed(g, 4)
     if uc == NULL or fill:
         _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
+    cdef cnnc_queue queue
     if workers > 1:
+        cnnc_queue_init(&queue, chunks, workers)
         with parallel(num_threads=workers):
             tid = threadid()
-            for k in prange(chunks, schedule="static"):
+            k = cnnc_queue_take(&queue, tid)
+            while k >= 0:
                 _wbat_chunk(x, u, bias, y, scratch + tid * per, g, k, act, act_param)
+                k = cnnc_queue_take(&queue, tid)
     else:
         for k in range(chunks):
             _wbat_chunk(x, u, bias, y, scratch, g, k, act, act_param)
@@ -1469,20 +1489,24 @@ cdef void _wbat_wgrad(const floating* x, const floating* dy, floating* dw, float
     elements."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
     cdef Py_ssize_t chunks = _wbat_wg_count(g, vl), slots = _wbat_wg_slots(g)
-    cdef Py_ssize_t size = 36 * g.m * g.c, s, e, tid = 0
+    cdef Py_ssize_t size = 36 * g.m * g.c, s = 0, e, tid = 0
     cdef floating* scratch = ws + slots * size
+    cdef cnnc_queue queue
     if slots == 1 or n_threads == 1:
         memset(ws, 0, slots * size * sizeof(floating))
         for s in range(slots):
             _wbat_wg_chunks(x, dy, ws + s * size, scratch, g, s * chunks // slots,
                             (s + 1) * chunks // slots)
     else:
+        cnnc_queue_init(&queue, slots, min(<Py_ssize_t> n_threads, slots))
         with parallel(num_threads=min(<Py_ssize_t> n_threads, slots)):
             tid = threadid()
-            for s in prange(slots, schedule="static"):
+            s = cnnc_queue_take(&queue, tid)
+            while s >= 0:
                 memset(ws + s * size, 0, size * sizeof(floating))
                 _wbat_wg_chunks(x, dy, ws + s * size, scratch + tid * _wbat_wg_per_worker(g),
                                 g, s * chunks // slots, (s + 1) * chunks // slots)
+                s = cnnc_queue_take(&queue, tid)
     for s in range(1, slots):
         for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                         schedule="static"):

@@ -1,5 +1,9 @@
-"""What the OpenMP runtime this build was linked with offers, and how far apart two cores
-are."""
+"""What the OpenMP runtime this build was linked with offers, how far apart two cores are,
+and how the kernels' work queue shares items out."""
+from cython.parallel cimport parallel, threadid
+
+import numpy as np
+
 from omp_shim cimport cnnc_openmp_enabled, cnnc_omp_max_threads
 
 
@@ -30,3 +34,42 @@ def core_round_trip_ns(rounds: int = 10000, limit_s: float = 0.1) -> float:
     with nogil:
         took = cnnc_core_round_trip(n, limit)
     return float("inf") if took < 0 else took * 1e9
+
+
+cdef extern from "work_share.h" nogil:
+    ctypedef struct cnnc_queue:
+        pass
+    void cnnc_queue_init(cnnc_queue* q, long long items, int threads)
+    long long cnnc_queue_take(cnnc_queue* q, int tid)
+
+
+cdef extern from "unistd.h" nogil:
+    int usleep(unsigned int usec)
+
+
+def work_share_order(long long items, int threads, int shares, int slow=-1,
+                     unsigned int slow_us=0):
+    """How `threads` threads share out items [0, items) with work_share.h (the kernels' work
+    queue), the items split into `shares` shares: an int64 array [threads, items], row t the
+    items thread t took, in the order it took them, then -1. Thread `slow` sleeps slow_us
+    microseconds on each of its items. For tests and for looking at the schedule."""
+    if items < 0 or items >= 2**31 or threads < 1 or shares < 1:
+        raise ValueError(f"need 0 <= items < 2**31, threads >= 1 and shares >= 1, got "
+                         f"{items}, {threads}, {shares}")
+    order = np.full((threads, max(items, 1)), -1, dtype=np.int64)
+    cdef long long[:, ::1] taken = order
+    cdef cnnc_queue queue
+    cdef long long k = 0, n = 0
+    cdef int tid = 0
+    cnnc_queue_init(&queue, items, shares)
+    with nogil, parallel(num_threads=threads):
+        tid = threadid()
+        n = 0
+        k = cnnc_queue_take(&queue, tid)
+        while k >= 0:
+            if tid == slow:
+                usleep(slow_us)
+            taken[tid, n] = k
+            n = n + 1
+            k = cnnc_queue_take(&queue, tid)
+    return order[:, :items]

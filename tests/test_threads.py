@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import cnnc
@@ -52,3 +53,31 @@ def test_core_round_trip_without_a_second_core_gives_up_in_time():
                          check=True, timeout=60).stdout.split()
     assert out[0] == "inf"
     assert float(out[1]) < 5
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("items", [0, 1, 2, 7, 64, 1001])
+def test_work_queue_runs_every_item_once(threads, items):
+    """Whatever the shares (fewer or more than the threads), each item runs exactly once."""
+    from cnnc._kernels.threads import work_share_order
+    for shares in {1, threads, threads + 2, 70}:
+        order = work_share_order(items, threads, shares)
+        done = np.sort(order[order >= 0])
+        np.testing.assert_array_equal(done, np.arange(items))
+
+
+@pytest.mark.skipif(not cnnc.threads._threads.openmp_enabled(), reason="built without OpenMP")
+def test_work_queue_takes_over_a_slow_threads_share():
+    """A thread takes its own share from the front, in order; a slowed thread's share is
+    taken by the other from the back."""
+    from cnnc._kernels.threads import work_share_order
+    order = work_share_order(40, 2, 2, slow=1, slow_us=3000)
+    for row, own in zip(order, (range(20), range(20, 40))):
+        taken = row[row >= 0]
+        mine = taken[np.isin(taken, own)]
+        np.testing.assert_array_equal(mine, np.sort(mine))  # own items in order
+        stolen = taken[~np.isin(taken, own)]
+        np.testing.assert_array_equal(stolen, np.sort(stolen)[::-1])  # from the back
+    assert (order[1] >= 0).sum() < 20 < (order[0] >= 0).sum()
+    with pytest.raises(ValueError):
+        work_share_order(-1, 2, 2)

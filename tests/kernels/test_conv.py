@@ -453,9 +453,9 @@ def test_conv_threads_bitwise_equal(case, n):
     y_shape = (n,) + y_shape[1:]
     dy = RNG.standard_normal(y_shape).astype(np.float32)
     runs = [(forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
-            for nt in (1, 2)]
-    for a, b2 in zip(*runs):
-        assert a.tobytes() == b2.tobytes()
+            for nt in (1, 2, 3)]
+    for outs in zip(*runs):
+        assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
