@@ -58,7 +58,16 @@ from cython.parallel cimport parallel, prange
 
 include "elementwise_common.pxi"
 
+cdef extern from "work_share.h" nogil:
+    ctypedef struct cnnc_queue:
+        pass
+    void cnnc_queue_init(cnnc_queue* q, long long items, int threads)
+    long long cnnc_queue_take(cnnc_queue* q, int tid)
+
 cdef enum:
+    BLOCKS_PER_THREAD = 8  # row (or small-plane channel) blocks of a pass per thread, taken
+                           # through the work queue (work_share.h): a slowed core's last
+                           # blocks go to the other threads
     LANES = 16     # interleaved partial sums of a row: vectorisable without reassociation
     GATE_CHUNK = 256   # elements of a row gated by relu and summed at a time: small
                        # enough that the streams advance together
@@ -430,20 +439,35 @@ cdef void _train(const floating[:, :, ::1] x, const floating[::1] gamma,
                  bint relu, double[:, ::1] work, double[:, ::1] part, int nt) noexcept nogil:
     """The forward: small planes by channel ranges; rows by the passes in the module
     docstring, in one parallel region (a barrier between passes)."""
-    cdef Py_ssize_t C = x.shape[1], R = x.shape[0] * x.shape[1], t
+    cdef Py_ssize_t C = x.shape[1], R = x.shape[0] * x.shape[1], t, k = 0
+    cdef Py_ssize_t blocks = min(R, nt * BLOCKS_PER_THREAD), cb = min(C, nt * BLOCKS_PER_THREAD)
+    cdef cnnc_queue first, second
     if x.shape[2] <= SMALL_PLANE:
+        cnnc_queue_init(&first, cb, nt)
         for t in prange(nt, schedule="static", num_threads=nt):
-            _train_small(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
-                         track, momentum, eps, relu, work, t * C // nt, (t + 1) * C // nt)
+            k = cnnc_queue_take(&first, t)
+            while k >= 0:
+                _train_small(x, gamma, beta, y, save_mean, save_invstd, running_mean,
+                             running_var, track, momentum, eps, relu, work, k * C // cb,
+                             (k + 1) * C // cb)
+                k = cnnc_queue_take(&first, t)
         return
+    cnnc_queue_init(&first, blocks, nt)
+    cnnc_queue_init(&second, blocks, nt)
     with parallel(num_threads=nt):
         for t in prange(nt, schedule="static"):
-            _row_sums(x, part, t * R // nt, (t + 1) * R // nt)
+            k = cnnc_queue_take(&first, t)
+            while k >= 0:
+                _row_sums(x, part, k * R // blocks, (k + 1) * R // blocks)
+                k = cnnc_queue_take(&first, t)
         for t in prange(nt, schedule="static"):
             _train_stats(x, gamma, save_mean, save_invstd, running_mean, running_var, track,
                          momentum, eps, work, part, t * C // nt, (t + 1) * C // nt)
         for t in prange(nt, schedule="static"):
-            _train_rows(x, beta, y, relu, work, t * R // nt, (t + 1) * R // nt)
+            k = cnnc_queue_take(&second, t)
+            while k >= 0:
+                _train_rows(x, beta, y, relu, work, k * R // blocks, (k + 1) * R // blocks)
+                k = cnnc_queue_take(&second, t)
 
 
 cdef void _row_sums(const floating[:, :, ::1] x, double[:, ::1] part, Py_ssize_t r0,
@@ -613,21 +637,35 @@ cdef void _backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                     floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
                     bint relu, double[:, ::1] work, double[:, ::1] part, int nt) noexcept nogil:
     """The backward, as the forward goes (_train)."""
-    cdef Py_ssize_t C = x.shape[1], R = x.shape[0] * x.shape[1], t
+    cdef Py_ssize_t C = x.shape[1], R = x.shape[0] * x.shape[1], t, k = 0
+    cdef Py_ssize_t blocks = min(R, nt * BLOCKS_PER_THREAD), cb = min(C, nt * BLOCKS_PER_THREAD)
+    cdef cnnc_queue first, second
     if x.shape[2] <= SMALL_PLANE:
+        cnnc_queue_init(&first, cb, nt)
         for t in prange(nt, schedule="static", num_threads=nt):
-            _backward_small(x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, relu, work,
-                            t * C // nt, (t + 1) * C // nt)
+            k = cnnc_queue_take(&first, t)
+            while k >= 0:
+                _backward_small(x, dy, gamma, beta, mean, invstd, dx, dgamma, dbeta, relu,
+                                work, k * C // cb, (k + 1) * C // cb)
+                k = cnnc_queue_take(&first, t)
         return
+    cnnc_queue_init(&first, blocks, nt)
+    cnnc_queue_init(&second, blocks, nt)
     with parallel(num_threads=nt):
         for t in prange(nt, schedule="static"):
-            _grad_row_sums(x, dy, gamma, beta, mean, invstd, dx, relu, part, t * R // nt,
-                           (t + 1) * R // nt)
+            k = cnnc_queue_take(&first, t)
+            while k >= 0:
+                _grad_row_sums(x, dy, gamma, beta, mean, invstd, dx, relu, part,
+                               k * R // blocks, (k + 1) * R // blocks)
+                k = cnnc_queue_take(&first, t)
         for t in prange(nt, schedule="static"):
             _grad_stats(gamma, mean, invstd, dgamma, dbeta, x.shape[0], x.shape[2], work,
                         part, t * C // nt, (t + 1) * C // nt)
         for t in prange(nt, schedule="static"):
-            _grad_rows(x, dy, dx, relu, mean, work, t * R // nt, (t + 1) * R // nt)
+            k = cnnc_queue_take(&second, t)
+            while k >= 0:
+                _grad_rows(x, dy, dx, relu, mean, work, k * R // blocks, (k + 1) * R // blocks)
+                k = cnnc_queue_take(&second, t)
 
 
 cdef void _grad_row_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
