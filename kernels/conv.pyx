@@ -172,6 +172,8 @@ cdef enum:
     WINO_WG_COLS = 256  # ... tiles per chunk (the GEMMs' depth) where the workspace allows
     WINO_WG_SLOTS = 2  # ... partial Z summed separately (one thread each) ...
     WINO_WG_SLOT_MAX = 262144  # ... when Z (16 * M * C elements) is at most this
+    WINO_WG_SMALL_Z = 16384  # ... one per chunk (at most WINO_WG_CHUNK_SLOTS) when Z is
+    WINO_WG_CHUNK_SLOTS = 16  # this small (batch lanes): what the work queue can balance
     WINO_VEC_MIN = 16  # vector Winograd: channels from this (see _wvec_ok) ...
     WINO_VEC_MIN_TILES = 16  # ... and output tiles in the call
     WINO_VL = 16  # ... its chunks' tiles are whole vectors of this many

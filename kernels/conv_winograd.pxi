@@ -1385,8 +1385,15 @@ cdef inline Py_ssize_t _wbat_wg_count(const Geom* g, Py_ssize_t vl) noexcept nog
 
 
 cdef inline Py_ssize_t _wbat_wg_slots(const Geom* g) noexcept nogil:
-    """Partial Z summed separately (one thread each, added in order), as _wino_wg_slots."""
-    return WINO_WG_SLOTS if _wbat_wg_count(g, WINO_VL) > 1 else 1
+    """Partial Z summed separately (one thread each, added in order), as _wino_wg_slots;
+    a small Z (ResNet-20's 16-channel stage: 12 chunks) one per chunk, so that a slowed
+    core's chunks can go to the other threads (with 2 slots each thread had one)."""
+    cdef Py_ssize_t chunks = _wbat_wg_count(g, WINO_VL)
+    if chunks <= 1:
+        return 1
+    if 36 * g.m * g.c <= WINO_WG_SMALL_Z:
+        return min(chunks, WINO_WG_CHUNK_SLOTS)
+    return WINO_WG_SLOTS
 
 
 cdef inline Py_ssize_t _wbat_wg_per_worker(const Geom* g) noexcept nogil:
