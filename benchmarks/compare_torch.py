@@ -26,7 +26,8 @@ and reports each one's training speed-up at ``--threads`` (default 2) over 1 thr
 a check of the cores themselves before and after each multi-threaded run: this VM's second
 core is sometimes not all there, for minutes at a time, and the checks say which rounds
 ran so; and a probe before each burst of multi-threaded steps of where the host runs the
-two vCPUs: on cores that share an L3, or not (see time_placed)).
+two vCPUs: on cores that share an L3, or not, and computing as fast as each other, or not
+(see time_placed)).
 Output: one JSON object per row (``--json``), then a table.
 Without PyTorch installed the script says so and measures cnnc alone.
 """
@@ -48,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # below it, so freed blocks stay in the heap, and the trim threshold keeps the heap whole.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 CORE_OK = (1.8, 1.5)  # core checks (see core_check) reaching these: the cores were there
+PLACES = ("one_l3", "uneven", "shared", "split", "busy")  # see time_placed
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -293,29 +295,26 @@ def scaling_worker(net: Net, framework: str, threads: int, quick: bool) -> dict:
                        for k, v in placed.items() if v}}
 
 
-def placement() -> str:
-    """Where a second thread runs now (cnnc.bench.placement)."""
-    from cnnc import bench
-    return bench.placement(bench.core_round_trip())
-
-
 def time_placed(step: Callable[[], object], warmup: int, min_steps: int, budget_s: float,
                 burst_s: float = 0.25) -> dict[str, list[float]]:
-    """Seconds per step in bursts of about ``burst_s``, each filed under the placement()
-    probed just before it, until ``budget_s`` (and ``min_steps`` steps) have passed. This
-    VM's host moves the two vCPUs between cores that share an L3 and cores that do not,
-    every few seconds at times; on the latter a cache line written by one thread and read
-    by the other takes 3x as long (a round trip of 320-650 ns, not 50-150), and a
-    training step on two threads ran up to 1.8x slower."""
+    """Seconds per step in bursts of about ``burst_s``, each filed under where the cores
+    were just before it (cnnc.bench.cores_now: "one_l3", "uneven", "shared", "split",
+    "busy"), until ``budget_s`` (and ``min_steps`` steps) have passed. This VM's host moves
+    the two vCPUs between cores that share an L3 and cores that do not, every few seconds
+    at times; on the latter a cache line written by one thread and read by the other takes
+    3x as long (a round trip of 320-650 ns, not 50-150), and a training step on two threads
+    ran up to 1.8x slower. On one L3, one vCPU often computes 1.2-1.5x slower than the
+    other for seconds at a time (uneven), or both run on one core (shared)."""
+    from cnnc.bench import cores_now
     for _ in range(max(warmup, 1)):
         t = time.perf_counter()
         step()
         took = time.perf_counter() - t
     burst = max(2, round(burst_s / max(took, 1e-6)))
-    placed: dict[str, list[float]] = {"one_l3": [], "split": [], "busy": []}
+    placed: dict[str, list[float]] = {k: [] for k in PLACES}
     start, count = time.perf_counter(), 0
     while count < min_steps or time.perf_counter() - start < budget_s:
-        times = placed[placement()]
+        times = placed[cores_now()]
         step()  # untimed: wakes the threads the probe let sleep
         for _ in range(burst):
             t = time.perf_counter()
@@ -380,8 +379,8 @@ def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
     core_check): ``{fw}_speedup_checked`` is the speed-up over the rounds whose checks
     both reached CORE_OK (None if none did). Its steps are filed by where the cores were
     (see time_placed): ``{fw}_speedup_one_l3`` is the speed-up over the steps run on cores
-    that share an L3 (the machine lscpu describes), ``{fw}_placed_steps`` the count of
-    steps per placement."""
+    that share an L3 (the machine lscpu describes) and computed as fast as each other,
+    ``{fw}_placed_steps`` the count of steps per placement."""
     row = {"model": net.name, "mode": "train", "batch": net.batch, "threads": threads,
            "scaling": True, "target": 1.8, "load_before": os.getloadavg()[0]}
     frameworks = ("cnnc", "torch") if have_torch else ("cnnc",)
@@ -401,7 +400,7 @@ def run_scaling(net: Net, threads: int, quick: bool, have_torch: bool) -> dict:
         good = [v for v, (g, m) in zip(many, checks[fw]) if g >= CORE_OK[0] and m >= CORE_OK[1]]
         one_l3 = [r["placed"]["one_l3"]["img_s"] for r in manys[fw] if "one_l3" in r["placed"]]
         placed = {k: sum(r["placed"].get(k, {}).get("steps", 0) for r in manys[fw])
-                  for k in ("one_l3", "split", "busy")}
+                  for k in PLACES}
         row.update({f"{fw}_img_s_1": one, f"{fw}_img_s_{threads}": statistics.median(many),
                     f"{fw}_speedup": statistics.median(many) / one,
                     f"{fw}_speedups": [b / a for a, b in zip(ones[fw], many)],
@@ -437,7 +436,8 @@ def table(rows: list[dict]) -> str:
 
 
 def _checked(r: dict) -> str:
-    """The speed-ups over the steps run on one L3, and over the rounds whose cores held."""
+    """The speed-ups over the steps run on one L3 with even cores, and over the rounds whose
+    cores held."""
     parts = []
     for fw, name in (("cnnc", "cnnc"), ("torch", "PyTorch")):
         if f"{fw}_core_checks" not in r:
@@ -445,10 +445,12 @@ def _checked(r: dict) -> str:
         one_l3, steps = r[f"{fw}_speedup_one_l3"], r[f"{fw}_placed_steps"]
         checks = ", ".join(f"{g:.2f}/{m:.2f}" for g, m in r[f"{fw}_core_checks"])
         got = r[f"{fw}_speedup_checked"]
-        parts.append(f"{name}: on one L3 {'-' if one_l3 is None else f'{one_l3:.2f}x'} "
-                     f"(steps on one L3 / split / no core free: {steps['one_l3']} / "
-                     f"{steps['split']} / {steps['busy']}); rounds whose cores held "
-                     f"{'-' if got is None else f'{got:.2f}x'} (core checks {checks})")
+        counts = " / ".join(str(steps.get(k, 0)) for k in PLACES)
+        parts.append(f"{name}: on one L3, even cores "
+                     f"{'-' if one_l3 is None else f'{one_l3:.2f}x'} (steps on one L3 even / "
+                     f"uneven / on one core / split / no core free: {counts}); rounds whose "
+                     f"cores held {'-' if got is None else f'{got:.2f}x'} (core checks "
+                     f"{checks})")
     return (f"(core checks: GEMM >= {CORE_OK[0]}x, L3 add >= {CORE_OK[1]}x)\n"
             + "\n".join(" " * 10 + p for p in parts))
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnc._kernels.threads import core_round_trip_ns
+from cnnc._kernels.threads import core_round_trip_ns, core_speeds
 from cnnc.autodiff import LOSSES
 from cnnc.cli_args import add_set, count
 from cnnc.ir.types import Node
@@ -41,6 +41,8 @@ from cnnc.threads import get_num_threads, set_num_threads
 
 MODES = ("train", "infer")
 SPLIT_NS = 250.0  # a core round trip this long: the threads' cores share no L3
+UNEVEN = 1.15  # computing at once, one core this much slower than the other ...
+SHARED = 1.4  # ... or both this much slower than one alone: one core's two hyperthreads
 
 
 # ---- work per call ---------------------------------------------------------------------
@@ -146,8 +148,8 @@ def measure(model: Model, mode: str = "train", batch: int | None = None, steps: 
     (per step), ``gflop_s`` (over the step), ``ops`` (per op kind: ``op``, ``calls``,
     ``ms``, ``share``, ``gflop``, ``gflop_s``, ``gb_s``; slowest first) and ``nodes``
     (per call, same fields plus ``node`` and ``shape``; slowest first); with more than
-    one thread also ``core_round_trip_ns``, before and after the runs (see
-    :func:`core_round_trip`).
+    one thread also ``core_round_trip_ns`` and ``core_balance``, before and after the
+    runs (see :func:`core_round_trip`, :func:`core_balance`).
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0; got {steps}, {warmup}")
@@ -162,7 +164,7 @@ def measure(model: Model, mode: str = "train", batch: int | None = None, steps: 
     plan = model.plan
     nodes = call_nodes(plan)
     cost = _timer_cost(now)
-    trips = [core_round_trip()] if get_num_threads() > 1 else []
+    probes = [_probe_cores()] if get_num_threads() > 1 else []
     step_times: list[float] = []
     call_times: list[list[float]] = [[] for _ in plan.calls]
     for _ in range(steps):
@@ -175,9 +177,16 @@ def measure(model: Model, mode: str = "train", batch: int | None = None, steps: 
             times.append(now() - t - cost)
     report = _report(model, plan, mode, nodes, step_times, call_times)
     report["clock"] = clock
-    if trips:
-        report["core_round_trip_ns"] = trips + [core_round_trip()]
+    if probes:
+        probes.append(_probe_cores())
+        report["core_round_trip_ns"] = [trip for trip, _ in probes]
+        report["core_balance"] = [balance for _, balance in probes]
     return report
+
+
+def _probe_cores() -> tuple[float, str]:
+    trip = core_round_trip()
+    return trip, core_balance(*core_speeds())
 
 
 def core_round_trip() -> float:
@@ -196,6 +205,29 @@ def placement(round_trip_ns: float) -> str:
     if round_trip_ns == float("inf"):
         return "busy"
     return "split" if round_trip_ns >= SPLIT_NS else "one_l3"
+
+
+def core_balance(solo: float, mine: float, theirs: float) -> str:
+    """How two threads fared computing at once, from core_speeds() (seconds alone, then
+    for each at once): "even"; "uneven" (one UNEVEN or more times slower than the other:
+    work split evenly waits for it); "shared" (both SHARED or more times slower than one
+    alone: the threads share one core); "busy" (no second core was free)."""
+    if theirs == float("inf"):
+        return "busy"
+    if min(mine, theirs) >= SHARED * solo:
+        return "shared"
+    return "uneven" if max(mine, theirs) >= UNEVEN * min(mine, theirs) else "even"
+
+
+def cores_now() -> str:
+    """Where a second thread runs now, and how fast: "one_l3" (a core sharing this one's L3,
+    computing as fast), "uneven" or "shared" (one L3, but see core_balance), "split" or
+    "busy" (see placement)."""
+    where = placement(core_round_trip())
+    if where != "one_l3":
+        return where
+    balance = core_balance(*core_speeds())
+    return "one_l3" if balance == "even" else balance
 
 
 def _row(ms: float, step_ms: float, macs: int, nbytes: int) -> dict[str, float]:
@@ -267,16 +299,18 @@ def format_report(r: dict[str, Any], top: int = 10) -> str:
 
 
 def _placement(r: dict[str, Any]) -> list[str]:
-    """A line on where the threads ran (multi-threaded runs)."""
+    """A line on where the threads ran, and how evenly (multi-threaded runs)."""
     if "core_round_trip_ns" not in r:
         return []
     notes = {"split": "cores that share no L3: expect slower steps",
-             "busy": "no second core free"}
-    trips = r["core_round_trip_ns"]
-    found = {placement(ns) for ns in trips} - {"one_l3"}
+             "busy": "no second core free",
+             "uneven": "one core slower than the other: expect slower steps",
+             "shared": "both threads on one core: expect slower steps"}
+    trips, balances = r["core_round_trip_ns"], r.get("core_balance", ["even", "even"])
+    found = ({placement(ns) for ns in trips} | set(balances)) - {"one_l3", "even"}
     note = f" ({'; '.join(notes[p] for p in sorted(found))})" if found else ""
     return [f"  cores: a cache line's round trip {trips[0]:.0f} ns before, {trips[1]:.0f} "
-            f"ns after{note}"]
+            f"ns after; computing at once {balances[0]} before, {balances[1]} after{note}"]
 
 
 def _gflops(row: dict[str, Any]) -> str:

@@ -9,6 +9,8 @@ from omp_shim cimport cnnc_openmp_enabled, cnnc_omp_max_threads
 
 cdef extern from "core_probe.h" nogil:
     double cnnc_core_round_trip(long rounds, double limit_s)
+    int cnnc_core_speeds(long work, double limit_s, double* solo, double* mine,
+                         double* theirs)
 
 
 def openmp_enabled() -> bool:
@@ -34,6 +36,25 @@ def core_round_trip_ns(rounds: int = 10000, limit_s: float = 0.1) -> float:
     with nogil:
         took = cnnc_core_round_trip(n, limit)
     return float("inf") if took < 0 else took * 1e9
+
+
+def core_speeds(work: int = 300000, limit_s: float = 0.1) -> tuple:
+    """(solo, mine, theirs): seconds for `work` rounds of dependent vector multiply-adds
+    (about 0.5 ms by default) on this thread alone, then on this thread and on a new one
+    at the same time. On two free cores all three are about equal; on this project's VM
+    one core is often 1.2-1.5x slower than the other for seconds at a time, and both are
+    slow when the host runs the two threads on one core's hyperthreads. (solo, inf, inf)
+    when the other thread did not start within limit_s seconds (no core free for it)."""
+    if work < 1 or not limit_s > 0:
+        raise ValueError(f"need work >= 1 and limit_s > 0, got {work}, {limit_s}")
+    cdef long n = work
+    cdef double limit = limit_s, solo = 0, mine = 0, theirs = 0
+    cdef int ok
+    with nogil:
+        ok = cnnc_core_speeds(n, limit, &solo, &mine, &theirs)
+    if ok < 0:
+        return solo, float("inf"), float("inf")
+    return solo, mine, theirs
 
 
 cdef extern from "work_share.h" nogil:

@@ -139,6 +139,13 @@ def test_placement_files_round_trips():
         ["one_l3", "one_l3", "split", "split", "busy"]
 
 
+def test_core_balance_files_speeds():
+    inf = float("inf")
+    got = [bench.core_balance(*t) for t in ((1.0, 1.0, 1.1), (1.0, 1.0, 1.2), (1.0, 1.3, 1.0),
+                                            (1.0, 1.5, 1.6), (1.0, 1.0, inf))]
+    assert got == ["even", "uneven", "uneven", "shared", "busy"]
+
+
 def test_multi_threaded_report_says_where_the_cores_were(train_report):
     from cnnc._kernels.threads import openmp_enabled
     before = cnnc.get_num_threads()
@@ -150,10 +157,15 @@ def test_multi_threaded_report_says_where_the_cores_were(train_report):
     if openmp_enabled():
         assert len(r["core_round_trip_ns"]) == 2
         assert all(ns > 0 for ns in r["core_round_trip_ns"])
+        assert set(r["core_balance"]) <= {"even", "uneven", "shared", "busy"}
         assert "cores: a cache line's round trip" in bench.format_report(r)
-    one = {k: v for k, v in train_report.items() if k != "core_round_trip_ns"}
+    one = {k: v for k, v in train_report.items()
+           if k not in ("core_round_trip_ns", "core_balance")}
     assert "cores:" not in bench.format_report(one)
     text = bench.format_report({**one, "core_round_trip_ns": [420.0, 70.0]})
     assert "share no L3" in text
     text = bench.format_report({**one, "core_round_trip_ns": [70.0, float("inf")]})
     assert "no second core free" in text and "share no L3" not in text
+    text = bench.format_report({**one, "core_round_trip_ns": [70.0, 70.0],
+                                "core_balance": ["even", "uneven"]})
+    assert "one core slower" in text and "share no L3" not in text

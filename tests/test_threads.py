@@ -43,6 +43,15 @@ def test_core_round_trip_is_a_time_or_inf():
             core_round_trip_ns(*bad)
 
 
+def test_core_speeds_are_times():
+    from cnnc._kernels.threads import core_speeds
+    solo, mine, theirs = core_speeds(20000, 0.5)
+    assert solo > 0 and mine > 0 and theirs > 0  # inf when no core was free
+    for bad in ((0, 0.1), (10, 0.0)):
+        with pytest.raises(ValueError):
+            core_speeds(*bad)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
 def test_core_round_trip_without_a_second_core_gives_up_in_time():
     """Both threads on one CPU: the trips cannot keep up; the probe stops at its limit."""
