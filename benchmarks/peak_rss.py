@@ -61,7 +61,7 @@ def worker(framework: str, name: str, steps: int, threads: int) -> dict:
     if framework == "cnnc":
         r = model.memory_report("train", net.batch)
         out.update({k: r[k] for k in ("arena_bytes", "lower_bound_bytes", "naive_bytes",
-                                      "param_bytes", "optimizer_bytes")})
+                                      "workspace_bytes", "param_bytes", "optimizer_bytes")})
     return out
 
 
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for f, r in rows.items():
             if args.json:
                 print(json.dumps(r), flush=True)
-            arena = _mib(r["arena_bytes"] / 1024) if "arena_bytes" in r else "-"
+            arena = _mib((r["arena_bytes"] + r["workspace_bytes"]) / 1024) \
+                if "arena_bytes" in r else "-"
             state = _mib((r["param_bytes"] + r["optimizer_bytes"]) / 1024) \
                 if "param_bytes" in r else "-"
             lines.append(f"{name:<9} {f:<10} {_mib(r['peak_rss_kib']):>9} "

@@ -99,8 +99,9 @@ def _summary(args: argparse.Namespace) -> int:
     for mode, r in summary.get("memory", {}).items():
         print(f"{mode} plan, batch {args.batch}: arena {_mib(r['arena_bytes'])} (lower bound "
               f"{_mib(r['lower_bound_bytes'])}, one buffer per tensor "
-              f"{_mib(r['naive_bytes'])}); parameters {_mib(r['param_bytes'])}, optimizer "
-              f"state {_mib(r['optimizer_bytes'])}")
+              f"{_mib(r['naive_bytes'])}); kernel scratch {_mib(r['workspace_bytes'])}; "
+              f"parameters {_mib(r['param_bytes'])}, optimizer state "
+              f"{_mib(r['optimizer_bytes'])}")
     if not args.batch:
         print("(add --batch N for the memory plans at batch N)")
     _print_notes(spec)
@@ -111,8 +112,8 @@ def _memory_plans(path: str, overrides: list[tuple[str, Any]], batch: int) -> di
     """Memory reports of inference and of a training step at ``batch``."""
     from cnnc.model import compile as compile_model
     model = compile_model(path, set=dict(overrides))
-    keys = ("arena_bytes", "naive_bytes", "lower_bound_bytes", "param_bytes",
-            "optimizer_bytes")
+    keys = ("arena_bytes", "naive_bytes", "lower_bound_bytes", "workspace_bytes",
+            "param_bytes", "optimizer_bytes")
     return {mode: {k: model.memory_report(mode, batch)[k] for k in keys}
             for mode in ("infer", "train")}
 

@@ -483,8 +483,9 @@ class Model:
 
     def memory_report(self, mode: str = "train", batch: int | None = None) -> dict[str, Any]:
         """The memory plan of a training step ("train") or of inference ("infer") at
-        ``batch`` (default the model's): arena_bytes, naive_bytes, lower_bound_bytes,
-        param_bytes, optimizer_bytes, and more (see Plan.report)."""
+        ``batch`` (default the model's): arena_bytes, naive_bytes, lower_bound_bytes (of the
+        activations), workspace_bytes (the kernels' scratch), param_bytes,
+        optimizer_bytes, and more (see Plan.report)."""
         n = _positive(batch if batch is not None else self.batch, "batch")
         if mode == "infer":
             plan = self._plan("infer", n)
@@ -503,7 +504,8 @@ class Model:
             r = self.memory_report(mode)
             lines.append(f"{mode} step, batch {r['batch']}: arena {_mib(r['arena_bytes'])} "
                          f"(lower bound {_mib(r['lower_bound_bytes'])}, naive "
-                         f"{_mib(r['naive_bytes'])}), parameters {_mib(r['param_bytes'])}"
+                         f"{_mib(r['naive_bytes'])}), kernel scratch "
+                         f"{_mib(r['workspace_bytes'])}, parameters {_mib(r['param_bytes'])}"
                          f", optimizer state {_mib(r['optimizer_bytes'])}")
         return "\n".join(lines)
 

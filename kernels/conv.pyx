@@ -123,6 +123,8 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
+import numbers
+
 import numpy as np
 
 cnp.import_array()
@@ -206,6 +208,7 @@ cdef struct Geom:
     Py_ssize_t ws1  # workspace elements per worker
     Py_ssize_t xt  # weight gradient: channels-last copy of a chunk's x (0: not used)
     Py_ssize_t threads  # as requested
+    Py_ssize_t wstride  # the caller's fixed distance between workers' scratch (0: none)
     Py_ssize_t wcols, wworkers  # Winograd: tiles per chunk, workers
     Py_ssize_t wtile  # ... output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
     Py_ssize_t wnb, wna  # vector Winograd: images per chunk, tile rows per chunk
@@ -270,8 +273,19 @@ cdef Geom _geom(tuple x_shape, tuple w_shape, tuple y_shape, stride, padding, di
     g.pt, _, g.pl, _ = _padding(padding)
     g.groups = groups
     g.threads = n_threads
+    g.wstride = 0
     _finish(&g)
     return g
+
+
+cdef inline bint _affine(const Geom* g, Py_ssize_t per) noexcept nogil:
+    """Whether a call whose workers need `per` elements of scratch each puts worker t's at
+    t * g.wstride from the workspace's start (and what the workers share after all
+    g.threads of them): the executor gives every op of a plan the same workspace and the
+    same stride, so a thread's scratch is where it left it in the op before (in its own
+    caches), not bytes another thread wrote last. Paths that take it: the batch-lanes
+    Winograd forward, flipped backward-data and weight gradient."""
+    return g.wstride > 0 and g.wstride >= per
 
 
 cdef void _finish(Geom* g) noexcept nogil:
@@ -403,19 +417,54 @@ def _conv_shapes(x_shape, w_shape, groups) -> int:
 
 
 def conv2d_workspace_size(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
-                          n_threads=1) -> int:
+                          n_threads=1, worker_stride=0) -> int:
     """Elements of workspace (dtype of x) that conv2d_forward/backward_* need for these shapes.
 
     At most ``n_threads * (max(2**20, K) + 2**19) + 4*M*K`` with K = C/groups*kh*kw (see
     the module docstring); 0 for the 1x1 and depthwise paths. The same size serves
-    forward, backward_data and backward_weight.
+    forward, backward_data and backward_weight. With a ``worker_stride`` (see
+    conv2d_worker_scratch), the size for calls given that stride.
     """
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     groups = _conv_shapes(x_shape, w_shape, groups)
     oh, ow = conv2d_output_size(x_shape[2:], w_shape[2:], stride, padding, dilation)
     cdef Geom g = _geom(x_shape, w_shape, (x_shape[0], w_shape[0], oh, ow), stride, padding,
                         dilation, groups, _check_threads(n_threads))
+    g.wstride = _check_stride(worker_stride)
     return _workspace_elems(&g)
+
+
+def conv2d_worker_scratch(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
+                          n_threads=1) -> int:
+    """Elements of scratch each worker thread of conv2d_forward/backward_* needs for these
+    shapes on the paths that take a ``worker_stride`` (0: none do). A caller running
+    several convs with one workspace passes them all the largest of these as
+    ``worker_stride`` (and sizes the workspace by conv2d_workspace_size with it): each
+    thread then finds its scratch in the same place in every call."""
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    groups = _conv_shapes(x_shape, w_shape, groups)
+    oh, ow = conv2d_output_size(x_shape[2:], w_shape[2:], stride, padding, dilation)
+    cdef Geom g = _geom(x_shape, w_shape, (x_shape[0], w_shape[0], oh, ow), stride, padding,
+                        dilation, groups, _check_threads(n_threads))
+    cdef Geom f
+    cdef Py_ssize_t need = 0
+    if g.path != PATH_IM2COL or _pointwise(&g):
+        return 0
+    if g.wbat:
+        need = _wbat_per_worker(&g)
+    if _flips(&g):
+        f = _flipped(&g)
+        if f.wbat:
+            need = max(need, _wbat_per_worker(&f))
+    if _wbat_wg_ok(&g):
+        need = max(need, _wbat_wg_per_worker(&g))
+    return need
+
+
+cdef Py_ssize_t _check_stride(worker_stride) except -1:
+    if not isinstance(worker_stride, numbers.Integral) or worker_stride < 0:
+        raise ValueError(f"worker_stride must be an int >= 0, got {worker_stride!r}")
+    return worker_stride
 
 
 def conv_transpose2d_workspace_size(x_shape, w_shape, stride=1, padding=0, output_padding=0,
@@ -1127,6 +1176,9 @@ cdef void _conv_bwd_data(const floating* dy, const floating* w, floating* dx, fl
         f = _flipped(g)
         if _wino_flip(&f):
             _wino_fwd(dy, w, NULL, dx, ws, &f, ACT_NONE, 0, n_threads, True)
+        elif f.wbat and _affine(&f, _wbat_per_worker(&f)):  # the flipped weights last
+            _flip_weights(w, ws + _fwd_elems(&f), g)
+            _conv_fwd(dy, ws + _fwd_elems(&f), NULL, dx, ws, &f, ACT_NONE, 0, n_threads)
         else:
             _flip_weights(w, ws, g)
             _conv_fwd(dy, ws, NULL, dx, ws + g.m * g.kdim, &f, ACT_NONE, 0, n_threads)
@@ -1311,7 +1363,7 @@ def _check_bias(name, b, dtype, m):
 
 def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act=None,
                    act_param=0.0, workspace=None, n_threads=1, bind=False,
-                   keep_weights=False):
+                   keep_weights=False, worker_stride=0):
     """y = act(conv2d(x, w) + bias).
 
     Parameters
@@ -1327,6 +1379,8 @@ def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act
     workspace : 1-D, dtype of x, >= conv2d_workspace_size(...) elements, or None when that
         is 0; its contents are scratch
     n_threads : threads to use; results do not depend on it
+    worker_stride : 0, or elements between the workers' scratch in the workspace (see
+        conv2d_worker_scratch); the workspace is then sized with it
     bind : instead of running, return the validated call: calling it runs the kernel on
         these arrays again without checking them (they must stay alive and unchanged in
         shape; the executor binds each op once per plan). Every entry point takes it.
@@ -1339,6 +1393,7 @@ def conv2d_forward(x, w, bias, y, stride=1, padding=0, dilation=1, groups=1, act
     _check_bias("bias", bias, x.dtype, w.shape[0])
     cdef int act_code = _act_code(act)
     cdef Geom g = _geom(x.shape, w.shape, y.shape, stride, padding, dilation, groups, nt)
+    g.wstride = _check_stride(worker_stride)
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"y": y, "workspace": workspace}, {"x": x, "w": w, "bias": bias})
     cdef _Call call = _bound(CALL_FWD, g, (x, w, bias, y, workspace), act_code, act_param)
@@ -1439,7 +1494,7 @@ def conv2d_maxpool_forward(x, w, bias, y, padding=0, act=None, act_param=0.0, wo
 
 
 def conv2d_backward_data(dy, w, dx, stride=1, padding=0, dilation=1, groups=1,
-                         workspace=None, n_threads=1, bind=False):
+                         workspace=None, n_threads=1, bind=False, worker_stride=0):
     """dx = the gradient of conv2d with respect to x, given dy (dx is overwritten).
 
     dy : (N, M, OH, OW), IN; w : (M, C/groups, kh, kw), IN; dx : (N, C, H, W), OUT;
@@ -1448,6 +1503,7 @@ def conv2d_backward_data(dy, w, dx, stride=1, padding=0, dilation=1, groups=1,
     dx = _float_array("dx", dx, 4)
     groups, nt = _check_conv(dx, w, "dy", dy, stride, padding, dilation, groups, n_threads)
     cdef Geom g = _geom(dx.shape, w.shape, dy.shape, stride, padding, dilation, groups, nt)
+    g.wstride = _check_stride(worker_stride)
     workspace = _workspace(workspace, dx.dtype, _workspace_elems(&g))
     _check_outputs({"dx": dx, "workspace": workspace}, {"dy": dy, "w": w})
     call = _bound(CALL_DATA, g, (dy, w, None, dx, workspace))
@@ -1455,7 +1511,8 @@ def conv2d_backward_data(dy, w, dx, stride=1, padding=0, dilation=1, groups=1,
 
 
 def conv2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0, dilation=1, groups=1,
-                           accumulate=False, workspace=None, n_threads=1, bind=False):
+                           accumulate=False, workspace=None, n_threads=1, bind=False,
+                           worker_stride=0):
     """dw = sum over the batch of dy (x) col(x); db = sum of dy over N, OH, OW.
 
     x : (N, C, H, W), IN; dy : (N, M, OH, OW), IN; dw : (M, C/groups, kh, kw), OUT;
@@ -1466,6 +1523,7 @@ def conv2d_backward_weight(x, dy, dw, db=None, stride=1, padding=0, dilation=1, 
     groups, nt = _check_conv(x, dw, "dy", dy, stride, padding, dilation, groups, n_threads)
     _check_bias("db", db, x.dtype, dw.shape[0])
     cdef Geom g = _geom(x.shape, dw.shape, dy.shape, stride, padding, dilation, groups, nt)
+    g.wstride = _check_stride(worker_stride)
     workspace = _workspace(workspace, x.dtype, _workspace_elems(&g))
     _check_outputs({"dw": dw, "db": db, "workspace": workspace}, {"x": x, "dy": dy})
     call = _bound(CALL_WEIGHT, g, (x, dy, db, dw, workspace), ACT_NONE, 0, accumulate,
@@ -1571,6 +1629,7 @@ cdef _Call _bound_upsample(int kind, src, dst, Py_ssize_t planes, Py_ssize_t h, 
                            Py_ssize_t fh, Py_ssize_t fw, int nt):
     cdef Geom g
     g.threads = nt
+    g.wstride = 0
     cdef _Call call = _bound(kind, g, (src, None, None, dst, None), ACT_NONE, 0, False, planes,
                              0, 0)
     call.h, call.w, call.fh, call.fw = h, w, fh, fw

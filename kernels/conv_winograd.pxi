@@ -1202,7 +1202,10 @@ cdef inline Py_ssize_t _wbat_workers(const Geom* g) noexcept nogil:
 
 
 cdef Py_ssize_t _wbat_workspace(const Geom* g) noexcept nogil:
-    """Packed transformed weights, then one chunk's scratch per worker."""
+    """Packed transformed weights, then one chunk's scratch per worker (or with a worker
+    stride, see _affine: the workers' scratch, then the weights)."""
+    if _affine(g, _wbat_per_worker(g)):
+        return g.threads * g.wstride + _wvec_packed(g, 4)
     return _wvec_packed(g, 4) + _wbat_workers(g) * _wbat_per_worker(g)
 
 
@@ -1303,8 +1306,11 @@ cdef void _wbat_fwd(const floating* x, const floating* w, const floating* bias, 
     cdef Py_ssize_t vl = 16 if floating is float else 8
     cdef Py_ssize_t k = 0, tid = 0, chunks = _wbat_chunks(g, vl), per = _wbat_per_worker(g)
     cdef Py_ssize_t workers = min(<Py_ssize_t> n_threads, min(chunks, _wbat_workers(g)))
-    cdef floating* u = uc if uc != NULL else ws
-    cdef floating* scratch = ws + _wvec_packed(g, 4)
+    cdef bint affine = _affine(g, per)
+    cdef floating* u = uc if uc != NULL else ws + (g.threads * g.wstride if affine else 0)
+    cdef floating* scratch = ws if affine else ws + _wvec_packed(g, 4)
+    if affine:
+        per = g.wstride
     if uc == NULL or fill:
         _wino_weights(w, u, g, CNNC_WINO_MR, False, n_threads, 4, True)
     cdef cnnc_queue queue
@@ -1404,8 +1410,11 @@ cdef inline Py_ssize_t _wbat_wg_per_worker(const Geom* g) noexcept nogil:
 
 
 cdef Py_ssize_t _wbat_wg_workspace(const Geom* g) noexcept nogil:
-    """Z per slot, then each worker's chunk scratch."""
+    """Z per slot, then each worker's chunk scratch (or with a worker stride, see _affine:
+    the workers' scratch, then Z per slot)."""
     cdef Py_ssize_t slots = _wbat_wg_slots(g)
+    if _affine(g, _wbat_wg_per_worker(g)):
+        return g.threads * g.wstride + slots * 36 * g.m * g.c
     return slots * 36 * g.m * g.c + min(g.threads, slots) * _wbat_wg_per_worker(g)
 
 
@@ -1496,13 +1505,17 @@ cdef void _wbat_wgrad(const floating* x, const floating* dy, floating* dw, float
     elements."""
     cdef Py_ssize_t vl = 16 if floating is float else 8
     cdef Py_ssize_t chunks = _wbat_wg_count(g, vl), slots = _wbat_wg_slots(g)
-    cdef Py_ssize_t size = 36 * g.m * g.c, s = 0, e, tid = 0
-    cdef floating* scratch = ws + slots * size
+    cdef Py_ssize_t size = 36 * g.m * g.c, s = 0, e, tid = 0, per = _wbat_wg_per_worker(g)
+    cdef bint affine = _affine(g, per)
+    cdef floating* z = ws + (g.threads * g.wstride if affine else 0)
+    cdef floating* scratch = ws if affine else ws + slots * size
     cdef cnnc_queue queue
+    if affine:
+        per = g.wstride
     if slots == 1 or n_threads == 1:
-        memset(ws, 0, slots * size * sizeof(floating))
+        memset(z, 0, slots * size * sizeof(floating))
         for s in range(slots):
-            _wbat_wg_chunks(x, dy, ws + s * size, scratch, g, s * chunks // slots,
+            _wbat_wg_chunks(x, dy, z + s * size, scratch, g, s * chunks // slots,
                             (s + 1) * chunks // slots)
     else:
         cnnc_queue_init(&queue, slots, min(<Py_ssize_t> n_threads, slots))
@@ -1510,12 +1523,12 @@ cdef void _wbat_wgrad(const floating* x, const floating* dy, floating* dw, float
             tid = threadid()
             s = cnnc_queue_take(&queue, tid)
             while s >= 0:
-                memset(ws + s * size, 0, size * sizeof(floating))
-                _wbat_wg_chunks(x, dy, ws + s * size, scratch + tid * _wbat_wg_per_worker(g),
-                                g, s * chunks // slots, (s + 1) * chunks // slots)
+                memset(z + s * size, 0, size * sizeof(floating))
+                _wbat_wg_chunks(x, dy, z + s * size, scratch + tid * per, g,
+                                s * chunks // slots, (s + 1) * chunks // slots)
                 s = cnnc_queue_take(&queue, tid)
     for s in range(1, slots):
         for e in prange(size, num_threads=n_threads if size >= PARALLEL_MIN_ELEMS else 1,
                         schedule="static"):
-            ws[e] = ws[e] + ws[s * size + e]
-    _wino_wg_output(ws, dw, g, accumulate, n_threads, 4)
+            z[e] = z[e] + z[s * size + e]
+    _wino_wg_output(z, dw, g, accumulate, n_threads, 4)

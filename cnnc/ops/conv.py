@@ -203,6 +203,11 @@ def grad_weight_shape(ins: Sequence[TensorType], a: ConvGradAttrs) -> tuple[Tens
     return (dw, TensorType((int(ins[1].shape[1]),), ins[0].dtype)) if a.bias else (dw,)
 
 
+def _stride(ctx, value) -> int:
+    """The plan's worker stride in elements of ``value``'s dtype."""
+    return ctx.worker_stride // np.dtype(value.type.dtype).itemsize
+
+
 def _bias(node, ctx):
     b = node.params.get("bias")
     return ctx.array(b) if b is not None else None
@@ -217,7 +222,7 @@ def conv_kernel(node, ctx) -> Callable[[], None]:
         ctx.array(x), ctx.array(node.params["weight"]), _bias(node, ctx),
         ctx.array(node.output), a.stride, conv_pads(x.type, a), a.dilation, a.groups,
         a.activation, a.activation_alpha, ctx.workspace(node), ctx.n_threads, bind=True,
-        keep_weights=ctx.mode == "infer")
+        keep_weights=ctx.mode == "infer", worker_stride=_stride(ctx, x))
     if call.keeps_weights:
         ctx.on_params_changed(call.weights_changed)
     return call
@@ -264,7 +269,7 @@ def conv_maxpool_kernel(node, ctx) -> Callable[[], None]:
     return call
 
 
-def conv_maxpool_workspace(node, batch: int) -> int:
+def conv_maxpool_workspace(node, batch: int, worker_stride: int = 0) -> int:
     """Scratch of the pooled path."""
     from cnnc.threads import get_num_threads
     x = node.data_inputs[0].type
@@ -278,19 +283,30 @@ def _elems_to_bytes(elems: int, dtype: str) -> int:
     return int(elems) * np.dtype(dtype).itemsize
 
 
-def conv_workspace(node, batch: int) -> int:
-    """im2col scratch of the forward kernel (0 for 1x1 and depthwise)."""
+def conv_workspace(node, batch: int, worker_stride: int = 0) -> int:
+    """Scratch of the conv kernels (0 for 1x1 and depthwise), with the workers' parts
+    ``worker_stride`` bytes apart where the path takes it."""
+    return _workspace_bytes(_conv.conv2d_workspace_size, node.data_inputs[0].type, batch,
+                            node.params["weight"].type.shape, node.attrs, worker_stride)
+
+
+def conv_worker_scratch(node, batch: int) -> int:
+    """Bytes of scratch each worker thread of the conv kernels needs at a fixed stride."""
+    return _workspace_bytes(_conv.conv2d_worker_scratch, node.data_inputs[0].type, batch,
+                            node.params["weight"].type.shape, node.attrs)
+
+
+def _workspace_bytes(size_rule, x, batch: int, w_shape, a, worker_stride=None) -> int:
     from cnnc.threads import get_num_threads
-    a = node.attrs
-    x = node.data_inputs[0].type
-    elems = _conv.conv2d_workspace_size(x.with_batch(batch).shape,
-                                        node.params["weight"].type.shape, a.stride,
-                                        conv_pads(x, a), a.dilation, a.groups,
-                                        get_num_threads())
-    return _elems_to_bytes(elems, x.dtype)
+    itemsize = np.dtype(x.dtype).itemsize
+    args = (x.with_batch(batch).shape, w_shape, a.stride, conv_pads(x, a), a.dilation,
+            a.groups, get_num_threads())
+    if worker_stride is not None:
+        args += (worker_stride // itemsize,)
+    return int(size_rule(*args)) * itemsize
 
 
-def conv_grad_workspace(node, batch: int) -> int:
+def conv_grad_workspace(node, batch: int, worker_stride: int = 0) -> int:
     """Scratch of a backward conv op: the forward's, from its recorded geometry."""
     from cnnc.threads import get_num_threads
     a = node.attrs
@@ -302,7 +318,18 @@ def conv_grad_workspace(node, batch: int) -> int:
                                                       get_num_threads())
     else:
         elems = _conv.conv2d_workspace_size(x_shape, a.w_shape, a.stride, a.pads,
-                                            a.dilation, a.groups, get_num_threads())
+                                            a.dilation, a.groups, get_num_threads(),
+                                            worker_stride // np.dtype(dtype).itemsize)
+    return _elems_to_bytes(elems, dtype)
+
+
+def conv_grad_worker_scratch(node, batch: int) -> int:
+    """Bytes of scratch each worker thread of a backward conv needs at a fixed stride."""
+    from cnnc.threads import get_num_threads
+    a = node.attrs
+    dtype = node.inputs[0].type.dtype
+    elems = _conv.conv2d_worker_scratch((batch,) + a.x_chw, a.w_shape, a.stride, a.pads,
+                                        a.dilation, a.groups, get_num_threads())
     return _elems_to_bytes(elems, dtype)
 
 
@@ -312,7 +339,8 @@ def conv_backward_data_kernel(node, ctx) -> Callable[[], None]:
     dy, w = node.inputs
     return _conv.conv2d_backward_data(
         ctx.array(dy), ctx.array(w), ctx.array(node.output), a.stride, a.pads, a.dilation,
-        a.groups, ctx.workspace(node), ctx.n_threads, bind=True)
+        a.groups, ctx.workspace(node), ctx.n_threads, bind=True,
+        worker_stride=_stride(ctx, dy))
 
 
 def conv_backward_weight_kernel(node, ctx) -> Callable[[], None]:
@@ -322,7 +350,8 @@ def conv_backward_weight_kernel(node, ctx) -> Callable[[], None]:
     db = ctx.array(node.outputs[1]) if a.bias else None
     return _conv.conv2d_backward_weight(
         ctx.array(x), ctx.array(dy), ctx.array(node.outputs[0]), db, a.stride, a.pads,
-        a.dilation, a.groups, False, ctx.workspace(node), ctx.n_threads, bind=True)
+        a.dilation, a.groups, False, ctx.workspace(node), ctx.n_threads, bind=True,
+        worker_stride=_stride(ctx, x))
 
 
 def conv_transpose_kernel(node, ctx) -> Callable[[], None]:
@@ -335,7 +364,7 @@ def conv_transpose_kernel(node, ctx) -> Callable[[], None]:
         a.activation_alpha, ctx.workspace(node), ctx.n_threads, bind=True)
 
 
-def conv_transpose_workspace(node, batch: int) -> int:
+def conv_transpose_workspace(node, batch: int, worker_stride: int = 0) -> int:
     """Scratch of conv_transpose's forward kernel."""
     from cnnc.threads import get_num_threads
     a = node.attrs
@@ -401,7 +430,8 @@ register_op(OpDef(
     name="conv", attrs=ConvAttrs, positional=("filters", "kernel"), arity=1,
     shape_rule=conv_shape, param_rule=conv_params, mac_rule=conv_macs,
     doc="2-D convolution over NCHW (OIHW weights), with stride, padding, dilation, groups",
-    aliases=CONV_ALIASES, kernel=conv_kernel, workspace=conv_workspace, vjp=conv_vjp,
+    aliases=CONV_ALIASES, kernel=conv_kernel, workspace=conv_workspace,
+    worker_scratch=conv_worker_scratch, vjp=conv_vjp,
 ))
 register_op(OpDef(
     name="conv_maxpool", attrs=ConvAttrs, positional=(), arity=1,
@@ -428,4 +458,5 @@ for _name, _shape, _kernel in (
         name=_name, attrs=ConvGradAttrs, positional=(), arity=2, shape_rule=_shape,
         doc=f"{_name.replace('_', ' ')} (inputs: {'dy, weight' if 'data' in _name else 'x, dy'})",
         internal=True, kernel=_kernel, workspace=conv_grad_workspace,
+        worker_scratch=None if _name.startswith("conv_transpose") else conv_grad_worker_scratch,
     ))

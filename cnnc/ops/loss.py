@@ -78,7 +78,7 @@ def _mae(pred, target, grad, scratch) -> Callable[[], float]:
     return compute
 
 
-def loss_workspace(node, batch: int) -> int:
+def loss_workspace(node, batch: int, worker_stride: int = 0) -> int:
     """mae's |p - t| buffer; the kernels of the other losses need none."""
     if node.op != "mae":
         return 0

@@ -148,7 +148,7 @@ def infer_backward_shape(ins: Sequence[TensorType], a: BatchNormInferGradAttrs
     return (ins[1], c, c) if a.param_grads else (ins[1],)
 
 
-def infer_backward_workspace(node, batch: int) -> int:
+def infer_backward_workspace(node, batch: int, worker_stride: int = 0) -> int:
     """A tensor of x's size for the normalised input (only for dgamma)."""
     if not node.attrs.param_grads:
         return 0
@@ -190,7 +190,7 @@ def batchnorm_train_shape(ins: Sequence[TensorType], a: BatchNormAttrs
     return (y, c, c)
 
 
-def batchnorm_workspace(node, batch: int) -> int:
+def batchnorm_workspace(node, batch: int, worker_stride: int = 0) -> int:
     """Bytes of the training kernels' float64 workspace: per-channel constants, per-row
     sums (_bn.batchnorm_workspace_size)."""
     return 8 * _bn.batchnorm_workspace_size(node.outputs[0].type.with_batch(batch).shape)

@@ -13,7 +13,13 @@ frozen attrs:
 and, for execution and training (see docs/architecture.md, "Ops at run time"):
 
 * ``kernel(node, ctx) -> Callable[[], None]``: binds the op's kernel to the plan's arrays;
-* ``workspace(node, batch) -> int``: bytes of scratch the kernel needs (default none);
+* ``workspace(node, batch, worker_stride) -> int``: bytes of scratch the kernel needs
+  (default none), when its worker threads' scratch sits ``worker_stride`` bytes apart
+  (see ``worker_scratch``); its contents last one call (every op's workspace starts at the
+  start of one shared buffer);
+* ``worker_scratch(node, batch) -> int``: bytes of scratch each worker thread needs on
+  the kernel paths that put it at a caller's fixed stride (default none): the plan passes
+  the largest to every kernel as ``ctx.worker_stride``;
 * ``vjp(gb, node, douts) -> list[Value | None]``: emits the backward nodes;
 * ``training(node, seed) -> (op, attrs)``: the op's training-mode variant, if it has one;
 * ``writes(node) -> list[Value]``: the inputs the kernel updates in place.
@@ -103,7 +109,8 @@ class OpDef:
     aliases: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     internal: bool = False
     kernel: Callable[[Any, Any], Callable[[], None]] | None = None
-    workspace: Callable[[Any, int], int] | None = None
+    workspace: Callable[[Any, int, int], int] | None = None
+    worker_scratch: Callable[[Any, int], int] | None = None
     vjp: Callable[[Any, Any, list], list] | None = None
     training: Callable[[Any, int], tuple[str, Any]] | None = None
     writes: Callable[[Any], list] | None = None

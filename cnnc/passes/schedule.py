@@ -77,13 +77,8 @@ def alias_root(value: Value) -> Value:
     return value
 
 
-def _workspace(node: Node, batch: int) -> int:
-    rule = get_op(node.op).workspace
-    return rule(node, batch) if rule is not None else 0
-
-
 def peak_bytes(graph: Graph, order: Sequence[Node], batch: int = 1) -> int:
-    """The largest total of activation (and workspace) bytes live at one step of ``order``:
+    """The largest total of activation bytes live at one step of ``order``:
     a node's outputs live from its step to their last reader's (graph outputs to the end),
     aliases share their source's buffer. Graph inputs, params and state are not counted
     (they live in their own buffers). This is the memory plan's lower bound."""
@@ -108,7 +103,6 @@ def peak_bytes(graph: Graph, order: Sequence[Node], batch: int = 1) -> int:
         live[start] += value_bytes(root, batch)
         live[last[key] + 1] -= value_bytes(root, batch)
     live = np.cumsum(live)[:len(order)]
-    live += np.array([_workspace(n, batch) for n in order], dtype=np.int64)
     return int(live.max(initial=0))
 
 

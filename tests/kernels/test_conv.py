@@ -618,6 +618,45 @@ def test_wino_batch_matches_other_paths(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WBAT_CASES)
+def test_worker_stride_gives_the_same_bytes(case, dtype):
+    """With a worker stride (each thread's scratch at a fixed place in a shared workspace,
+    the shared data after them) the batch-lanes paths give the same bytes as without, at
+    1-3 threads and at a stride larger than any path needs; the kernels refuse a
+    workspace sized without it."""
+    x, wt, b, y_shape, kw = _case_arrays(case, dtype)
+    dy = RNG.standard_normal(y_shape).astype(dtype)
+    per = conv.conv2d_worker_scratch(x.shape, wt.shape, n_threads=2, **kw)
+    assert per > 0
+    for nt in (1, 2, 3):
+        want = (forward(x, wt, b, y_shape, kw, "relu", nt),) + backward(x, wt, dy, kw, nt)
+        for stride in (per, per + 37):
+            size = conv.conv2d_workspace_size(x.shape, wt.shape, n_threads=nt,
+                                              worker_stride=stride, **kw)
+            ws = RNG.standard_normal(size).astype(dtype)  # scratch: any contents
+            y, dx = np.empty(y_shape, dtype), np.empty_like(x)
+            dw, db = np.empty_like(wt), np.empty(wt.shape[0], dtype)
+            conv.conv2d_forward(x, wt, b, y, act="relu", workspace=ws, n_threads=nt,
+                                worker_stride=stride, **kw)
+            conv.conv2d_backward_data(dy, wt, dx, workspace=ws, n_threads=nt,
+                                      worker_stride=stride, **kw)
+            conv.conv2d_backward_weight(x, dy, dw, db, workspace=ws, n_threads=nt,
+                                        worker_stride=stride, **kw)
+            for got, ref in zip((y, dx, dw, db), want):
+                assert got.tobytes() == ref.tobytes()
+    natural = conv.conv2d_workspace_size(x.shape, wt.shape, n_threads=2, **kw)
+    strided = conv.conv2d_workspace_size(x.shape, wt.shape, n_threads=2,
+                                         worker_stride=per + 4096, **kw)
+    if strided > natural:
+        with pytest.raises(ValueError, match="workspace"):
+            conv.conv2d_forward(x, wt, b, np.empty(y_shape, dtype),
+                                workspace=np.empty(natural, dtype), n_threads=2,
+                                worker_stride=per + 4096, **kw)
+    with pytest.raises(ValueError, match="worker_stride"):
+        conv.conv2d_workspace_size(x.shape, wt.shape, worker_stride=-1, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(LANES_CASES))
 def test_lanes_path_matches_other_paths(case, dtype):
     """The direct path with a lane per image against the references (forward with every
