@@ -111,12 +111,19 @@ depthwise plane has one owner. Results are bitwise identical for any n_threads.
 Chunks (and partial sums) go to the threads through a work queue (work_share.h): each
 thread starts on an even, contiguous share, as a static schedule would give it, and a
 thread that finishes first takes the remaining chunks of the slowest share from its end.
-On this project's 2-vCPU VM one vCPU often runs 1.3-1.5x slower than the other for
+On this project's 2-vCPU VM one vCPU often runs 1.15-1.5x slower than the other for
 seconds at a time (the host's doing: an FMA loop timed on each thread shows it), and a
 static split then waits for the slow one: ResNet-20's two-thread training step ran 3-5%
-faster with the queue (VGG-11's: the same). Its granularity is the chunk count: 8-12 chunks per layer in
-ResNet-20's first two stages at batch 64, only 4 in the third and 2 weight-gradient
-partials (stealing needs about 3 or more per thread to help).
+faster with the queue (VGG-11's: the same). Its granularity is the chunk count: 8-12
+chunks per layer in ResNet-20's first two stages at batch 64, only 4 in the third;
+weight-gradient partials 12 in the first stage (one per chunk where Z is small) and 2 in
+the others (stealing needs about 3 or more per thread to help).
+
+Worker stride: a caller that runs many convs with one workspace (the executor) may pass
+``worker_stride`` (from conv2d_worker_scratch); the batch-lanes Winograd paths then put
+worker t's scratch at t * worker_stride from the workspace's start and what the workers
+share after all n_threads of them, so each thread's scratch stays in its own caches from
+call to call (see _affine). The bound above holds for worker_stride = 0.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid

@@ -284,53 +284,41 @@ def _elems_to_bytes(elems: int, dtype: str) -> int:
 
 
 def conv_workspace(node, batch: int, worker_stride: int = 0) -> int:
-    """Scratch of the conv kernels (0 for 1x1 and depthwise), with the workers' parts
-    ``worker_stride`` bytes apart where the path takes it."""
-    return _workspace_bytes(_conv.conv2d_workspace_size, node.data_inputs[0].type, batch,
-                            node.params["weight"].type.shape, node.attrs, worker_stride)
+    """Scratch of the conv2d kernels of a conv node or its gradient (0 for 1x1 and
+    depthwise), with the workers' parts ``worker_stride`` bytes apart where the path
+    takes it."""
+    return _scratch_bytes(_conv.conv2d_workspace_size, node, batch, worker_stride)
 
 
 def conv_worker_scratch(node, batch: int) -> int:
-    """Bytes of scratch each worker thread of the conv kernels needs at a fixed stride."""
-    return _workspace_bytes(_conv.conv2d_worker_scratch, node.data_inputs[0].type, batch,
-                            node.params["weight"].type.shape, node.attrs)
+    """Bytes of scratch each worker thread of the conv2d kernels of a conv node or its
+    gradient needs at a fixed stride."""
+    return _scratch_bytes(_conv.conv2d_worker_scratch, node, batch)
 
 
-def _workspace_bytes(size_rule, x, batch: int, w_shape, a, worker_stride=None) -> int:
-    from cnnc.threads import get_num_threads
-    itemsize = np.dtype(x.dtype).itemsize
-    args = (x.with_batch(batch).shape, w_shape, a.stride, conv_pads(x, a), a.dilation,
-            a.groups, get_num_threads())
-    if worker_stride is not None:
-        args += (worker_stride // itemsize,)
-    return int(size_rule(*args)) * itemsize
-
-
-def conv_grad_workspace(node, batch: int, worker_stride: int = 0) -> int:
-    """Scratch of a backward conv op: the forward's, from its recorded geometry."""
+def _scratch_bytes(size_rule, node, batch: int, worker_stride: int | None = None) -> int:
+    """A conv2d size rule (elements) in bytes, for a conv node or its gradient."""
     from cnnc.threads import get_num_threads
     a = node.attrs
-    dtype = node.inputs[0].type.dtype
-    x_shape = (batch,) + a.x_chw
-    if node.op.startswith("conv_transpose"):
-        elems = _conv.conv_transpose2d_workspace_size(x_shape, a.w_shape, a.stride, a.pads,
-                                                      a.output_padding, a.dilation, a.groups,
-                                                      get_num_threads())
+    if node.op == "conv":
+        x = node.data_inputs[0].type
+        geometry = (x.with_batch(batch).shape, node.params["weight"].type.shape, a.stride,
+                    conv_pads(x, a), a.dilation, a.groups)
     else:
-        elems = _conv.conv2d_workspace_size(x_shape, a.w_shape, a.stride, a.pads,
-                                            a.dilation, a.groups, get_num_threads(),
-                                            worker_stride // np.dtype(dtype).itemsize)
-    return _elems_to_bytes(elems, dtype)
+        geometry = ((batch,) + a.x_chw, a.w_shape, a.stride, a.pads, a.dilation, a.groups)
+    itemsize = np.dtype(node.inputs[0].type.dtype).itemsize
+    extra = () if worker_stride is None else (worker_stride // itemsize,)
+    return int(size_rule(*geometry, get_num_threads(), *extra)) * itemsize
 
 
-def conv_grad_worker_scratch(node, batch: int) -> int:
-    """Bytes of scratch each worker thread of a backward conv needs at a fixed stride."""
+def conv_transpose_grad_workspace(node, batch: int, worker_stride: int = 0) -> int:
+    """Scratch of a conv_transpose gradient op: its forward's, from its recorded geometry."""
     from cnnc.threads import get_num_threads
     a = node.attrs
-    dtype = node.inputs[0].type.dtype
-    elems = _conv.conv2d_worker_scratch((batch,) + a.x_chw, a.w_shape, a.stride, a.pads,
-                                        a.dilation, a.groups, get_num_threads())
-    return _elems_to_bytes(elems, dtype)
+    elems = _conv.conv_transpose2d_workspace_size((batch,) + a.x_chw, a.w_shape, a.stride,
+                                                  a.pads, a.output_padding, a.dilation,
+                                                  a.groups, get_num_threads())
+    return _elems_to_bytes(elems, node.inputs[0].type.dtype)
 
 
 def conv_backward_data_kernel(node, ctx) -> Callable[[], None]:
@@ -454,9 +442,11 @@ for _name, _shape, _kernel in (
          conv_transpose_backward_data_kernel),
         ("conv_transpose_backward_weight", grad_weight_shape,
          conv_transpose_backward_weight_kernel)):
+    _t = _name.startswith("conv_transpose")
     register_op(OpDef(
         name=_name, attrs=ConvGradAttrs, positional=(), arity=2, shape_rule=_shape,
         doc=f"{_name.replace('_', ' ')} (inputs: {'dy, weight' if 'data' in _name else 'x, dy'})",
-        internal=True, kernel=_kernel, workspace=conv_grad_workspace,
-        worker_scratch=None if _name.startswith("conv_transpose") else conv_grad_worker_scratch,
+        internal=True, kernel=_kernel,
+        workspace=conv_transpose_grad_workspace if _t else conv_workspace,
+        worker_scratch=None if _t else conv_worker_scratch,
     ))
